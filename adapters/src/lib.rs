@@ -1,0 +1,162 @@
+//! Agency adapters: the "sources → transforms" half of the gateway.
+//!
+//! Each of the six municipal agencies pushes its own native export (formats in
+//! `tests/fixtures/agencies/README.md`, the interface specification). An adapter
+//! cleans, validates and turns each row into one of the union's canonical records
+//! ([`model::Record`]), or rejects that row alone with a stable [`RowErrorCode`].
+//! Agency field codes (`GMSFHM`, `JFJS`, …) never leave the adapter except as the
+//! `field` of a rejection reported back to the agency that sent them.
+
+#![forbid(unsafe_code)]
+
+pub mod model;
+pub mod rules;
+
+mod hrss;
+
+pub use model::{
+    Agency, Category, ChangeType, CreditCode, Date, FieldSpec, Format, IdentityNumber, Record,
+    RecordKind, SourceKey, Timestamp, Value, ValueType, YearMonth,
+};
+
+use std::fmt;
+
+/// Stable, machine-readable rejection codes (specification §1.9). The string forms
+/// are part of the wire contract with the agencies and must never change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RowErrorCode {
+    IdChecksum,
+    IdBirthDate,
+    IdFormat,
+    UsccChecksum,
+    UsccFormat,
+    BadDate,
+    BadAmount,
+    BadPhone,
+    BadFormat,
+    OutOfRange,
+    UnknownCode,
+    MissingField,
+    AreaCode,
+    FieldMismatch,
+    Encoding,
+}
+
+impl RowErrorCode {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::IdChecksum => "id_checksum",
+            Self::IdBirthDate => "id_birth_date",
+            Self::IdFormat => "id_format",
+            Self::UsccChecksum => "uscc_checksum",
+            Self::UsccFormat => "uscc_format",
+            Self::BadDate => "bad_date",
+            Self::BadAmount => "bad_amount",
+            Self::BadPhone => "bad_phone",
+            Self::BadFormat => "bad_format",
+            Self::OutOfRange => "out_of_range",
+            Self::UnknownCode => "unknown_code",
+            Self::MissingField => "missing_field",
+            Self::AreaCode => "area_code",
+            Self::FieldMismatch => "field_mismatch",
+            Self::Encoding => "encoding",
+        }
+    }
+}
+
+impl fmt::Display for RowErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One reason a row was rejected. `message` describes the rule that failed and
+/// never contains the field's raw value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowError {
+    /// The agency's own field key (`GMSFHM`), or `"row"` for a row-level problem
+    /// such as malformed JSON or a wrong number of CSV columns.
+    pub field: &'static str,
+    pub code: RowErrorCode,
+    pub message: String,
+}
+
+impl RowError {
+    pub fn new(field: &'static str, code: RowErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            field,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// A problem with a whole batch (it is rejected before any row is read).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("agency {agency} exports {expected}, but the batch declares {declared}")]
+    FormatMismatch {
+        agency: Agency,
+        expected: Format,
+        declared: Format,
+    },
+    #[error("the CSV header is missing")]
+    MissingHeader,
+    #[error("the CSV header lacks the required column `{0}`")]
+    MissingColumn(String),
+    #[error("the CSV header has an unknown column `{0}`")]
+    UnknownColumn(String),
+    #[error("the CSV header names the column `{0}` twice")]
+    DuplicateColumn(String),
+    #[error("the CSV header cannot be read: {0}")]
+    BadHeader(String),
+}
+
+impl BatchError {
+    /// Stable code for the batch-level rejection.
+    pub const fn code(&self) -> &'static str {
+        match self {
+            Self::FormatMismatch { .. } => "format_mismatch",
+            Self::MissingHeader => "missing_header",
+            Self::MissingColumn(_) => "missing_column",
+            Self::UnknownColumn(_) => "unknown_column",
+            Self::DuplicateColumn(_) => "duplicate_column",
+            Self::BadHeader(_) => "bad_header",
+        }
+    }
+}
+
+/// Parses the rows of one batch, after its header (if any) has been accepted.
+pub trait RowParser: Send {
+    /// Parses one raw row (bytes exactly as exported, without the line ending).
+    /// Every rule that fails is reported, so the agency can fix a row in one go.
+    fn parse_row(&self, row: &[u8]) -> Result<Record, Vec<RowError>>;
+}
+
+/// One agency's adapter. Implementations are stateless and shared between batches.
+pub trait Adapter: Send + Sync {
+    fn agency(&self) -> Agency;
+    /// The single native format this agency exports.
+    fn format(&self) -> Format;
+    /// The canonical record kind this agency's rows become.
+    fn kind(&self) -> RecordKind;
+    /// Checks the batch's declared format and CSV header, and returns a parser
+    /// for its rows. `header` is the raw header line for CSV formats.
+    fn open_batch(
+        &self,
+        declared: Format,
+        header: Option<&[u8]>,
+    ) -> Result<Box<dyn RowParser>, BatchError>;
+}
+
+/// The adapter for an agency. Which adapter runs is decided by the caller's
+/// certificate, never by a request field: the gateway passes the agency it
+/// extracted from the client certificate.
+pub fn adapter_for(agency: Agency) -> Option<&'static dyn Adapter> {
+    match agency {
+        Agency::Hrss => Some(&hrss::HrssAdapter),
+        // The other five adapters arrive with the adapters issue; until then a push
+        // from those agencies is refused with a clear "no adapter" error.
+        _ => None,
+    }
+}

@@ -1,0 +1,578 @@
+//! The union's canonical ("unionised") model: one vocabulary for all six agencies.
+//!
+//! A person is one subject across agencies, keyed by the normalised 18-digit
+//! identity number; an enterprise is one subject keyed by its unified social
+//! credit code. Every field carries a data [`Category`] that policies and their
+//! lint reason about. The tables in `adapters/MODEL.md` document each kind.
+//!
+//! Types that hold personal identifiers ([`IdentityNumber`], [`SourceKey`]) do not
+//! implement `Display` and redact themselves in `Debug`, so a raw identity number
+//! cannot end up in a log line, an error message or a panic by accident. Reading
+//! the raw value takes an explicit `expose()`.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The six agencies that push to the gateway. The id is the path segment of the
+/// agency's certificate URI (`spiffe://<trust-domain>/agency/<id>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Agency {
+    PublicSecurity,
+    Hrss,
+    MarketRegulation,
+    Tax,
+    Housing,
+    WorkSafety,
+}
+
+impl Agency {
+    pub const ALL: [Agency; 6] = [
+        Agency::PublicSecurity,
+        Agency::Hrss,
+        Agency::MarketRegulation,
+        Agency::Tax,
+        Agency::Housing,
+        Agency::WorkSafety,
+    ];
+
+    pub const fn id(self) -> &'static str {
+        match self {
+            Agency::PublicSecurity => "public_security",
+            Agency::Hrss => "hrss",
+            Agency::MarketRegulation => "market_regulation",
+            Agency::Tax => "tax",
+            Agency::Housing => "housing",
+            Agency::WorkSafety => "work_safety",
+        }
+    }
+
+    pub fn from_id(id: &str) -> Option<Agency> {
+        Agency::ALL.into_iter().find(|a| a.id() == id)
+    }
+}
+
+impl fmt::Display for Agency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.id())
+    }
+}
+
+/// The native export formats named in the interface specification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// JSON Lines, UTF-8, one object per line.
+    JsonLines,
+    /// Comma-separated values, GBK-encoded, header row first.
+    CsvGbk,
+    /// Comma-separated values, UTF-8 with a byte-order mark, header row first.
+    CsvUtf8Bom,
+}
+
+impl Format {
+    pub const fn id(self) -> &'static str {
+        match self {
+            Format::JsonLines => "json_lines",
+            Format::CsvGbk => "csv_gbk",
+            Format::CsvUtf8Bom => "csv_utf8_bom",
+        }
+    }
+
+    pub const fn is_csv(self) -> bool {
+        matches!(self, Format::CsvGbk | Format::CsvUtf8Bom)
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.id())
+    }
+}
+
+/// The kinds of canonical record, one per agency export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordKind {
+    /// Household registration (public security).
+    Household,
+    /// Social-insurance contributions (human resources & social security).
+    SocialInsurance,
+    /// Enterprise registry (market regulation).
+    Enterprise,
+    /// Taxpayer standing per tax year (tax).
+    Taxpayer,
+    /// Affordable-housing assistance applications (housing).
+    HousingAssistance,
+    /// Workplace accidents and injuries, one record per injured person (work safety).
+    WorkInjury,
+}
+
+impl RecordKind {
+    pub const ALL: [RecordKind; 6] = [
+        RecordKind::Household,
+        RecordKind::SocialInsurance,
+        RecordKind::Enterprise,
+        RecordKind::Taxpayer,
+        RecordKind::HousingAssistance,
+        RecordKind::WorkInjury,
+    ];
+
+    pub const fn id(self) -> &'static str {
+        match self {
+            RecordKind::Household => "household",
+            RecordKind::SocialInsurance => "social_insurance",
+            RecordKind::Enterprise => "enterprise",
+            RecordKind::Taxpayer => "taxpayer",
+            RecordKind::HousingAssistance => "housing_assistance",
+            RecordKind::WorkInjury => "work_injury",
+        }
+    }
+
+    pub fn from_id(id: &str) -> Option<RecordKind> {
+        RecordKind::ALL.into_iter().find(|k| k.id() == id)
+    }
+
+    /// The agency whose exports produce this kind.
+    pub const fn source(self) -> Agency {
+        match self {
+            RecordKind::Household => Agency::PublicSecurity,
+            RecordKind::SocialInsurance => Agency::Hrss,
+            RecordKind::Enterprise => Agency::MarketRegulation,
+            RecordKind::Taxpayer => Agency::Tax,
+            RecordKind::HousingAssistance => Agency::Housing,
+            RecordKind::WorkInjury => Agency::WorkSafety,
+        }
+    }
+
+    /// The fields of this kind, in canonical order.
+    pub fn schema(self) -> &'static [FieldSpec] {
+        crate::model::schema::fields(self)
+    }
+
+    pub fn field(self, name: &str) -> Option<&'static FieldSpec> {
+        self.schema().iter().find(|f| f.name == name)
+    }
+}
+
+impl fmt::Display for RecordKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.id())
+    }
+}
+
+/// What kind of data a field holds. Policies and the policy lint decide by
+/// category how carefully a field must be released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    /// Identity numbers and other numbers that single out a person.
+    Identifier,
+    Name,
+    /// Phone numbers.
+    Contact,
+    Address,
+    BirthDate,
+    Ethnicity,
+    /// Wages, contribution bases, incomes, subsidies, tax figures.
+    Financial,
+    HealthInjury,
+    /// Employment facts: insurance types, contribution status, job, department.
+    Employment,
+    /// Facts about an enterprise (not personal data in itself).
+    Enterprise,
+    FreeText,
+    /// Administrative facts that are not about a person: codes, dates of a process.
+    Administrative,
+}
+
+impl Category {
+    pub const fn id(self) -> &'static str {
+        match self {
+            Category::Identifier => "identifier",
+            Category::Name => "name",
+            Category::Contact => "contact",
+            Category::Address => "address",
+            Category::BirthDate => "birth_date",
+            Category::Ethnicity => "ethnicity",
+            Category::Financial => "financial",
+            Category::HealthInjury => "health_injury",
+            Category::Employment => "employment",
+            Category::Enterprise => "enterprise",
+            Category::FreeText => "free_text",
+            Category::Administrative => "administrative",
+        }
+    }
+
+    /// Categories that the policy lint refuses to see delivered in clear
+    /// without a written justification.
+    pub const fn is_sensitive(self) -> bool {
+        matches!(
+            self,
+            Category::Identifier | Category::Ethnicity | Category::HealthInjury | Category::Financial
+        )
+    }
+
+    /// Categories whose raw values must never appear in logs, errors or audit entries.
+    pub const fn is_personal(self) -> bool {
+        matches!(
+            self,
+            Category::Identifier
+                | Category::Name
+                | Category::Contact
+                | Category::Address
+                | Category::BirthDate
+                | Category::Ethnicity
+                | Category::Financial
+                | Category::HealthInjury
+                | Category::FreeText
+        )
+    }
+}
+
+/// The type of a canonical field's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueType {
+    Text,
+    /// A value from a code table (kept as the canonical code string).
+    Code,
+    Integer,
+    /// Money held exactly, in fen (1/100 yuan).
+    Money,
+    Date,
+    YearMonth,
+    Year,
+    Timestamp,
+    Bool,
+    IdentityNumber,
+    CreditCode,
+    /// A GB/T 2260 administrative division code.
+    Division,
+}
+
+/// One field of a canonical record kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldSpec {
+    pub name: &'static str,
+    pub ty: ValueType,
+    pub category: Category,
+    /// The agency's source field key this field is read from.
+    pub source: &'static str,
+    pub description: &'static str,
+}
+
+/// A calendar date (Beijing local).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Date {
+    pub year: i32,
+    pub month: u8,
+    pub day: u8,
+}
+
+impl fmt::Display for Date {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
+    }
+}
+
+/// A calendar month, e.g. a contribution month.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct YearMonth {
+    pub year: i32,
+    pub month: u8,
+}
+
+impl fmt::Display for YearMonth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-{:02}", self.year, self.month)
+    }
+}
+
+/// An instant, as seconds since the Unix epoch (UTC). Agencies send Beijing
+/// time (UTC+8, no DST); adapters convert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// RFC 3339 in Beijing time, e.g. `2025-05-20T12:25:02+08:00`.
+    pub fn to_beijing_rfc3339(self) -> String {
+        let secs = self.0 + 8 * 3600;
+        let days = secs.div_euclid(86_400);
+        let rem = secs.rem_euclid(86_400);
+        let (y, m, d) = civil_from_days(days);
+        format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}+08:00",
+            rem / 3600,
+            (rem / 60) % 60,
+            rem % 60
+        )
+    }
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant).
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// (year, month, day) → days since 1970-01-01, proleptic Gregorian (H. Hinnant).
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if m > 2 { m - 3 } else { m + 9 } as i64;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// A normalised, checksum-valid 18-character resident identity number.
+///
+/// No `Display`; `Debug` is redacted. Use [`IdentityNumber::expose`] where the raw
+/// value is genuinely needed (keyed hashing, encryption at rest).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct IdentityNumber(String);
+
+impl IdentityNumber {
+    /// Wraps an already validated, normalised 18-character number.
+    /// Use [`crate::rules::identity_number`] to validate raw input.
+    pub fn from_validated(s: String) -> Self {
+        debug_assert_eq!(s.len(), 18);
+        IdentityNumber(s)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The birth date embedded in the number.
+    pub fn birth_date(&self) -> Date {
+        let b = self.0.as_bytes();
+        let num = |r: std::ops::Range<usize>| -> u32 {
+            b[r].iter().fold(0u32, |acc, c| acc * 10 + u32::from(c - b'0'))
+        };
+        Date {
+            year: num(6..10) as i32,
+            month: num(10..12) as u8,
+            day: num(12..14) as u8,
+        }
+    }
+
+    /// True for an odd sequence number (male), false for even (female).
+    pub fn is_male(&self) -> bool {
+        (self.0.as_bytes()[16] - b'0') % 2 == 1
+    }
+}
+
+impl fmt::Debug for IdentityNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("IdentityNumber(<redacted>)")
+    }
+}
+
+/// A checksum-valid unified social credit code. Not personal data, so it prints.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CreditCode(String);
+
+impl CreditCode {
+    pub fn from_validated(s: String) -> Self {
+        CreditCode(s)
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CreditCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The agency's key for a record (specification "Source key"), e.g.
+/// (`GRBH`, `XZLX`, `JFNY`). It may contain personal identifiers, so it is
+/// redacted in `Debug` and never stored in clear: the store keeps a keyed hash.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SourceKey(String);
+
+impl SourceKey {
+    /// Joins the key's parts with U+001F (unit separator), which cannot occur in
+    /// normalised field values.
+    pub fn from_parts<I, S>(parts: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut s = String::new();
+        for (i, p) in parts.into_iter().enumerate() {
+            if i > 0 {
+                s.push('\u{1f}');
+            }
+            s.push_str(p.as_ref());
+        }
+        SourceKey(s)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SourceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SourceKey(<redacted>)")
+    }
+}
+
+/// One canonical field value.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", content = "v", rename_all = "snake_case")]
+pub enum Value {
+    Text(String),
+    Code(String),
+    Integer(i64),
+    /// Exact money in fen (1/100 yuan).
+    Money(i64),
+    Date(Date),
+    YearMonth(YearMonth),
+    Year(i32),
+    Timestamp(Timestamp),
+    Bool(bool),
+    IdentityNumber(IdentityNumber),
+    CreditCode(CreditCode),
+    Division(String),
+}
+
+impl Value {
+    /// The value as text, as delivered when a policy keeps it. Money is in yuan
+    /// with two decimals.
+    pub fn render(&self) -> String {
+        match self {
+            Value::Text(s) | Value::Code(s) | Value::Division(s) => s.clone(),
+            Value::Integer(i) => i.to_string(),
+            Value::Money(fen) => {
+                let sign = if *fen < 0 { "-" } else { "" };
+                let a = fen.unsigned_abs();
+                format!("{sign}{}.{:02}", a / 100, a % 100)
+            }
+            Value::Date(d) => d.to_string(),
+            Value::YearMonth(m) => m.to_string(),
+            Value::Year(y) => format!("{y:04}"),
+            Value::Timestamp(t) => t.to_beijing_rfc3339(),
+            Value::Bool(b) => if *b { "true" } else { "false" }.to_string(),
+            Value::IdentityNumber(id) => id.expose().to_string(),
+            Value::CreditCode(c) => c.as_str().to_string(),
+        }
+    }
+}
+
+impl fmt::Debug for Value {
+    /// Values are redacted wholesale: a `Value` does not know its field's category,
+    /// and a record dumped with `{:?}` must not leak personal data.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tag = match self {
+            Value::Text(_) => "Text",
+            Value::Code(_) => "Code",
+            Value::Integer(_) => "Integer",
+            Value::Money(_) => "Money",
+            Value::Date(_) => "Date",
+            Value::YearMonth(_) => "YearMonth",
+            Value::Year(_) => "Year",
+            Value::Timestamp(_) => "Timestamp",
+            Value::Bool(_) => "Bool",
+            Value::IdentityNumber(_) => "IdentityNumber",
+            Value::CreditCode(_) => "CreditCode",
+            Value::Division(_) => "Division",
+        };
+        write!(f, "{tag}(<redacted>)")
+    }
+}
+
+/// Change type of a row (specification §1.6, `BGLX`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeType {
+    New,
+    Update,
+    Cancel,
+}
+
+impl ChangeType {
+    pub const fn id(self) -> &'static str {
+        match self {
+            ChangeType::New => "new",
+            ChangeType::Update => "update",
+            ChangeType::Cancel => "cancel",
+        }
+    }
+}
+
+/// One canonical record produced by an adapter from one agency row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub kind: RecordKind,
+    pub source_key: SourceKey,
+    pub change: ChangeType,
+    /// The agency's change timestamp (`BGSJ`): the record's version.
+    pub changed_at: Timestamp,
+    /// The person this record is about, if any (the subject key across agencies).
+    pub person: Option<IdentityNumber>,
+    /// The enterprise this record is about or names as employer, if any.
+    pub enterprise: Option<CreditCode>,
+    /// Field values by canonical field name; absent optional fields are omitted.
+    pub fields: BTreeMap<String, Value>,
+}
+
+pub mod schema {
+    //! The field tables of every canonical record kind (documented in `adapters/MODEL.md`).
+    use super::{Category as C, FieldSpec, RecordKind, ValueType as T};
+
+    const fn f(
+        name: &'static str,
+        ty: T,
+        category: C,
+        source: &'static str,
+        description: &'static str,
+    ) -> FieldSpec {
+        FieldSpec {
+            name,
+            ty,
+            category,
+            source,
+            description,
+        }
+    }
+
+    pub static SOCIAL_INSURANCE: &[FieldSpec] = &[
+        f("person_id", T::IdentityNumber, C::Identifier, "GMSFHM", "the insured person's identity number"),
+        f("insured_number", T::Text, C::Identifier, "GRBH", "the insured person's social-insurance number"),
+        f("name", T::Text, C::Name, "XM", "the insured person's name"),
+        f("employer_credit_code", T::CreditCode, C::Enterprise, "TYSHXYDM", "the employer's unified social credit code"),
+        f("employer_name", T::Text, C::Enterprise, "DWMC", "the employer's name"),
+        f("insurance_type", T::Code, C::Employment, "XZLX", "110 enterprise pension, 120 public-sector pension, 210 unemployment, 310 employee medical, 410 work injury, 510 maternity"),
+        f("contribution_base", T::Money, C::Financial, "JFJS", "monthly contribution base (wage basis)"),
+        f("contribution_month", T::YearMonth, C::Employment, "JFNY", "the month the contribution is for"),
+        f("contribution_status", T::Code, C::Employment, "JFZT", "1 paying, 2 suspended, 3 terminated"),
+    ];
+
+    pub fn fields(kind: RecordKind) -> &'static [FieldSpec] {
+        match kind {
+            RecordKind::SocialInsurance => SOCIAL_INSURANCE,
+            // Filled in by the adapters issue, one table per kind.
+            _ => &[],
+        }
+    }
+}

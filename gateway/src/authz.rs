@@ -1,0 +1,196 @@
+//! The identity and role-matrix layer, in front of every service.
+//!
+//! It takes the peer certificate that the TLS handshake verified, turns it into a
+//! [`Principal`] (see [`crate::identity`]) and enforces who may call what:
+//! agencies may only push, union consumers may only pull and look up, auditors
+//! may only use `Audit`; health checking and reflection are open to any
+//! authenticated caller. Everything else is `PERMISSION_DENIED`, recorded in the
+//! audit log before the caller gets the answer. Services read the principal from
+//! the request extensions; no request field can change it.
+
+use crate::audit::{self, AuditEvent, Denied};
+use crate::identity::{Principal, principal_from_cert};
+use crate::store::Store;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tonic::body::Body;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+
+/// What a path requires of its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Required {
+    Agency,
+    Union,
+    Auditor,
+    AnyAuthenticated,
+}
+
+fn required_role(path: &str) -> Required {
+    let service = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    match service {
+        "exchange.v1.AgencyIngest" => Required::Agency,
+        "exchange.v1.UnionExchange" => Required::Union,
+        "exchange.v1.Audit" => Required::Auditor,
+        // Health, reflection, and unknown paths (which the router answers with
+        // UNIMPLEMENTED) need only an authenticated caller.
+        _ => Required::AnyAuthenticated,
+    }
+}
+
+fn permits(required: Required, principal: &Principal) -> bool {
+    matches!(
+        (required, principal),
+        (Required::AnyAuthenticated, _)
+            | (Required::Agency, Principal::Agency(_))
+            | (Required::Union, Principal::Union(_))
+            | (Required::Auditor, Principal::Auditor(_))
+    )
+}
+
+/// A refusal: who (if known), a stable code and a reason for the caller.
+struct Refusal {
+    actor: String,
+    code: &'static str,
+    reason: String,
+}
+
+fn authorise(
+    extensions: &http::Extensions,
+    path: &str,
+    trust_domain: &str,
+) -> Result<Principal, Refusal> {
+    let cert = extensions
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(|info| info.peer_certs())
+        .and_then(|certs| certs.first().cloned());
+    let Some(cert) = cert else {
+        return Err(Refusal {
+            actor: audit::ANONYMOUS.to_string(),
+            code: "no_certificate",
+            reason: "no verified client certificate".to_string(),
+        });
+    };
+    let principal = principal_from_cert(&cert, trust_domain).map_err(|e| Refusal {
+        actor: audit::ANONYMOUS.to_string(),
+        code: e.code(),
+        reason: e.to_string(),
+    })?;
+    let required = required_role(path);
+    if !permits(required, &principal) {
+        let allowed = match required {
+            Required::Agency => "agencies",
+            Required::Union => "union consumers",
+            Required::Auditor => "auditors",
+            Required::AnyAuthenticated => "authenticated callers",
+        };
+        return Err(Refusal {
+            actor: principal.to_string(),
+            code: "role_not_permitted",
+            reason: format!("{principal} may not call {path}: only {allowed} may"),
+        });
+    }
+    Ok(principal)
+}
+
+/// Tower layer: see the module documentation.
+#[derive(Clone)]
+pub struct AuthzLayer {
+    trust_domain: Arc<str>,
+    store: Arc<dyn Store>,
+}
+
+impl AuthzLayer {
+    pub fn new(trust_domain: &str, store: Arc<dyn Store>) -> Self {
+        AuthzLayer {
+            trust_domain: trust_domain.into(),
+            store,
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for AuthzLayer {
+    type Service = Authz<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Authz {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Authz<S> {
+    inner: S,
+    layer: AuthzLayer,
+}
+
+impl<S> tower::Service<http::Request<Body>> for Authz<S>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
+        let path = req.uri().path().to_string();
+        match authorise(req.extensions(), &path, &self.layer.trust_domain) {
+            Ok(principal) => {
+                let span = tracing::info_span!("rpc", rpc = %path, caller = %principal);
+                req.extensions_mut().insert(principal);
+                // Standard tower pattern: call the clone that was driven ready.
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                Box::pin(tracing::Instrument::instrument(inner.call(req), span))
+            }
+            Err(refusal) => {
+                let store = self.layer.store.clone();
+                Box::pin(async move {
+                    tracing::warn!(rpc = %path, caller = %refusal.actor, code = refusal.code, "call denied");
+                    let entry = Denied {
+                        rpc: &path,
+                        code: refusal.code,
+                        reason: &refusal.reason,
+                    }
+                    .entry(&refusal.actor);
+                    let status = match audit::record(&store, vec![entry]).await {
+                        Ok(()) => tonic::Status::permission_denied(refusal.reason),
+                        Err(status) => status,
+                    };
+                    Ok(status.into_http())
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use adapters::Agency;
+
+    #[test]
+    fn role_matrix() {
+        let agency = Principal::Agency(Agency::Hrss);
+        let union = Principal::Union("assistance".into());
+        let auditor = Principal::Auditor("compliance".into());
+        let push = required_role("/exchange.v1.AgencyIngest/Push");
+        let pull = required_role("/exchange.v1.UnionExchange/Pull");
+        let query = required_role("/exchange.v1.Audit/Query");
+        let health = required_role("/grpc.health.v1.Health/Check");
+        assert!(permits(push, &agency) && !permits(push, &union) && !permits(push, &auditor));
+        assert!(permits(pull, &union) && !permits(pull, &agency) && !permits(pull, &auditor));
+        assert!(permits(query, &auditor) && !permits(query, &agency) && !permits(query, &union));
+        assert!(permits(health, &agency) && permits(health, &union) && permits(health, &auditor));
+    }
+}

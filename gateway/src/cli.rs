@@ -1,0 +1,539 @@
+//! The `gateway` command line: `serve`, `certs init`, `push` and `pull`. This is
+//! the binary's edge, where errors become messages and exit codes (`anyhow`).
+
+use crate::client::{self, ClientTls, PushOptions};
+use crate::config::{Config, DEV_CERTS_DIR};
+use crate::pki::{self, IdentityName};
+use crate::{Gateway, proto, tls};
+use adapters::{Agency, Format};
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "gateway",
+    version,
+    about = "The agency <-> union exchange gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (dev mode by default: creates dev certificates, keys and the data directory).
+    Serve(ServeArgs),
+    /// Manage the dev PKI.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+    /// Push an agency export file as the agency named by the client certificate.
+    Push(PushArgs),
+    /// Pull policy-shaped records as a union consumer, as JSON Lines.
+    Pull(PullArgs),
+    /// Check and preview policy files.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Lint a policy directory: exits non-zero with `file:line: message` for each problem.
+    Check {
+        #[arg(default_value = "policies/shipped")]
+        dir: PathBuf,
+    },
+    /// Show, field by field, what a consumer would receive for the rows of an
+    /// agency export, without storing anything.
+    Preview(PreviewArgs),
+}
+
+#[derive(Args)]
+struct PreviewArgs {
+    #[arg(long)]
+    consumer: String,
+    #[arg(long)]
+    purpose: String,
+    /// An agency export file (its rows go through that agency's adapter).
+    #[arg(long)]
+    input: PathBuf,
+    /// The agency whose adapter reads the file (default: the file name's stem, e.g. hrss.csv → hrss).
+    #[arg(long)]
+    agency: Option<String>,
+    #[arg(long, env = "GATEWAY_POLICIES_DIR", default_value = "policies/shipped")]
+    policies_dir: PathBuf,
+    /// Rows to show.
+    #[arg(long, default_value_t = 10)]
+    rows: usize,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Configuration file (TOML). Without one, documented defaults (dev mode) apply.
+    #[arg(long, env = "GATEWAY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on (overrides the configuration).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Data directory of the embedded store (overrides the configuration).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Create a dev CA, a server certificate (localhost, 127.0.0.1) and client
+    /// certificates for the six agencies, every consumer of the shipped policies and
+    /// one auditor.
+    Init(CertsInitArgs),
+}
+
+#[derive(Args)]
+struct CertsInitArgs {
+    #[arg(long, default_value = DEV_CERTS_DIR)]
+    dir: PathBuf,
+    #[arg(
+        long,
+        env = "GATEWAY_TRUST_DOMAIN",
+        default_value = "exchange.wuhu.example"
+    )]
+    trust_domain: String,
+    /// Policies whose consumers get a certificate.
+    #[arg(long, env = "GATEWAY_POLICIES_DIR", default_value = "policies/shipped")]
+    policies_dir: PathBuf,
+    /// Replace an existing dev PKI.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args, Clone)]
+struct ClientArgs {
+    /// Gateway address.
+    #[arg(long, env = "GATEWAY_ADDR", default_value = "127.0.0.1:7443")]
+    addr: String,
+    /// A dev identity from the dev certificate directory, e.g. agency/hrss or union/assistance.
+    #[arg(long, conflicts_with_all = ["cert", "key"])]
+    identity: Option<String>,
+    /// Client certificate (PEM); with --key and --ca instead of --identity.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// CA certificate the server's certificate must chain to.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Where dev identities are looked up.
+    #[arg(long, env = "GATEWAY_CERTS_DIR", default_value = DEV_CERTS_DIR)]
+    certs_dir: PathBuf,
+    /// Name on the server's certificate.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
+}
+
+impl ClientArgs {
+    fn tls(&self, default_identity: &str) -> anyhow::Result<ClientTls> {
+        let mut tls = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => ClientTls {
+                ca: self.certs_dir.join("ca.pem"),
+                identity: Some((cert.clone(), key.clone())),
+                server_name: String::new(),
+            },
+            _ => ClientTls::dev(
+                &self.certs_dir,
+                self.identity.as_deref().unwrap_or(default_identity),
+            )?,
+        };
+        if let Some(ca) = &self.ca {
+            tls.ca = ca.clone();
+        }
+        tls.server_name = self.server_name.clone();
+        Ok(tls)
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    JsonLines,
+    CsvGbk,
+    CsvUtf8Bom,
+}
+
+#[derive(Args)]
+struct PushArgs {
+    /// The export file, exactly as the agency's system wrote it.
+    #[arg(long)]
+    file: PathBuf,
+    /// Native format; guessed from the file name and byte-order mark by default.
+    #[arg(long, value_enum)]
+    format: Option<FormatArg>,
+    /// Rows per batch.
+    #[arg(long, default_value_t = 2000)]
+    batch_rows: usize,
+    /// Batch id prefix (default: derived from the file's content, so a re-push is idempotent).
+    #[arg(long)]
+    batch_prefix: Option<String>,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Args)]
+struct PullArgs {
+    /// Record kind(s) to pull, e.g. social_insurance (repeatable; default: all the policy releases).
+    #[arg(long = "kind")]
+    kinds: Vec<String>,
+    /// The purpose of this pull; must be in the consumer's policy.
+    #[arg(long)]
+    purpose: String,
+    /// Write JSON Lines here instead of standard output.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Start after this cursor (0 = from the beginning).
+    #[arg(long, default_value_t = 0)]
+    cursor: u64,
+    /// Stop after this many events (0 = no limit).
+    #[arg(long, default_value_t = 0)]
+    limit: u32,
+    /// Keep following new changes.
+    #[arg(long)]
+    follow: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// Entry point of the `gateway` binary.
+pub fn main() {
+    tls::install_crypto_provider();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if let Err(e) = runtime.block_on(run(cli)) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Certs {
+            command: CertsCommand::Init(args),
+        } => certs_init(args),
+        Command::Push(args) => push(args).await,
+        Command::Pull(args) => pull(args).await,
+        Command::Policy {
+            command: PolicyCommand::Check { dir },
+        } => policy_check(&dir),
+        Command::Policy {
+            command: PolicyCommand::Preview(args),
+        } => policy_preview(args),
+    }
+}
+
+/// Identities `certs init` issues: the six agencies, each policy's consumer, one auditor.
+fn dev_identities(policies_dir: &Path) -> Vec<IdentityName> {
+    let mut ids: Vec<IdentityName> = Agency::ALL
+        .iter()
+        .map(|a| IdentityName {
+            role: "agency".into(),
+            name: a.id().into(),
+        })
+        .collect();
+    match policies::PolicySet::load_dir(policies_dir) {
+        Ok(set) => ids.extend(set.consumers().map(|c| IdentityName {
+            role: "union".into(),
+            name: c.into(),
+        })),
+        Err(e) => eprintln!("warning: no consumer certificates: {e}"),
+    }
+    ids.push(IdentityName {
+        role: "auditor".into(),
+        name: "compliance".into(),
+    });
+    ids
+}
+
+fn certs_init(args: CertsInitArgs) -> anyhow::Result<()> {
+    if args.dir.join("ca.pem").exists() && !args.force {
+        bail!(
+            "{} already holds a dev PKI; pass --force to replace it",
+            args.dir.display()
+        );
+    }
+    let ids = dev_identities(&args.policies_dir);
+    let pki = pki::init_dev_pki(&args.dir, &args.trust_domain, &ids)?;
+    println!("dev PKI written to {}:", pki.dir.display());
+    println!("  ca.pem, server.pem/.key (localhost, 127.0.0.1, ::1), crl.pem");
+    for id in &pki.identities {
+        println!("  {}.pem/.key  {}", id.stem(), id.uri(&args.trust_domain));
+    }
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = Config::load(args.config.as_deref())?;
+    if let Some(l) = args.listen {
+        config.listen = l;
+    }
+    if let Some(d) = args.data_dir {
+        config.data_dir = d;
+    }
+    let _telemetry = crate::telemetry::init(&config.telemetry)?;
+    if config.dev_mode {
+        tracing::warn!("==================================================================");
+        tracing::warn!("DEV MODE: dev certificates and generated keys; NOT FOR PRODUCTION.");
+        tracing::warn!("Set dev_mode = false in the configuration file for real data.");
+        tracing::warn!("==================================================================");
+        if !config.tls.ca.exists() {
+            let dir = config.tls.ca.parent().unwrap_or(Path::new(DEV_CERTS_DIR));
+            let ids = dev_identities(&config.policies_dir);
+            pki::init_dev_pki(dir, &config.trust_domain, &ids)?;
+            tracing::warn!(dir = %dir.display(), "DEV MODE: created a dev PKI");
+        }
+    }
+    let gateway = Arc::new(Gateway::open(&config)?);
+    let server_tls = tls::server_config(
+        &config.tls.ca,
+        &config.tls.cert,
+        &config.tls.key,
+        &config.tls.crls,
+    )?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        data_dir = %config.data_dir.display(),
+        trust_domain = %config.trust_domain,
+        consumers = ?gateway.policies().consumers().collect::<Vec<_>>(),
+        "gateway serving (mutual TLS 1.3)"
+    );
+    #[cfg(unix)]
+    {
+        // SIGHUP reloads the policies without dropping connections.
+        let gateway = gateway.clone();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let gw = gateway.clone();
+                let _ = tokio::task::spawn_blocking(move || gw.reload_policies()).await;
+            }
+        });
+    }
+    crate::serve(
+        listener,
+        gateway,
+        server_tls,
+        std::time::Duration::from_secs(config.tls.handshake_timeout_secs),
+        shutdown_signal(),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutting down: draining connections");
+}
+
+async fn push(args: PushArgs) -> anyhow::Result<()> {
+    let tls = args.client.tls("agency/hrss")?;
+    let channel = client::connect(&args.client.addr, &tls).await?;
+    let opts = PushOptions {
+        batch_rows: args.batch_rows,
+        batch_prefix: args.batch_prefix,
+        format: args.format.map(|f| match f {
+            FormatArg::JsonLines => Format::JsonLines,
+            FormatArg::CsvGbk => Format::CsvGbk,
+            FormatArg::CsvUtf8Bom => Format::CsvUtf8Bom,
+        }),
+    };
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_message("pushing");
+    let summary = client::push_file(channel, &args.file, &opts, |r| {
+        bar.inc(r.rows_received);
+        bar.set_message(format!("{} rows acknowledged", bar.position()));
+    })
+    .await?;
+    bar.finish_and_clear();
+    println!(
+        "{}: {} rows in {} batches: {} accepted ({} superseded by newer versions), {} rejected{}",
+        args.file.display(),
+        summary.rows,
+        summary.batches,
+        summary.accepted,
+        summary.superseded,
+        summary.rows - summary.accepted,
+        if summary.duplicates > 0 {
+            format!(", {} batches already pushed before", summary.duplicates)
+        } else {
+            String::new()
+        }
+    );
+    for (id, code, message) in &summary.rejected_batches {
+        println!("  batch {id} rejected: {code}: {message}");
+    }
+    for r in &summary.rejections {
+        println!("  row {}: {} {}: {}", r.row, r.field, r.code, r.message);
+    }
+    if !summary.rejected_batches.is_empty() {
+        bail!("{} batches were rejected", summary.rejected_batches.len());
+    }
+    Ok(())
+}
+
+async fn pull(args: PullArgs) -> anyhow::Result<()> {
+    let tls = args.client.tls("union/assistance")?;
+    let channel = client::connect(&args.client.addr, &tls).await?;
+    let mut out: Box<dyn std::io::Write> = match &args.out {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let mut n = 0u64;
+    let follow = args.follow;
+    let last = client::pull(
+        channel,
+        proto::PullRequest {
+            kinds: args.kinds,
+            purpose: args.purpose,
+            cursor: args.cursor,
+            limit: args.limit,
+            follow,
+        },
+        |e| {
+            serde_json::to_writer(&mut out, &client::event_json(e))?;
+            out.write_all(b"\n")?;
+            if follow {
+                out.flush()?;
+            }
+            n += 1;
+            Ok(())
+        },
+    )
+    .await?;
+    out.flush()?;
+    drop(out);
+    eprintln!("{n} events; last cursor {last} (resume with --cursor {last})");
+    Ok(())
+}
+
+fn policy_check(dir: &Path) -> anyhow::Result<()> {
+    match policies::PolicySet::load_dir(dir) {
+        Ok(set) => {
+            for p in set.policies.values() {
+                println!(
+                    "{}: ok: consumer {}, purposes {}, kinds {}, {}",
+                    p.source.display(),
+                    p.consumer,
+                    p.purposes.join(", "),
+                    p.kinds.keys().map(|k| k.id()).collect::<Vec<_>>().join(", "),
+                    p.version
+                );
+            }
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            bail!("policy check failed")
+        }
+    }
+}
+
+fn policy_preview(args: PreviewArgs) -> anyhow::Result<()> {
+    let set = policies::PolicySet::load_dir(&args.policies_dir)?;
+    let policy = set
+        .get(&args.consumer)
+        .with_context(|| format!("no policy for consumer {}", args.consumer))?;
+    if !policy.allows_purpose(&args.purpose) {
+        bail!(
+            "purpose `{}` is not in the policy of {} (allowed: {})",
+            args.purpose,
+            args.consumer,
+            policy.purposes.join(", ")
+        );
+    }
+    let agency_id = match &args.agency {
+        Some(a) => a.clone(),
+        None => args
+            .input
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string(),
+    };
+    let agency = Agency::from_id(&agency_id)
+        .with_context(|| format!("unknown agency `{agency_id}`; pass --agency"))?;
+    let adapter = adapters::adapter_for(agency)
+        .with_context(|| format!("no adapter for agency {agency} yet"))?;
+    let format = adapter.format();
+    let mut rows = client::RowReader::new(std::fs::File::open(&args.input)?, format.is_csv());
+    let header = if format.is_csv() { rows.next_row()? } else { None };
+    let parser = adapter.open_batch(format, header.as_deref())?;
+    // Preview keys are random: tokens look like real ones but match nothing stored.
+    let mut secret = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
+        .map_err(|_| anyhow::anyhow!("no system randomness"))?;
+    let keys = policies::ConsumerKeys::derive(&secret, &policy.consumer);
+    println!(
+        "policy {} ({}), purpose {}, {} rows of {} (preview keys: tokens differ from production)",
+        policy.consumer,
+        policy.version,
+        args.purpose,
+        args.rows,
+        args.input.display()
+    );
+    let mut n = 0;
+    while let Some(row) = rows.next_row()? {
+        n += 1;
+        if n > args.rows {
+            break;
+        }
+        println!("\n── row {n}");
+        let record = match parser.parse_row(&row) {
+            Ok(r) => r,
+            Err(errors) => {
+                for e in errors {
+                    println!("   rejected: {} {}: {}", e.field, e.code, e.message);
+                }
+                continue;
+            }
+        };
+        if !policy.releases_kind(record.kind) {
+            println!("   kind {} is not released to {}", record.kind, policy.consumer);
+            continue;
+        }
+        if !policy.admits(&record) {
+            println!("   filtered out by the policy's row filter");
+            continue;
+        }
+        let shaped = policy.shape(&record, &keys);
+        for spec in record.kind.schema() {
+            let before = record.fields.get(spec.name).map(|v| v.render()).unwrap_or_default();
+            match shaped.iter().find(|f| f.name == spec.name) {
+                Some(f) => println!("   {:<24} {:<28} → {} ({})", spec.name, before, f.value, f.form.as_str()),
+                None => println!("   {:<24} {:<28} → (not delivered)", spec.name, before),
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,244 @@
+//! Gateway configuration: one TOML file with documented defaults, every setting
+//! overridable from the environment (`GATEWAY_*`), and the command line on top.
+//!
+//! The defaults are dev mode: certificates and keys are generated on first run
+//! under `certs/dev/`, so `gateway serve` works on a fresh checkout. A production
+//! configuration sets `dev_mode = false`, and then missing certificates or keys
+//! are an error, never silently generated.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value in environment variable {var}: {message}")]
+    Env { var: &'static str, message: String },
+}
+
+/// The whole configuration. Field docs are the reference documentation
+/// (also rendered in `gateway.example.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on. Env: `GATEWAY_LISTEN`. Default `127.0.0.1:7443`.
+    pub listen: SocketAddr,
+    /// Where the embedded store keeps its files. Env: `GATEWAY_DATA_DIR`. Default `data`.
+    pub data_dir: PathBuf,
+    /// Trust domain of the SPIFFE-style certificate URIs. Env: `GATEWAY_TRUST_DOMAIN`.
+    /// Default `exchange.wuhu.example`.
+    pub trust_domain: String,
+    /// Generate missing dev certificates and keys, and say so loudly. Env: `GATEWAY_DEV_MODE`.
+    /// Default `true`.
+    pub dev_mode: bool,
+    /// Directory of the union consumers' policy files. Env: `GATEWAY_POLICIES_DIR`.
+    /// Default `policies/shipped`.
+    pub policies_dir: PathBuf,
+    /// The gateway's secret keys (pseudonymisation, encryption at rest, keyed index).
+    /// Env: `GATEWAY_KEYS_FILE`. Default `certs/dev/keys.toml` (generated in dev mode).
+    pub keys_file: PathBuf,
+    pub tls: TlsConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// CA bundle that client certificates must chain to. Env: `GATEWAY_TLS_CA`.
+    pub ca: PathBuf,
+    /// Server certificate chain. Env: `GATEWAY_TLS_CERT`.
+    pub cert: PathBuf,
+    /// Server private key. Env: `GATEWAY_TLS_KEY`.
+    pub key: PathBuf,
+    /// Certificate revocation lists (PEM). Env: `GATEWAY_TLS_CRLS` (comma-separated).
+    pub crls: Vec<PathBuf>,
+    /// Seconds a client has to finish the TLS handshake. Env: `GATEWAY_TLS_HANDSHAKE_TIMEOUT`.
+    pub handshake_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// OTLP/gRPC collector endpoint, e.g. `http://127.0.0.1:4317`. Empty = no export,
+    /// readable logs only. Env: `GATEWAY_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub otlp_endpoint: String,
+    /// Log filter in `tracing` syntax. Env: `GATEWAY_LOG` (or `RUST_LOG`). Default `info`.
+    pub log: String,
+    /// `pretty` (human-readable) or `json`. Env: `GATEWAY_LOG_FORMAT`.
+    pub log_format: String,
+}
+
+pub const DEV_CERTS_DIR: &str = "certs/dev";
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:7443".parse().expect("valid default address"),
+            data_dir: PathBuf::from("data"),
+            trust_domain: "exchange.wuhu.example".to_string(),
+            dev_mode: true,
+            policies_dir: PathBuf::from("policies/shipped"),
+            keys_file: Path::new(DEV_CERTS_DIR).join("keys.toml"),
+            tls: TlsConfig::default(),
+            telemetry: TelemetryConfig::default(),
+        }
+    }
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        let dev = Path::new(DEV_CERTS_DIR);
+        TlsConfig {
+            ca: dev.join("ca.pem"),
+            cert: dev.join("server.pem"),
+            key: dev.join("server.key"),
+            crls: Vec::new(),
+            handshake_timeout_secs: 10,
+        }
+    }
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: String::new(),
+            log: "info".to_string(),
+            log_format: "pretty".to_string(),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the file (if any), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut config = match file {
+            Some(path) => Self::from_file(path)?,
+            None => Config::default(),
+        };
+        config.apply_env(|k| std::env::var(k).ok())?;
+        Ok(config)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Overlays environment variables; `get` abstracts the environment for tests.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn parse<T: std::str::FromStr>(var: &'static str, v: &str) -> Result<T, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            v.trim().parse().map_err(|e: T::Err| ConfigError::Env {
+                var,
+                message: e.to_string(),
+            })
+        }
+        if let Some(v) = get("GATEWAY_LISTEN") {
+            self.listen = parse("GATEWAY_LISTEN", &v)?;
+        }
+        if let Some(v) = get("GATEWAY_DATA_DIR") {
+            self.data_dir = v.into();
+        }
+        if let Some(v) = get("GATEWAY_TRUST_DOMAIN") {
+            self.trust_domain = v;
+        }
+        if let Some(v) = get("GATEWAY_DEV_MODE") {
+            self.dev_mode = parse("GATEWAY_DEV_MODE", &v)?;
+        }
+        if let Some(v) = get("GATEWAY_POLICIES_DIR") {
+            self.policies_dir = v.into();
+        }
+        if let Some(v) = get("GATEWAY_KEYS_FILE") {
+            self.keys_file = v.into();
+        }
+        if let Some(v) = get("GATEWAY_TLS_CA") {
+            self.tls.ca = v.into();
+        }
+        if let Some(v) = get("GATEWAY_TLS_CERT") {
+            self.tls.cert = v.into();
+        }
+        if let Some(v) = get("GATEWAY_TLS_KEY") {
+            self.tls.key = v.into();
+        }
+        if let Some(v) = get("GATEWAY_TLS_CRLS") {
+            self.tls.crls = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+                .collect();
+        }
+        if let Some(v) = get("GATEWAY_TLS_HANDSHAKE_TIMEOUT") {
+            self.tls.handshake_timeout_secs = parse("GATEWAY_TLS_HANDSHAKE_TIMEOUT", &v)?;
+        }
+        if let Some(v) = get("GATEWAY_OTLP_ENDPOINT").or_else(|| get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+        {
+            self.telemetry.otlp_endpoint = v;
+        }
+        if let Some(v) = get("GATEWAY_LOG").or_else(|| get("RUST_LOG")) {
+            self.telemetry.log = v;
+        }
+        if let Some(v) = get("GATEWAY_LOG_FORMAT") {
+            self.telemetry.log_format = v;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_overrides_file_values() {
+        let mut c: Config =
+            toml::from_str("listen = \"127.0.0.1:9000\"\n[tls]\ncrls = [\"a.pem\"]").unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        c.apply_env(|k| match k {
+            "GATEWAY_LISTEN" => Some("0.0.0.0:8443".into()),
+            "GATEWAY_TLS_CRLS" => Some("x.pem, y.pem".into()),
+            "GATEWAY_DEV_MODE" => Some("false".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.listen.port(), 8443);
+        assert_eq!(
+            c.tls.crls,
+            vec![PathBuf::from("x.pem"), PathBuf::from("y.pem")]
+        );
+        assert!(!c.dev_mode);
+        assert_eq!(c.tls.cert, PathBuf::from("certs/dev/server.pem"));
+    }
+
+    #[test]
+    fn the_example_file_documents_exactly_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../gateway.example.toml");
+        let example = Config::from_file(&path).unwrap();
+        assert_eq!(format!("{example:?}"), format!("{:?}", Config::default()));
+    }
+
+    #[test]
+    fn unknown_settings_and_bad_env_values_are_errors() {
+        assert!(toml::from_str::<Config>("listne = \"x\"").is_err());
+        let mut c = Config::default();
+        let err = c
+            .apply_env(|k| (k == "GATEWAY_LISTEN").then(|| "not an address".into()))
+            .unwrap_err();
+        assert!(err.to_string().contains("GATEWAY_LISTEN"));
+    }
+}

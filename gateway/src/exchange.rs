@@ -1,0 +1,348 @@
+//! `UnionExchange`: what the union platform receives, shaped by its policy.
+//!
+//! `Pull` streams the change feed of the requested kinds from a cursor (resumable:
+//! no gap, no duplicate), optionally following new changes; `Lookup` gathers one
+//! person's records across all kinds for a named case. Both check the consumer's
+//! policy and purpose first (default deny, recorded), decrypt records only in
+//! memory, release only what the policy names, and audit each delivery durably
+//! before it is sent.
+
+use crate::Gateway;
+use crate::audit::{self, AuditEvent, Denied, PersonLookedUp, RecordsDelivered};
+use crate::identity::Principal;
+use crate::ingest::record_aad;
+use crate::proto;
+use crate::store::StoredRecord;
+use adapters::{Record, RecordKind};
+use policies::{ConsumerKeys, DeliveredField, Form, Policy, Pseudonymiser};
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+/// Records read from the store per page (and per audit entry).
+const PAGE: usize = 512;
+/// Events buffered per stream; a slow consumer gets backpressure beyond this.
+const STREAM_BUFFER: usize = 1024;
+
+pub struct ExchangeService {
+    pub gateway: Arc<Gateway>,
+}
+
+/// The auditors' pseudonym domain: subjects in audit entries are tokens in it.
+pub const AUDIT_DOMAIN: &str = "auditors";
+
+fn form(f: Form) -> proto::FieldForm {
+    match f {
+        Form::Kept => proto::FieldForm::Kept,
+        Form::Masked => proto::FieldForm::Masked,
+        Form::Pseudonymised => proto::FieldForm::Pseudonymised,
+        Form::Generalised => proto::FieldForm::Generalised,
+        Form::Constant => proto::FieldForm::Constant,
+        Form::Encrypted => proto::FieldForm::Encrypted,
+        Form::Scrubbed => proto::FieldForm::Scrubbed,
+    }
+}
+
+fn delivered_fields(fields: Vec<DeliveredField>) -> Vec<proto::DeliveredField> {
+    fields
+        .into_iter()
+        .map(|f| proto::DeliveredField {
+            name: f.name.to_string(),
+            value: f.value,
+            form: form(f.form) as i32,
+        })
+        .collect()
+}
+
+impl ExchangeService {
+    /// Resolves the caller's policy and checks the purpose; refusals are audited.
+    async fn authorise(
+        &self,
+        principal: Option<&Principal>,
+        rpc: &str,
+        purpose: &str,
+    ) -> Result<(String, Arc<policies::PolicySet>), Status> {
+        let Some(Principal::Union(consumer)) = principal else {
+            return Err(Status::permission_denied(
+                "only union consumers may call this",
+            ));
+        };
+        let set = self.gateway.policies();
+        let refusal = match set.get(consumer) {
+            None => Some((
+                "no_policy",
+                format!("no policy is in force for consumer {consumer}"),
+            )),
+            Some(p) if !p.allows_purpose(purpose) => Some((
+                "purpose_not_allowed",
+                format!(
+                    "purpose `{purpose}` is not in the policy of consumer {consumer} (allowed: {})",
+                    p.purposes.join(", ")
+                ),
+            )),
+            Some(_) => None,
+        };
+        if let Some((code, reason)) = refusal {
+            self.deny(&format!("union/{consumer}"), rpc, code, &reason)
+                .await?;
+            return Err(Status::permission_denied(reason));
+        }
+        Ok((consumer.clone(), set))
+    }
+
+    async fn deny(&self, actor: &str, rpc: &str, code: &str, reason: &str) -> Result<(), Status> {
+        tracing::warn!(caller = actor, rpc, code, "call denied by policy");
+        let entry = Denied { rpc, code, reason }.entry(actor);
+        audit::record(&self.gateway.store, vec![entry]).await
+    }
+}
+
+/// Opens a sealed record. A failure here means corruption or a missing key.
+fn open_record(gateway: &Gateway, stored: &StoredRecord) -> Result<Record, Status> {
+    let plain = gateway
+        .keys
+        .open(&record_aad(&stored.kind, &stored.key_hash), &stored.sealed)
+        .map_err(|e| {
+            tracing::error!(seq = stored.seq, error = %e, "cannot open a stored record");
+            Status::data_loss("a stored record cannot be decrypted")
+        })?;
+    serde_json::from_slice(&plain).map_err(|_| {
+        tracing::error!(seq = stored.seq, "a stored record does not decode");
+        Status::data_loss("a stored record cannot be decoded")
+    })
+}
+
+fn deliver(policy: &Policy, keys: &ConsumerKeys, record: &Record) -> proto::DeliveredRecord {
+    proto::DeliveredRecord {
+        kind: record.kind.id().to_string(),
+        record_id: keys.pseudonyms.record_id(record),
+        changed_at: record.changed_at.to_beijing_rfc3339(),
+        fields: delivered_fields(policy.shape(record, keys)),
+        policy_version: policy.version.clone(),
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<proto::PullEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl proto::union_exchange_server::UnionExchange for ExchangeService {
+    type PullStream = EventStream;
+
+    async fn pull(
+        &self,
+        request: Request<proto::PullRequest>,
+    ) -> Result<Response<Self::PullStream>, Status> {
+        const RPC: &str = "/exchange.v1.UnionExchange/Pull";
+        let principal = request.extensions().get::<Principal>().cloned();
+        let req = request.into_inner();
+        let (consumer, set) = self
+            .authorise(principal.as_ref(), RPC, &req.purpose)
+            .await?;
+        let policy = set
+            .get(&consumer)
+            .expect("authorised consumer has a policy")
+            .clone();
+
+        let mut kinds = Vec::new();
+        for k in &req.kinds {
+            let kind = RecordKind::from_id(k).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "unknown record kind `{k}`; known kinds: {}",
+                    RecordKind::ALL.map(|k| k.id()).join(", ")
+                ))
+            })?;
+            if !policy.releases_kind(kind) {
+                let reason =
+                    format!("the policy of consumer {consumer} does not release kind `{k}`");
+                self.deny(
+                    &format!("union/{consumer}"),
+                    RPC,
+                    "kind_not_released",
+                    &reason,
+                )
+                .await?;
+                return Err(Status::permission_denied(reason));
+            }
+            if !kinds.contains(&kind) {
+                kinds.push(kind);
+            }
+        }
+        if kinds.is_empty() {
+            kinds = policy.kinds.keys().copied().collect();
+        }
+        tracing::info!(
+            consumer = %consumer,
+            purpose = %req.purpose,
+            kinds = ?kinds.iter().map(|k| k.id()).collect::<Vec<_>>(),
+            cursor = req.cursor,
+            follow = req.follow,
+            "pull"
+        );
+
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
+        let gateway = self.gateway.clone();
+        tokio::spawn(async move {
+            let keys = ConsumerKeys::derive(gateway.keys.pseudonym_secret(), &consumer);
+            let kind_ids: Vec<String> = kinds.iter().map(|k| k.id().to_string()).collect();
+            let forms = policy.forms(&kinds);
+            let mut feed = gateway.feed.subscribe();
+            let mut cursor = req.cursor;
+            let mut remaining = if req.limit == 0 {
+                u64::MAX
+            } else {
+                u64::from(req.limit)
+            };
+            while remaining > 0 {
+                let store = gateway.store.clone();
+                let ids = kind_ids.clone();
+                let take = PAGE.min(remaining.try_into().unwrap_or(PAGE));
+                let page = tokio::task::spawn_blocking(move || {
+                    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+                    store.read_feed(&refs, cursor, take)
+                })
+                .await;
+                let page = match page {
+                    Ok(Ok(p)) => p,
+                    _ => {
+                        let _ = tx
+                            .send(Err(Status::unavailable("the store is unavailable")))
+                            .await;
+                        return;
+                    }
+                };
+                if page.is_empty() {
+                    if !req.follow {
+                        return;
+                    }
+                    // Wait for the next commit (or for the consumer to hang up).
+                    tokio::select! {
+                        changed = feed.changed() => if changed.is_err() { return },
+                        _ = tx.closed() => return,
+                    }
+                    continue;
+                }
+                let mut events = Vec::with_capacity(page.len());
+                let (mut records, mut removed) = (0u64, 0u64);
+                for stored in &page {
+                    let record = match open_record(&gateway, stored) {
+                        Ok(r) => r,
+                        Err(status) => {
+                            let _ = tx.send(Err(status)).await;
+                            return;
+                        }
+                    };
+                    // A cancelled record, or one the policy's row filter no longer
+                    // admits, is announced as removed: the consumer learns only
+                    // which record went, never its content.
+                    let event = if stored.cancelled || !policy.admits(&record) {
+                        removed += 1;
+                        proto::pull_event::Event::Removed(proto::RemovedRecord {
+                            kind: record.kind.id().to_string(),
+                            record_id: keys.pseudonyms.record_id(&record),
+                            changed_at: record.changed_at.to_beijing_rfc3339(),
+                        })
+                    } else {
+                        records += 1;
+                        proto::pull_event::Event::Record(deliver(&policy, &keys, &record))
+                    };
+                    events.push(proto::PullEvent {
+                        cursor: stored.seq,
+                        event: Some(event),
+                    });
+                }
+                let to_cursor = page.last().map(|r| r.seq).unwrap_or(cursor);
+                let entry = RecordsDelivered {
+                    consumer: &consumer,
+                    purpose: &req.purpose,
+                    kinds: &kind_ids,
+                    records,
+                    removed,
+                    from_cursor: cursor,
+                    to_cursor,
+                    fields: &forms,
+                    policy_version: &policy.version,
+                }
+                .entry(&format!("union/{consumer}"));
+                // Audited durably before a single record of the page is sent.
+                if let Err(status) = audit::record(&gateway.store, vec![entry]).await {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+                for e in events {
+                    if tx.send(Ok(e)).await.is_err() {
+                        return;
+                    }
+                }
+                remaining = remaining.saturating_sub(page.len() as u64);
+                cursor = to_cursor;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn lookup(
+        &self,
+        request: Request<proto::LookupRequest>,
+    ) -> Result<Response<proto::LookupResponse>, Status> {
+        const RPC: &str = "/exchange.v1.UnionExchange/Lookup";
+        let principal = request.extensions().get::<Principal>().cloned();
+        let req = request.into_inner();
+        let (consumer, set) = self
+            .authorise(principal.as_ref(), RPC, &req.purpose)
+            .await?;
+        let policy = set
+            .get(&consumer)
+            .expect("authorised consumer has a policy");
+        let case = req.case_number.trim();
+        if case.is_empty() || case.len() > 64 {
+            return Err(Status::invalid_argument(
+                "a case number (1–64 characters) is required",
+            ));
+        }
+        let person = adapters::rules::parse_identity_number(&req.id_number).map_err(|code| {
+            Status::invalid_argument(format!("the identity number is not valid ({code})"))
+        })?;
+        let index = self
+            .gateway
+            .keys
+            .index_hash("person", person.expose().as_bytes());
+        let store = self.gateway.store.clone();
+        let stored = tokio::task::spawn_blocking(move || store.records_for_person(&index))
+            .await
+            .map_err(|_| Status::internal("lookup task failed"))?
+            .map_err(|e| {
+                tracing::error!(error = %e, "lookup failed");
+                Status::unavailable("the store is unavailable")
+            })?;
+        let keys = ConsumerKeys::derive(self.gateway.keys.pseudonym_secret(), &consumer);
+        let mut records = Vec::new();
+        for s in &stored {
+            let r = open_record(&self.gateway, s)?;
+            if policy.releases_kind(r.kind) && policy.admits(&r) {
+                records.push(deliver(policy, &keys, &r));
+            }
+        }
+        let mut kinds: Vec<String> = records.iter().map(|r| r.kind.clone()).collect();
+        kinds.dedup();
+        let auditors = Pseudonymiser::new(self.gateway.keys.pseudonym_secret(), AUDIT_DOMAIN);
+        let entry = PersonLookedUp {
+            consumer: &consumer,
+            purpose: &req.purpose,
+            case_number: case,
+            subject: &auditors.token(person.expose()),
+            records: records.len() as u64,
+            kinds,
+            policy_version: &policy.version,
+        }
+        .entry(&format!("union/{consumer}"));
+        audit::record(&self.gateway.store, vec![entry]).await?;
+        Ok(Response::new(proto::LookupResponse {
+            subject: keys.pseudonyms.token(person.expose()),
+            records,
+            policy_version: policy.version.clone(),
+        }))
+    }
+}

@@ -1,0 +1,305 @@
+//! The gateway's secret keys and everything done with them: pseudonymisation
+//! keys (handed to the policy engine), encryption of raw values at rest
+//! (AES-256-GCM through ring) and the keyed index that finds a person's records
+//! without storing the identity number.
+//!
+//! Keys live in a TOML key file outside the data directory (or come from the
+//! environment); dev mode generates one. Every key has an id, and ciphertexts
+//! name the key that sealed them, so keys can be rotated while old data stays
+//! readable. Key material never appears in `Debug` output or logs.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::hmac;
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read key file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid key file {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("cannot write key file {path}: {message}")]
+    Write { path: PathBuf, message: String },
+    #[error("no {0} key with id `{1}` is loaded")]
+    UnknownKeyId(&'static str, String),
+    #[error("a stored value failed authentication (corrupt or sealed by another key)")]
+    Decrypt,
+    #[error("stored ciphertext is malformed")]
+    Malformed,
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeyFile {
+    /// Id of the key that seals new data; older ids remain for reading.
+    active_encryption: String,
+    active_pseudonym: String,
+    active_index: String,
+    #[serde(default)]
+    encryption: Vec<KeyEntry>,
+    #[serde(default)]
+    pseudonym: Vec<KeyEntry>,
+    #[serde(default)]
+    index: Vec<KeyEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeyEntry {
+    id: String,
+    /// 32 random bytes, base64.
+    secret: String,
+}
+
+struct NamedKey<K> {
+    id: String,
+    key: K,
+}
+
+/// All loaded keys.
+pub struct Keys {
+    encryption: Vec<NamedKey<LessSafeKey>>,
+    active_encryption: usize,
+    pseudonym_secret: NamedKey<Vec<u8>>,
+    index: NamedKey<hmac::Key>,
+    rng: SystemRandom,
+}
+
+impl fmt::Debug for Keys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keys")
+            .field(
+                "active_encryption",
+                &self.encryption[self.active_encryption].id,
+            )
+            .field("pseudonym", &self.pseudonym_secret.id)
+            .field("index", &self.index.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Keys {
+    /// Loads the key file; with `generate_if_missing` (dev mode) creates one first.
+    /// `GATEWAY_KEYS` in the environment, if set, holds the file's TOML text itself.
+    pub fn load(path: &Path, generate_if_missing: bool) -> Result<Keys, KeyError> {
+        let text = match std::env::var("GATEWAY_KEYS") {
+            Ok(text) => text,
+            Err(_) => {
+                if !path.exists() && generate_if_missing {
+                    Self::generate_file(path)?;
+                }
+                std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?
+            }
+        };
+        Self::from_toml(&text).map_err(|message| KeyError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Writes a new key file with one fresh key of each kind (mode 0600).
+    pub fn generate_file(path: &Path) -> Result<(), KeyError> {
+        let rng = SystemRandom::new();
+        let fresh = |id: &str| -> KeyEntry {
+            let mut b = [0u8; 32];
+            rng.fill(&mut b).expect("system randomness");
+            KeyEntry {
+                id: id.to_string(),
+                secret: B64.encode(b),
+            }
+        };
+        let file = KeyFile {
+            active_encryption: "enc-1".into(),
+            active_pseudonym: "psn-1".into(),
+            active_index: "idx-1".into(),
+            encryption: vec![fresh("enc-1")],
+            pseudonym: vec![fresh("psn-1")],
+            index: vec![fresh("idx-1")],
+        };
+        let text = format!(
+            "# Gateway secret keys. Generated for dev mode; keep out of version control.\n{}",
+            toml::to_string(&file).map_err(|e| KeyError::Write {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?
+        );
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| KeyError::Write {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        }
+        crate::pki::write_file(path, text.as_bytes(), true).map_err(|e| KeyError::Write {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    fn from_toml(text: &str) -> Result<Keys, String> {
+        let file: KeyFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        let secret = |e: &KeyEntry| -> Result<Vec<u8>, String> {
+            let b = B64
+                .decode(e.secret.trim())
+                .map_err(|_| format!("key `{}` is not base64", e.id))?;
+            if b.len() != 32 {
+                return Err(format!("key `{}` must be 32 bytes", e.id));
+            }
+            Ok(b)
+        };
+        let find = |list: &[KeyEntry], id: &str, what: &str| -> Result<Vec<u8>, String> {
+            let e = list
+                .iter()
+                .find(|e| e.id == id)
+                .ok_or_else(|| format!("active {what} key `{id}` is not in the file"))?;
+            secret(e)
+        };
+        let mut encryption = Vec::new();
+        for e in &file.encryption {
+            let key = UnboundKey::new(&AES_256_GCM, &secret(e)?).map_err(|_| "bad AES key")?;
+            encryption.push(NamedKey {
+                id: e.id.clone(),
+                key: LessSafeKey::new(key),
+            });
+        }
+        let active_encryption = encryption
+            .iter()
+            .position(|k| k.id == file.active_encryption)
+            .ok_or_else(|| {
+                format!(
+                    "active encryption key `{}` is not in the file",
+                    file.active_encryption
+                )
+            })?;
+        Ok(Keys {
+            encryption,
+            active_encryption,
+            pseudonym_secret: NamedKey {
+                id: file.active_pseudonym.clone(),
+                key: find(&file.pseudonym, &file.active_pseudonym, "pseudonym")?,
+            },
+            index: NamedKey {
+                id: file.active_index.clone(),
+                key: hmac::Key::new(
+                    hmac::HMAC_SHA256,
+                    &find(&file.index, &file.active_index, "index")?,
+                ),
+            },
+            rng: SystemRandom::new(),
+        })
+    }
+
+    /// The secret from which per-consumer pseudonymisation keys are derived.
+    pub fn pseudonym_secret(&self) -> &[u8] {
+        &self.pseudonym_secret.key
+    }
+
+    /// Keyed hash for indexes: `domain` separates what is hashed (a person, a
+    /// record's source key), so equal strings in different roles never collide.
+    pub fn index_hash(&self, domain: &str, value: &[u8]) -> Vec<u8> {
+        let mut ctx = hmac::Context::with_key(&self.index.key);
+        ctx.update(domain.as_bytes());
+        ctx.update(&[0x1f]);
+        ctx.update(value);
+        ctx.sign().as_ref().to_vec()
+    }
+
+    /// Seals `plaintext` with the active key. `aad` binds the ciphertext to where
+    /// it is stored, so a ciphertext moved to another row fails to open.
+    /// Layout: key id length (1 byte) ‖ key id ‖ nonce (12) ‖ ciphertext+tag.
+    pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        let k = &self.encryption[self.active_encryption];
+        let mut nonce = [0u8; NONCE_LEN];
+        self.rng.fill(&mut nonce).expect("system randomness");
+        let mut buf = plaintext.to_vec();
+        k.key
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut buf,
+            )
+            .expect("AES-GCM sealing cannot fail for in-memory buffers");
+        let mut out = Vec::with_capacity(1 + k.id.len() + NONCE_LEN + buf.len());
+        out.push(k.id.len() as u8);
+        out.extend_from_slice(k.id.as_bytes());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&buf);
+        out
+    }
+
+    pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let (&id_len, rest) = sealed.split_first().ok_or(KeyError::Malformed)?;
+        let id_len = usize::from(id_len);
+        if rest.len() < id_len + NONCE_LEN {
+            return Err(KeyError::Malformed);
+        }
+        let (id, rest) = rest.split_at(id_len);
+        let id = std::str::from_utf8(id).map_err(|_| KeyError::Malformed)?;
+        let (nonce, ct) = rest.split_at(NONCE_LEN);
+        let k = self
+            .encryption
+            .iter()
+            .find(|k| k.id == id)
+            .ok_or_else(|| KeyError::UnknownKeyId("encryption", id.to_string()))?;
+        let mut buf = ct.to_vec();
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| KeyError::Malformed)?;
+        let plain = k
+            .key
+            .open_in_place(nonce, Aad::from(aad), &mut buf)
+            .map_err(|_| KeyError::Decrypt)?;
+        let n = plain.len();
+        buf.truncate(n);
+        Ok(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> Keys {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.toml");
+        Keys::load(&path, true).unwrap()
+    }
+
+    #[test]
+    fn sealed_values_open_only_with_their_aad_and_are_not_plaintext() {
+        let k = keys();
+        let sealed = k.seal(b"row-1", "340207197607111133 马伟红".as_bytes());
+        assert!(!sealed.windows(18).any(|w| w == b"340207197607111133"));
+        assert_eq!(
+            k.open(b"row-1", &sealed).unwrap(),
+            "340207197607111133 马伟红".as_bytes()
+        );
+        assert!(matches!(k.open(b"row-2", &sealed), Err(KeyError::Decrypt)));
+        let mut flipped = sealed.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert!(matches!(k.open(b"row-1", &flipped), Err(KeyError::Decrypt)));
+    }
+
+    #[test]
+    fn index_hash_is_keyed_and_domain_separated() {
+        let (a, b) = (keys(), keys());
+        let v = b"340207197607111133";
+        assert_eq!(a.index_hash("person", v), a.index_hash("person", v));
+        assert_ne!(a.index_hash("person", v), b.index_hash("person", v));
+        assert_ne!(a.index_hash("person", v), a.index_hash("record", v));
+    }
+
+    #[test]
+    fn debug_output_names_key_ids_only() {
+        let k = keys();
+        let dbg = format!("{k:?}");
+        assert!(dbg.contains("enc-1"));
+        assert!(!dbg.contains("secret"));
+    }
+}

@@ -1,0 +1,232 @@
+//! The agency ↔ union exchange gateway.
+//!
+//! Agencies push native exports over mutual TLS; per-agency adapters turn rows
+//! into canonical records; field-level policies decide what each union consumer
+//! receives; every push, pull, look-up and denial is audited. One library entry
+//! point, [`serve`], is used by the `gateway` binary and by the tests alike.
+//!
+//! Data flows agencies → adapters (`adapters` crate) → store → policies
+//! (`policies` crate) → union, and the modules read the same way:
+//! [`ingest`] (agencies), [`store`], [`exchange`] (union), [`audit`]; around them
+//! [`tls`] and [`identity`] establish who is calling and [`authz`] what they may do.
+
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod authz;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod exchange;
+pub mod identity;
+pub mod ingest;
+pub mod keys;
+pub mod pki;
+pub mod store;
+pub mod telemetry;
+pub mod tls;
+
+/// Generated gRPC types and services (package `exchange.v1`).
+pub mod proto {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("exchange.v1");
+
+    /// Encoded descriptor set, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/exchange_descriptor.bin"));
+}
+
+use crate::audit::{AuditEvent, ConnectionRefused, GatewayStarted};
+use crate::config::Config;
+use crate::keys::Keys;
+use crate::store::Store;
+use policies::PolicySet;
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Largest gRPC message accepted (one push batch).
+pub const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Everything the services share.
+pub struct Gateway {
+    pub trust_domain: String,
+    pub dev_mode: bool,
+    pub store: Arc<dyn Store>,
+    pub keys: Arc<Keys>,
+    policies: RwLock<Arc<PolicySet>>,
+    /// Where policies are reloaded from (hot reload); `None` for fixed sets.
+    policies_dir: Option<std::path::PathBuf>,
+    /// The change feed's head; followers wait on it.
+    pub feed: watch::Sender<u64>,
+}
+
+impl Gateway {
+    pub fn new(
+        trust_domain: String,
+        dev_mode: bool,
+        store: Arc<dyn Store>,
+        keys: Arc<Keys>,
+        policies: PolicySet,
+    ) -> Result<Gateway, store::StoreError> {
+        let head = store.feed_head()?;
+        Ok(Gateway {
+            trust_domain,
+            dev_mode,
+            store,
+            keys,
+            policies: RwLock::new(Arc::new(policies)),
+            policies_dir: None,
+            feed: watch::Sender::new(head),
+        })
+    }
+
+    /// Makes [`Gateway::reload_policies`] read `dir`.
+    pub fn with_policies_dir(mut self, dir: std::path::PathBuf) -> Gateway {
+        self.policies_dir = Some(dir);
+        self
+    }
+
+    /// Reloads the policy directory. A set with any broken file is refused (its
+    /// problems logged and audited) and the previous set keeps serving; calls
+    /// already running keep the snapshot they started with.
+    pub fn reload_policies(&self) -> Result<(), policies::PolicyError> {
+        let Some(dir) = &self.policies_dir else {
+            return Ok(());
+        };
+        match PolicySet::load_dir(dir) {
+            Ok(set) => {
+                let versions = set.versions();
+                *self.policies.write().expect("policy lock") = Arc::new(set);
+                tracing::info!(?versions, "policies reloaded");
+                let entry = audit::PoliciesReloaded { policies: versions }.entry(audit::GATEWAY);
+                if let Err(e) = self.store.append_audit(&[entry]) {
+                    tracing::error!(error = %e, "cannot record a policy reload");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let problems = e.to_string();
+                tracing::error!(problems = %problems, "policy reload refused; the previous policies keep serving");
+                let entry = audit::PolicyReloadRefused {
+                    problems: &problems,
+                    serving: self.policies().versions(),
+                }
+                .entry(audit::GATEWAY);
+                if let Err(e) = self.store.append_audit(&[entry]) {
+                    tracing::error!(error = %e, "cannot record a refused policy reload");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens the embedded store, keys and policies named by `config`.
+    pub fn open(config: &Config) -> anyhow::Result<Gateway> {
+        use anyhow::Context as _;
+        let keys = Keys::load(&config.keys_file, config.dev_mode)?;
+        let store = store::sqlite::SqliteStore::open(&config.data_dir)?;
+        let policies = PolicySet::load_dir(&config.policies_dir)
+            .with_context(|| format!("loading policies from {}", config.policies_dir.display()))?;
+        Ok(Gateway::new(
+            config.trust_domain.clone(),
+            config.dev_mode,
+            Arc::new(store),
+            Arc::new(keys),
+            policies,
+        )?
+        .with_policies_dir(config.policies_dir.clone()))
+    }
+
+    /// The policies in force (a snapshot: a reload never changes a running call).
+    pub fn policies(&self) -> Arc<PolicySet> {
+        self.policies.read().expect("policy lock").clone()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("audit log: {0}")]
+    Audit(#[from] store::StoreError),
+}
+
+/// Serves the gateway on `listener` until `shutdown` completes, then drains.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    tls: Arc<rustls::ServerConfig>,
+    handshake_timeout: Duration,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let policies = gateway.policies();
+    gateway.store.append_audit(&[GatewayStarted {
+        version: env!("CARGO_PKG_VERSION"),
+        dev_mode: gateway.dev_mode,
+        policies: policies.versions(),
+    }
+    .entry(audit::GATEWAY)])?;
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<proto::agency_ingest_server::AgencyIngestServer<ingest::IngestService>>()
+        .await;
+    health_reporter
+        .set_serving::<proto::union_exchange_server::UnionExchangeServer<exchange::ExchangeService>>()
+        .await;
+    health_reporter
+        .set_serving::<proto::audit_server::AuditServer<audit::AuditService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let store = gateway.store.clone();
+    let incoming = tls::incoming(listener, tls, handshake_timeout, move |refused| {
+        let peer = refused.peer.map(|p| p.ip().to_string()).unwrap_or_default();
+        let entry = ConnectionRefused {
+            peer: &peer,
+            reason: &refused.reason,
+        }
+        .entry(audit::ANONYMOUS);
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.append_audit(&[entry]) {
+                tracing::error!(error = %e, "cannot record a refused connection");
+            }
+        });
+    });
+
+    let ingest = proto::agency_ingest_server::AgencyIngestServer::new(ingest::IngestService {
+        gateway: gateway.clone(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let exchange =
+        proto::union_exchange_server::UnionExchangeServer::new(exchange::ExchangeService {
+            gateway: gateway.clone(),
+        });
+    let audit = proto::audit_server::AuditServer::new(audit::AuditService {
+        store: gateway.store.clone(),
+    });
+
+    tonic::transport::Server::builder()
+        .layer(authz::AuthzLayer::new(
+            &gateway.trust_domain,
+            gateway.store.clone(),
+        ))
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(ingest)
+        .add_service(exchange)
+        .add_service(audit)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    tracing::info!("gateway stopped");
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! Storage behind one interface, so the embedded default (SQLite, see
+//! [`sqlite`]) and the later scale-out backend on a distributed SQL engine are
+//! interchangeable. The store never sees a raw personal value: records arrive
+//! sealed (encrypted) with keyed hashes for their keys, and audit entries are
+//! built from typed events that hold no personal identifier.
+//!
+//! Contract every backend keeps:
+//! - [`Store::commit_batch`] is atomic and durable before it returns: all of a
+//!   batch's applied rows, its receipt and its audit entry, or nothing.
+//! - Record versions: a row older than the version held is not applied (counted
+//!   as superseded); a cancel keeps a tombstone so followers see the removal.
+//! - The change feed: every applied change gets the next `seq`; a record appears
+//!   once in the feed, at the seq of its latest change.
+
+pub mod sqlite;
+
+use crate::audit::AuditEntry;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage failure: {0}")]
+    Backend(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+/// One validated row, ready to store.
+#[derive(Debug, Clone)]
+pub struct RecordWrite {
+    pub kind: &'static str,
+    /// Keyed hash of the record's source key.
+    pub key_hash: Vec<u8>,
+    /// Keyed hash of the person's identity number, if the record is about a person.
+    pub person_index: Option<Vec<u8>>,
+    /// The agency's change timestamp, Unix seconds: the record's version.
+    pub changed_at: i64,
+    pub cancel: bool,
+    /// The whole canonical record, sealed with the active encryption key.
+    pub sealed: Vec<u8>,
+}
+
+/// The outcome of one batch, as reported to the agency and kept for idempotent
+/// re-sends. Holds no raw values: rejections name field, code and rule only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub rows_received: u64,
+    pub accepted: u64,
+    pub superseded: u64,
+    pub rejections: Vec<Rejection>,
+}
+
+impl Receipt {
+    pub fn rejected_by_code(&self) -> BTreeMap<String, u64> {
+        let mut m = BTreeMap::new();
+        for r in &self.rejections {
+            *m.entry(r.code.clone()).or_insert(0) += 1;
+        }
+        m
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    pub row: u32,
+    pub field: String,
+    pub code: String,
+    pub message: String,
+}
+
+/// A batch to commit.
+pub struct BatchWrite<'a> {
+    pub agency: &'a str,
+    pub batch_id: &'a str,
+    /// SHA-256 of the batch's content, to tell a re-send from a reused id.
+    pub content_hash: [u8; 32],
+    pub records: Vec<RecordWrite>,
+    /// The receipt, with `superseded` still 0: the store fills it in.
+    pub receipt: Receipt,
+    /// Builds the audit entry from the final receipt, inside the same commit.
+    pub audit: &'a dyn Fn(&Receipt) -> AuditEntry,
+}
+
+/// A batch id seen before.
+#[derive(Debug, Clone)]
+pub struct StoredBatch {
+    pub content_hash: [u8; 32],
+    pub receipt: Receipt,
+}
+
+/// What [`Store::commit_batch`] did.
+#[derive(Debug, Clone)]
+pub enum CommitOutcome {
+    /// Durable now. `head` is the highest feed seq after the commit.
+    Committed { receipt: Receipt, head: u64 },
+    /// The batch id was already committed; nothing was written.
+    AlreadyCommitted(StoredBatch),
+}
+
+/// A record as read from the change feed.
+#[derive(Debug, Clone)]
+pub struct StoredRecord {
+    pub seq: u64,
+    pub kind: String,
+    pub key_hash: Vec<u8>,
+    pub changed_at: i64,
+    pub cancelled: bool,
+    pub sealed: Vec<u8>,
+}
+
+/// Filters for audit queries (all optional).
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub outcome: Option<String>,
+    pub after_seq: u64,
+    pub limit: u32,
+}
+
+/// A stored audit entry with its position in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAuditEntry {
+    pub seq: u64,
+    pub entry: AuditEntry,
+}
+
+/// The storage interface. Methods block; async callers use `spawn_blocking`.
+pub trait Store: Send + Sync + 'static {
+    fn find_batch(&self, agency: &str, batch_id: &str) -> Result<Option<StoredBatch>, StoreError>;
+    /// Atomically and durably applies a batch, unless its id was committed
+    /// before (checked inside the same transaction, so concurrent re-sends of
+    /// one batch id apply it once).
+    fn commit_batch(&self, batch: BatchWrite<'_>) -> Result<CommitOutcome, StoreError>;
+    /// Records of `kinds` whose latest change has `seq > after`, in seq order.
+    fn read_feed(
+        &self,
+        kinds: &[&str],
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredRecord>, StoreError>;
+    /// Current (not cancelled) records about one person, by keyed index.
+    fn records_for_person(&self, person_index: &[u8]) -> Result<Vec<StoredRecord>, StoreError>;
+    /// The highest seq in the change feed.
+    fn feed_head(&self) -> Result<u64, StoreError>;
+    /// Durably appends audit entries (for events that change nothing else).
+    fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError>;
+    fn query_audit(&self, filter: &AuditFilter) -> Result<Vec<StoredAuditEntry>, StoreError>;
+}

@@ -1,0 +1,260 @@
+//! Field-level release policies: the step between the canonical records and a
+//! union consumer. One policy file per consumer (`policies/shipped/*.toml`,
+//! reviewed like code) names the consumer, its allowed purposes and, per record
+//! kind, an optional row filter and one operator per field.
+//!
+//! Default deny: a kind or field that no rule names is never delivered, so a
+//! field added to the canonical model later stays invisible until a policy names
+//! it. Every policy version has a content hash, recorded with each delivery.
+//! Loading and linting are the same code: a policy the lint refuses is never
+//! served.
+
+#![forbid(unsafe_code)]
+
+mod file;
+pub mod ops;
+
+pub use ops::{ConsumerKeys, Form, Generalisation, Operator, Pseudonymiser, apply, mask};
+
+use adapters::{FieldSpec, Record, RecordKind, Value};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// One problem in a policy file, located by line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub path: PathBuf,
+    /// 1-based line; 0 when the problem concerns the file as a whole.
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.path.display(), self.message)
+        } else {
+            write!(f, "{}:{}: {}", self.path.display(), self.line, self.message)
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Diagnostic>),
+}
+
+/// A field rule resolved against the canonical schema.
+#[derive(Debug, Clone)]
+pub struct FieldRule {
+    pub field: &'static FieldSpec,
+    pub op: Operator,
+    pub justification: Option<String>,
+}
+
+/// A row filter condition: the field's delivered-form-independent value (as
+/// rendered) must be in `values` (or, with `negate`, must not be).
+#[derive(Debug, Clone)]
+pub struct Condition {
+    pub field: &'static FieldSpec,
+    pub values: Vec<String>,
+    pub negate: bool,
+}
+
+impl Condition {
+    fn matches(&self, record: &Record) -> bool {
+        let value = record.fields.get(self.field.name).map(Value::render);
+        let found = value.is_some_and(|v| self.values.contains(&v));
+        found != self.negate
+    }
+}
+
+/// What a policy releases of one record kind.
+#[derive(Debug, Clone, Default)]
+pub struct KindPolicy {
+    /// All conditions must hold for a record to be delivered.
+    pub filter: Vec<Condition>,
+    /// Rules in canonical field order.
+    pub fields: Vec<FieldRule>,
+}
+
+/// A consumer's loaded, validated policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub consumer: String,
+    pub description: String,
+    pub purposes: Vec<String>,
+    /// Whether this consumer may ask for re-identification (issue: union side).
+    pub reidentification: bool,
+    pub kinds: BTreeMap<RecordKind, KindPolicy>,
+    /// `sha256:<hex>` of the policy file's bytes.
+    pub version: String,
+    pub source: PathBuf,
+}
+
+/// A field as delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveredField {
+    pub name: &'static str,
+    pub value: String,
+    pub form: Form,
+}
+
+impl Policy {
+    /// Parses and validates a policy file's text; every problem is reported with
+    /// its line.
+    pub fn parse(path: &Path, text: &str) -> Result<Policy, PolicyError> {
+        file::parse(path, text).map_err(PolicyError::Invalid)
+    }
+
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    pub fn allows_purpose(&self, purpose: &str) -> bool {
+        self.purposes.iter().any(|p| p == purpose)
+    }
+
+    pub fn releases_kind(&self, kind: RecordKind) -> bool {
+        self.kinds.contains_key(&kind)
+    }
+
+    /// Whether the kind's row filter lets this record through.
+    pub fn admits(&self, record: &Record) -> bool {
+        self.kinds
+            .get(&record.kind)
+            .is_some_and(|k| k.filter.iter().all(|c| c.matches(record)))
+    }
+
+    /// Shapes one record: only named fields, each in its form. Records the
+    /// kind's filter excludes, and kinds the policy does not name, yield nothing.
+    pub fn shape(&self, record: &Record, keys: &ConsumerKeys) -> Vec<DeliveredField> {
+        let Some(kind) = self.kinds.get(&record.kind) else {
+            return Vec::new();
+        };
+        kind.fields
+            .iter()
+            .filter_map(|rule| {
+                let value = record.fields.get(rule.field.name)?;
+                let (value, form) = apply(&rule.op, value, keys)?;
+                Some(DeliveredField {
+                    name: rule.field.name,
+                    value,
+                    form,
+                })
+            })
+            .collect()
+    }
+
+    /// `kind.field` → form, for the audit entry of a delivery of `kinds`.
+    pub fn forms(&self, kinds: &[RecordKind]) -> BTreeMap<String, &'static str> {
+        let mut m = BTreeMap::new();
+        for k in kinds {
+            for rule in self.kinds.get(k).map(|k| k.fields.as_slice()).unwrap_or_default() {
+                if let Some(form) = rule.op.form() {
+                    m.insert(format!("{}.{}", k.id(), rule.field.name), form.as_str());
+                }
+            }
+        }
+        m
+    }
+}
+
+/// All consumers' policies, by consumer name.
+#[derive(Debug, Clone, Default)]
+pub struct PolicySet {
+    pub policies: BTreeMap<String, Policy>,
+}
+
+impl PolicySet {
+    /// Loads every `*.toml` in `dir`. Any problem in any file fails the whole set
+    /// (all problems are reported), so a broken policy is never half applied.
+    pub fn load_dir(dir: &Path) -> Result<PolicySet, PolicyError> {
+        let entries = std::fs::read_dir(dir).map_err(|source| PolicyError::Read {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        paths.sort();
+        let mut set = PolicySet::default();
+        let mut problems = Vec::new();
+        for path in paths {
+            match Policy::load(&path) {
+                Ok(policy) => {
+                    if let Some(other) = set.policies.get(&policy.consumer) {
+                        problems.push(Diagnostic {
+                            path: path.clone(),
+                            line: 0,
+                            message: format!(
+                                "consumer `{}` already has a policy in {}",
+                                policy.consumer,
+                                other.source.display()
+                            ),
+                        });
+                    } else {
+                        set.policies.insert(policy.consumer.clone(), policy);
+                    }
+                }
+                Err(PolicyError::Invalid(d)) => problems.extend(d),
+                Err(e) => return Err(e),
+            }
+        }
+        if problems.is_empty() {
+            Ok(set)
+        } else {
+            Err(PolicyError::Invalid(problems))
+        }
+    }
+
+    pub fn get(&self, consumer: &str) -> Option<&Policy> {
+        self.policies.get(consumer)
+    }
+
+    pub fn consumers(&self) -> impl Iterator<Item = &str> {
+        self.policies.keys().map(String::as_str)
+    }
+
+    /// Consumer → policy version, for audit entries.
+    pub fn versions(&self) -> BTreeMap<String, String> {
+        self.policies
+            .values()
+            .map(|p| (p.consumer.clone(), p.version.clone()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_policies_pass_the_lint() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shipped");
+        let set = PolicySet::load_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
+        assert!(set.get("assistance").is_some());
+    }
+
+    #[test]
+    fn a_second_policy_for_the_same_consumer_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "consumer = \"c\"\npurposes = [\"x\"]\n";
+        std::fs::write(dir.path().join("a.toml"), text).unwrap();
+        std::fs::write(dir.path().join("b.toml"), text).unwrap();
+        let err = PolicySet::load_dir(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("b.toml: consumer `c` already has a policy"), "{err}");
+    }
+}

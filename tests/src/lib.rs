@@ -1,0 +1,408 @@
+//! Shared test utilities: a throw-away CA tree (good, expired, revoked and
+//! foreign-CA certificates), the gateway started in-process through the same
+//! `gateway::serve` that `main` uses, or as a real child process that can be
+//! killed with SIGKILL, and the agency fixtures with their labels.
+
+#![forbid(unsafe_code)]
+
+use gateway::client::{self, ClientTls};
+use gateway::pki::{Ca, Issued, Validity};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tempfile::TempDir;
+use tonic::transport::Channel;
+
+pub const TRUST_DOMAIN: &str = "exchange.wuhu.example";
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The agencies' sample exports (byte-identical copies of the specification's samples).
+pub fn sample(name: &str) -> PathBuf {
+    repo_root()
+        .join("tests/fixtures/agencies/samples")
+        .join(name)
+}
+
+pub fn shipped_policies() -> PathBuf {
+    repo_root().join("policies/shipped")
+}
+
+/// One line of `labels.jsonl`.
+#[derive(Debug, Clone)]
+pub struct Label {
+    pub agency: String,
+    pub row: u64,
+    pub accept: bool,
+    pub field: Option<String>,
+    pub code: Option<String>,
+}
+
+pub fn labels(agency: &str) -> Vec<Label> {
+    let text = std::fs::read_to_string(sample("labels.jsonl")).unwrap();
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            Label {
+                agency: v["agency"].as_str().unwrap().to_string(),
+                row: v["row"].as_u64().unwrap(),
+                accept: v["accept"].as_bool().unwrap(),
+                field: v["field"].as_str().map(str::to_string),
+                code: v["code"].as_str().map(str::to_string),
+            }
+        })
+        .filter(|l| l.agency == agency)
+        .collect()
+}
+
+/// Raw personal values of a sample file's rows (identity numbers in both the
+/// 15- and 18-digit forms they appear in, and names), decoded from GBK for CSV.
+pub fn hrss_personal_values() -> (Vec<String>, Vec<String>) {
+    let bytes = std::fs::read(sample("hrss.csv")).unwrap();
+    let (text, _, _) = encoding_rs::GBK.decode(&bytes);
+    let mut ids = Vec::new();
+    let mut names = Vec::new();
+    for line in text.lines().skip(1) {
+        let cols: Vec<&str> = line.split(',').collect();
+        if cols.len() < 3 {
+            continue;
+        }
+        let id = cols[1].trim().trim_matches('\u{3000}').to_string();
+        if id.len() >= 15 {
+            ids.push(id);
+        }
+        names.push(cols[2].trim().to_string());
+    }
+    ids.sort();
+    ids.dedup();
+    names.sort();
+    names.dedup();
+    (ids, names)
+}
+
+/// A CA tree in a temporary directory.
+pub struct TestPki {
+    pub dir: TempDir,
+    ca: Ca,
+}
+
+impl TestPki {
+    /// CA, server certificate and an empty CRL.
+    pub fn new() -> TestPki {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca = Ca::new("test CA").unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).unwrap();
+        ca.issue_server(&["localhost", "127.0.0.1"])
+            .unwrap()
+            .write(dir.path(), "server")
+            .unwrap();
+        let pki = TestPki { dir, ca };
+        pki.write_crl(&[]);
+        pki
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Issues `role/name` (valid for a year) and writes it under the tree.
+    pub fn issue(&mut self, identity: &str) -> Issued {
+        self.issue_with(identity, Validity::Days(365))
+    }
+
+    pub fn issue_with(&mut self, identity: &str, validity: Validity) -> Issued {
+        let uri = format!("spiffe://{TRUST_DOMAIN}/{identity}");
+        let issued = self.ca.issue_client(&uri, validity).unwrap();
+        issued.write(self.dir.path(), identity).unwrap();
+        issued
+    }
+
+    /// Writes `crl.pem` revoking the given certificates.
+    pub fn write_crl(&self, revoked: &[&Issued]) {
+        let serials: Vec<&[u8]> = revoked.iter().map(|i| i.serial.as_slice()).collect();
+        std::fs::write(self.path("crl.pem"), self.ca.crl(&serials).unwrap()).unwrap();
+    }
+
+    /// Client TLS files for an identity issued by [`TestPki::issue`].
+    pub fn client(&self, identity: &str) -> ClientTls {
+        ClientTls::dev(self.dir.path(), identity).unwrap()
+    }
+
+    /// An identity from a different CA that the server does not trust.
+    pub fn foreign_client(&self, identity: &str) -> ClientTls {
+        let mut other = Ca::new("foreign CA").unwrap();
+        let dir = self.path("foreign");
+        let uri = format!("spiffe://{TRUST_DOMAIN}/{identity}");
+        other
+            .issue_client(&uri, Validity::Days(365))
+            .unwrap()
+            .write(&dir, identity)
+            .unwrap();
+        let mut tls = ClientTls::dev(&dir, identity).unwrap();
+        tls.ca = self.path("ca.pem");
+        tls
+    }
+
+    /// No client certificate at all.
+    pub fn anonymous_client(&self) -> ClientTls {
+        ClientTls {
+            ca: self.path("ca.pem"),
+            identity: None,
+            server_name: "localhost".into(),
+        }
+    }
+}
+
+impl Default for TestPki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A gateway served in-process by `gateway::serve` on 127.0.0.1:0.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub keys_file: PathBuf,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Where a test server keeps its state (survives restarts of the server).
+pub struct ServerState {
+    pub dir: TempDir,
+}
+
+impl ServerState {
+    pub fn new() -> ServerState {
+        ServerState {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+    pub fn keys_file(&self) -> PathBuf {
+        self.dir.path().join("keys.toml")
+    }
+}
+
+impl Default for ServerState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestServer {
+    pub async fn start(pki: &TestPki, state: &ServerState) -> TestServer {
+        gateway::tls::install_crypto_provider();
+        let keys = gateway::keys::Keys::load(&state.keys_file(), true).unwrap();
+        let store = gateway::store::sqlite::SqliteStore::open(&state.data_dir()).unwrap();
+        let policies = policies::PolicySet::load_dir(&shipped_policies()).unwrap();
+        let gw = Arc::new(
+            gateway::Gateway::new(
+                TRUST_DOMAIN.to_string(),
+                false,
+                Arc::new(store),
+                Arc::new(keys),
+                policies,
+            )
+            .unwrap(),
+        );
+        let tls = gateway::tls::server_config(
+            &pki.path("ca.pem"),
+            &pki.path("server.pem"),
+            &pki.path("server.key"),
+            &[pki.path("crl.pem")],
+        )
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            gateway::serve(listener, gw, tls, Duration::from_secs(5), async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        TestServer {
+            addr,
+            data_dir: state.data_dir(),
+            keys_file: state.keys_file(),
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub async fn connect(&self, tls: &ClientTls) -> anyhow::Result<Channel> {
+        client::connect(&self.addr.to_string(), tls).await
+    }
+
+    /// Stops the server and waits until it has drained.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+}
+
+/// The real `gateway serve` as a child process (for crash tests).
+pub struct ProcessServer {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl ProcessServer {
+    /// Starts `gateway serve` with the PKI and state given, on a free port, and
+    /// waits until it accepts connections.
+    pub fn start(binary: &Path, pki: &TestPki, state: &ServerState) -> ProcessServer {
+        Self::start_with_policies(binary, pki, state, &shipped_policies())
+    }
+
+    /// As [`ProcessServer::start`], serving the policies in `policies_dir`.
+    pub fn start_with_policies(
+        binary: &Path,
+        pki: &TestPki,
+        state: &ServerState,
+        policies_dir: &Path,
+    ) -> ProcessServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        if !state.keys_file().exists() {
+            gateway::keys::Keys::generate_file(&state.keys_file()).unwrap();
+        }
+        let child = std::process::Command::new(binary)
+            .arg("serve")
+            .env("GATEWAY_LISTEN", addr.to_string())
+            .env("GATEWAY_DATA_DIR", state.data_dir())
+            .env("GATEWAY_KEYS_FILE", state.keys_file())
+            .env("GATEWAY_DEV_MODE", "false")
+            .env("GATEWAY_TRUST_DOMAIN", TRUST_DOMAIN)
+            .env("GATEWAY_POLICIES_DIR", policies_dir)
+            .env("GATEWAY_TLS_CA", pki.path("ca.pem"))
+            .env("GATEWAY_TLS_CERT", pki.path("server.pem"))
+            .env("GATEWAY_TLS_KEY", pki.path("server.key"))
+            .env("GATEWAY_TLS_CRLS", pki.path("crl.pem"))
+            .env("GATEWAY_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start gateway");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "gateway did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        ProcessServer { child, addr }
+    }
+
+    /// Sends SIGHUP (policy reload).
+    pub fn hangup(&self) {
+        let ok = std::process::Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -HUP failed");
+    }
+
+    /// SIGKILL: no shutdown, no flush, no destructor.
+    pub fn kill_9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for ProcessServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Audit entries with the given action, read as a compliance officer over mTLS
+/// (the PKI must have issued `auditor/compliance`).
+pub async fn audit_entries(
+    server: &TestServer,
+    pki: &TestPki,
+    action: &str,
+) -> Vec<gateway::proto::AuditEntry> {
+    let channel = server
+        .connect(&pki.client("auditor/compliance"))
+        .await
+        .unwrap();
+    let mut client = gateway::proto::audit_client::AuditClient::new(channel);
+    let mut entries = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = client
+            .query(gateway::proto::AuditQuery {
+                action: action.into(),
+                after_seq: after,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        entries.extend(page.entries);
+        if page.next_after_seq == 0 {
+            return entries;
+        }
+        after = page.next_after_seq;
+    }
+}
+
+/// A valid 18-digit identity number (GB 11643 check character), for generated rows.
+pub fn valid_identity_number(area: &str, birth: &str, sequence: u32) -> String {
+    let body = format!("{area}{birth}{:03}", sequence % 1000);
+    const W: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+    let sum: u32 = body
+        .bytes()
+        .zip(W)
+        .map(|(b, w)| u32::from(b - b'0') * w)
+        .sum();
+    let check = b"10X98765432"[(sum % 11) as usize] as char;
+    format!("{body}{check}")
+}
+
+/// `n` valid hrss rows (GBK CSV, no header) with unique source keys, numbered from `start`.
+pub fn synthetic_hrss_rows(start: u64, n: u64) -> Vec<Vec<u8>> {
+    (start..start + n)
+        .map(|i| {
+            let line = format!(
+                "{:012},{},测试{},91340207Y2L8WFB30P,芜湖埃夫特新材料有限公司,310,\"5,{:03}.50\",202501,1,1,20250101120000",
+                340_200_000_000u64 + i,
+                valid_identity_number("340202", "19850315", i as u32),
+                ["甲", "乙", "丙", "丁"][(i % 4) as usize],
+                i % 1000
+            );
+            encoding_rs::GBK.encode(&line).0.into_owned()
+        })
+        .collect()
+}
+
+/// The GBK header line of the hrss export.
+pub fn hrss_header() -> Vec<u8> {
+    let bytes = std::fs::read(sample("hrss.csv")).unwrap();
+    let end = bytes.iter().position(|&b| b == b'\n').unwrap();
+    let line = &bytes[..end];
+    line.strip_suffix(b"\r").unwrap_or(line).to_vec()
+}
