@@ -12,7 +12,11 @@
 pub mod model;
 pub mod rules;
 
+mod check;
+mod csv_rows;
 mod hrss;
+#[cfg(test)]
+mod test_support;
 
 pub use model::{
     Agency, Category, ChangeType, CreditCode, Date, FieldSpec, Format, IdentityNumber, Record,
@@ -155,8 +159,31 @@ pub trait Adapter: Send + Sync {
 pub fn adapter_for(agency: Agency) -> Option<&'static dyn Adapter> {
     match agency {
         Agency::Hrss => Some(&hrss::HrssAdapter),
-        // The other five adapters arrive with the adapters issue; until then a push
-        // from those agencies is refused with a clear "no adapter" error.
         _ => None,
+    }
+}
+
+/// The batch-level checks every adapter shares: the declared format must be the
+/// agency's own, and a CSV batch must carry its header (a JSON Lines batch has none).
+fn check_batch<'h>(
+    adapter: &dyn Adapter,
+    declared: Format,
+    header: Option<&'h [u8]>,
+) -> Result<Option<&'h [u8]>, BatchError> {
+    let expected = adapter.format();
+    if declared != expected {
+        return Err(BatchError::FormatMismatch {
+            agency: adapter.agency(),
+            expected,
+            declared,
+        });
+    }
+    let header = header.filter(|h| !h.is_empty());
+    match (expected.is_csv(), header) {
+        (true, None) => Err(BatchError::MissingHeader),
+        (false, Some(_)) => Err(BatchError::BadHeader(
+            "a JSON Lines batch has no header row".into(),
+        )),
+        (_, h) => Ok(h),
     }
 }

@@ -210,7 +210,10 @@ impl Category {
     pub const fn is_sensitive(self) -> bool {
         matches!(
             self,
-            Category::Identifier | Category::Ethnicity | Category::HealthInjury | Category::Financial
+            Category::Identifier
+                | Category::Ethnicity
+                | Category::HealthInjury
+                | Category::Financial
         )
     }
 
@@ -360,7 +363,8 @@ impl IdentityNumber {
     pub fn birth_date(&self) -> Date {
         let b = self.0.as_bytes();
         let num = |r: std::ops::Range<usize>| -> u32 {
-            b[r].iter().fold(0u32, |acc, c| acc * 10 + u32::from(c - b'0'))
+            b[r].iter()
+                .fold(0u32, |acc, c| acc * 10 + u32::from(c - b'0'))
         };
         Date {
             year: num(6..10) as i32,
@@ -557,15 +561,63 @@ pub mod schema {
     }
 
     pub static SOCIAL_INSURANCE: &[FieldSpec] = &[
-        f("person_id", T::IdentityNumber, C::Identifier, "GMSFHM", "the insured person's identity number"),
-        f("insured_number", T::Text, C::Identifier, "GRBH", "the insured person's social-insurance number"),
+        f(
+            "person_id",
+            T::IdentityNumber,
+            C::Identifier,
+            "GMSFHM",
+            "the insured person's identity number",
+        ),
+        f(
+            "insured_number",
+            T::Text,
+            C::Identifier,
+            "GRBH",
+            "the insured person's social-insurance number",
+        ),
         f("name", T::Text, C::Name, "XM", "the insured person's name"),
-        f("employer_credit_code", T::CreditCode, C::Enterprise, "TYSHXYDM", "the employer's unified social credit code"),
-        f("employer_name", T::Text, C::Enterprise, "DWMC", "the employer's name"),
-        f("insurance_type", T::Code, C::Employment, "XZLX", "110 enterprise pension, 120 public-sector pension, 210 unemployment, 310 employee medical, 410 work injury, 510 maternity"),
-        f("contribution_base", T::Money, C::Financial, "JFJS", "monthly contribution base (wage basis)"),
-        f("contribution_month", T::YearMonth, C::Employment, "JFNY", "the month the contribution is for"),
-        f("contribution_status", T::Code, C::Employment, "JFZT", "1 paying, 2 suspended, 3 terminated"),
+        f(
+            "employer_credit_code",
+            T::CreditCode,
+            C::Enterprise,
+            "TYSHXYDM",
+            "the employer's unified social credit code",
+        ),
+        f(
+            "employer_name",
+            T::Text,
+            C::Enterprise,
+            "DWMC",
+            "the employer's name",
+        ),
+        f(
+            "insurance_type",
+            T::Code,
+            C::Employment,
+            "XZLX",
+            "110 enterprise pension, 120 public-sector pension, 210 unemployment, 310 employee medical, 410 work injury, 510 maternity",
+        ),
+        f(
+            "contribution_base",
+            T::Money,
+            C::Financial,
+            "JFJS",
+            "monthly contribution base (wage basis)",
+        ),
+        f(
+            "contribution_month",
+            T::YearMonth,
+            C::Employment,
+            "JFNY",
+            "the month the contribution is for",
+        ),
+        f(
+            "contribution_status",
+            T::Code,
+            C::Employment,
+            "JFZT",
+            "1 paying, 2 suspended, 3 terminated",
+        ),
     ];
 
     pub fn fields(kind: RecordKind) -> &'static [FieldSpec] {

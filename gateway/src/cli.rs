@@ -446,7 +446,11 @@ fn policy_check(dir: &Path) -> anyhow::Result<()> {
                     p.source.display(),
                     p.consumer,
                     p.purposes.join(", "),
-                    p.kinds.keys().map(|k| k.id()).collect::<Vec<_>>().join(", "),
+                    p.kinds
+                        .keys()
+                        .map(|k| k.id())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     p.version
                 );
             }
@@ -487,7 +491,11 @@ fn policy_preview(args: PreviewArgs) -> anyhow::Result<()> {
         .with_context(|| format!("no adapter for agency {agency} yet"))?;
     let format = adapter.format();
     let mut rows = client::RowReader::new(std::fs::File::open(&args.input)?, format.is_csv());
-    let header = if format.is_csv() { rows.next_row()? } else { None };
+    let header = if format.is_csv() {
+        rows.next_row()?
+    } else {
+        None
+    };
     let parser = adapter.open_batch(format, header.as_deref())?;
     // Preview keys are random: tokens look like real ones but match nothing stored.
     let mut secret = [0u8; 32];
@@ -519,7 +527,10 @@ fn policy_preview(args: PreviewArgs) -> anyhow::Result<()> {
             }
         };
         if !policy.releases_kind(record.kind) {
-            println!("   kind {} is not released to {}", record.kind, policy.consumer);
+            println!(
+                "   kind {} is not released to {}",
+                record.kind, policy.consumer
+            );
             continue;
         }
         if !policy.admits(&record) {
@@ -528,9 +539,19 @@ fn policy_preview(args: PreviewArgs) -> anyhow::Result<()> {
         }
         let shaped = policy.shape(&record, &keys);
         for spec in record.kind.schema() {
-            let before = record.fields.get(spec.name).map(|v| v.render()).unwrap_or_default();
+            let before = record
+                .fields
+                .get(spec.name)
+                .map(|v| v.render())
+                .unwrap_or_default();
             match shaped.iter().find(|f| f.name == spec.name) {
-                Some(f) => println!("   {:<24} {:<28} → {} ({})", spec.name, before, f.value, f.form.as_str()),
+                Some(f) => println!(
+                    "   {:<24} {:<28} → {} ({})",
+                    spec.name,
+                    before,
+                    f.value,
+                    f.form.as_str()
+                ),
                 None => println!("   {:<24} {:<28} → (not delivered)", spec.name, before),
             }
         }

@@ -118,13 +118,22 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Policy, Vec<Diagnostic>> 
     }
     let mut purposes = Vec::new();
     if file.purposes.get_ref().is_empty() {
-        p.at(file.purposes.span().start, "`purposes` must name at least one purpose".into());
+        p.at(
+            file.purposes.span().start,
+            "`purposes` must name at least one purpose".into(),
+        );
     }
     for purpose in file.purposes.get_ref() {
         if !valid_name(purpose.get_ref()) {
-            p.at(purpose.span().start, format!("invalid purpose name `{}`", purpose.get_ref()));
+            p.at(
+                purpose.span().start,
+                format!("invalid purpose name `{}`", purpose.get_ref()),
+            );
         } else if purposes.contains(purpose.get_ref()) {
-            p.at(purpose.span().start, format!("purpose `{}` is listed twice", purpose.get_ref()));
+            p.at(
+                purpose.span().start,
+                format!("purpose `{}` is listed twice", purpose.get_ref()),
+            );
         } else {
             purposes.push(purpose.get_ref().clone());
         }
@@ -148,19 +157,31 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Policy, Vec<Diagnostic>> 
             let at = cond.span().start;
             let c = cond.into_inner();
             let Some(field) = kind.field(&c.field) else {
-                p.at(at, format!("filter on unknown field `{}` of kind `{kind}`", c.field));
+                p.at(
+                    at,
+                    format!("filter on unknown field `{}` of kind `{kind}`", c.field),
+                );
                 continue;
             };
             let (values, negate) = match (c.is_in, c.not_in) {
                 (Some(v), None) => (v, false),
                 (None, Some(v)) => (v, true),
                 _ => {
-                    p.at(at, format!("filter on `{}` needs exactly one of `in` or `not_in`", c.field));
+                    p.at(
+                        at,
+                        format!(
+                            "filter on `{}` needs exactly one of `in` or `not_in`",
+                            c.field
+                        ),
+                    );
                     continue;
                 }
             };
             if values.is_empty() {
-                p.at(at, format!("filter on `{}` has an empty value list", c.field));
+                p.at(
+                    at,
+                    format!("filter on `{}` has an empty value list", c.field),
+                );
                 continue;
             }
             if matches!(field.ty, ValueType::IdentityNumber) || field.category.is_personal() {
@@ -170,7 +191,11 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Policy, Vec<Diagnostic>> 
                 );
                 continue;
             }
-            kp.filter.push(Condition { field, values, negate });
+            kp.filter.push(Condition {
+                field,
+                values,
+                negate,
+            });
         }
         for (field_name, rule) in kind_file.fields {
             let at = field_name.span().start;
@@ -180,7 +205,11 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Policy, Vec<Diagnostic>> 
                     format!(
                         "kind `{kind}` has no field `{}` (fields: {})",
                         field_name.get_ref(),
-                        kind.schema().iter().map(|f| f.name).collect::<Vec<_>>().join(", ")
+                        kind.schema()
+                            .iter()
+                            .map(|f| f.name)
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 );
                 continue;
@@ -246,35 +275,64 @@ fn check_operator(
     let name = field.name;
     match op {
         Operator::Mask { mask_char, .. } if mask_char.is_control() => {
-            p.at(at, format!("`{kind}.{name}`: the mask character must be printable"));
+            p.at(
+                at,
+                format!("`{kind}.{name}`: the mask character must be printable"),
+            );
         }
         Operator::Generalise { to, width, bands } => {
             let fits = match to {
-                G::Year => matches!(field.ty, ValueType::Date | ValueType::YearMonth | ValueType::Year | ValueType::Timestamp),
-                G::Month => matches!(field.ty, ValueType::Date | ValueType::YearMonth | ValueType::Timestamp),
+                G::Year => matches!(
+                    field.ty,
+                    ValueType::Date | ValueType::YearMonth | ValueType::Year | ValueType::Timestamp
+                ),
+                G::Month => matches!(
+                    field.ty,
+                    ValueType::Date | ValueType::YearMonth | ValueType::Timestamp
+                ),
                 G::AgeBand => matches!(field.ty, ValueType::Date | ValueType::IdentityNumber),
-                G::District | G::City => matches!(field.ty, ValueType::Division | ValueType::IdentityNumber),
+                G::District | G::City => {
+                    matches!(field.ty, ValueType::Division | ValueType::IdentityNumber)
+                }
                 G::MoneyBand => matches!(field.ty, ValueType::Money),
             };
             if !fits {
-                p.at(at, format!("`{kind}.{name}` ({:?}) cannot be generalised to {to:?}", field.ty));
+                p.at(
+                    at,
+                    format!(
+                        "`{kind}.{name}` ({:?}) cannot be generalised to {to:?}",
+                        field.ty
+                    ),
+                );
             }
             if width.is_some() && *to != G::AgeBand {
-                p.at(at, format!("`{kind}.{name}`: `width` applies only to age_band"));
+                p.at(
+                    at,
+                    format!("`{kind}.{name}`: `width` applies only to age_band"),
+                );
             }
             if width == &Some(0) {
                 p.at(at, format!("`{kind}.{name}`: `width` must be at least 1"));
             }
             if *to == G::MoneyBand {
                 if bands.is_empty() || !bands.windows(2).all(|w| w[0] < w[1]) {
-                    p.at(at, format!("`{kind}.{name}`: money_band needs `bands`, strictly ascending"));
+                    p.at(
+                        at,
+                        format!("`{kind}.{name}`: money_band needs `bands`, strictly ascending"),
+                    );
                 }
             } else if !bands.is_empty() {
-                p.at(at, format!("`{kind}.{name}`: `bands` applies only to money_band"));
+                p.at(
+                    at,
+                    format!("`{kind}.{name}`: `bands` applies only to money_band"),
+                );
             }
         }
         Operator::Scrub if field.ty != ValueType::Text => {
-            p.at(at, format!("`{kind}.{name}`: scrub applies to free text only"));
+            p.at(
+                at,
+                format!("`{kind}.{name}`: scrub applies to free text only"),
+            );
         }
         _ => {}
     }
@@ -299,18 +357,43 @@ mod tests {
             "{BASE}[kinds.nope.fields]\na = {{ op = \"keep\" }}\n[kinds.social_insurance.fields]\nshoe_size = {{ op = \"keep\" }}\nperson_id = {{ op = \"keep\" }}\n"
         ));
         assert_eq!(e.len(), 3, "{e:?}");
-        assert!(e[0].starts_with("p.toml:3: unknown record kind `nope`"), "{e:?}");
-        assert!(e.iter().any(|m| m.starts_with("p.toml:7: `social_insurance.person_id` is identifier data delivered in clear")), "{e:?}");
-        assert!(e.iter().any(|m| m.starts_with("p.toml:6: kind `social_insurance` has no field `shoe_size`")), "{e:?}");
+        assert!(
+            e[0].starts_with("p.toml:3: unknown record kind `nope`"),
+            "{e:?}"
+        );
+        assert!(
+            e.iter().any(|m| m.starts_with(
+                "p.toml:7: `social_insurance.person_id` is identifier data delivered in clear"
+            )),
+            "{e:?}"
+        );
+        assert!(
+            e.iter().any(
+                |m| m.starts_with("p.toml:6: kind `social_insurance` has no field `shoe_size`")
+            ),
+            "{e:?}"
+        );
     }
 
     #[test]
     fn unknown_operators_duplicates_and_bad_filters_are_errors() {
-        let e = errors(&format!("{BASE}[kinds.social_insurance.fields]\nname = {{ op = \"sha256\" }}\n"));
-        assert!(e[0].starts_with("p.toml:4:") && e[0].contains("sha256"), "{e:?}");
-        let e = errors(&format!("{BASE}[kinds.social_insurance.fields]\nname = {{ op = \"keep\" }}\nname = {{ op = \"drop\" }}\n"));
-        assert!(e[0].starts_with("p.toml:5:") && e[0].contains("duplicate"), "{e:?}");
-        let e = errors(&format!("{BASE}[kinds.social_insurance]\nfilter = [{{ field = \"contribution_status\" }}, {{ field = \"name\", in = [\"x\"] }}, {{ field = \"nope\", in = [\"1\"] }}]\n"));
+        let e = errors(&format!(
+            "{BASE}[kinds.social_insurance.fields]\nname = {{ op = \"sha256\" }}\n"
+        ));
+        assert!(
+            e[0].starts_with("p.toml:4:") && e[0].contains("sha256"),
+            "{e:?}"
+        );
+        let e = errors(&format!(
+            "{BASE}[kinds.social_insurance.fields]\nname = {{ op = \"keep\" }}\nname = {{ op = \"drop\" }}\n"
+        ));
+        assert!(
+            e[0].starts_with("p.toml:5:") && e[0].contains("duplicate"),
+            "{e:?}"
+        );
+        let e = errors(&format!(
+            "{BASE}[kinds.social_insurance]\nfilter = [{{ field = \"contribution_status\" }}, {{ field = \"name\", in = [\"x\"] }}, {{ field = \"nope\", in = [\"1\"] }}]\n"
+        ));
         assert_eq!(e.len(), 3, "{e:?}");
         assert!(e.iter().all(|m| m.starts_with("p.toml:4:")), "{e:?}");
         let e = errors("consumer = \"c\"\npurposes = [\"x\", \"x\"]\n");

@@ -161,7 +161,12 @@ impl Policy {
     pub fn forms(&self, kinds: &[RecordKind]) -> BTreeMap<String, &'static str> {
         let mut m = BTreeMap::new();
         for k in kinds {
-            for rule in self.kinds.get(k).map(|k| k.fields.as_slice()).unwrap_or_default() {
+            for rule in self
+                .kinds
+                .get(k)
+                .map(|k| k.fields.as_slice())
+                .unwrap_or_default()
+            {
                 if let Some(form) = rule.op.form() {
                     m.insert(format!("{}.{}", k.id(), rule.field.name), form.as_str());
                 }
@@ -255,6 +260,9 @@ mod tests {
         std::fs::write(dir.path().join("a.toml"), text).unwrap();
         std::fs::write(dir.path().join("b.toml"), text).unwrap();
         let err = PolicySet::load_dir(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("b.toml: consumer `c` already has a policy"), "{err}");
+        assert!(
+            err.contains("b.toml: consumer `c` already has a policy"),
+            "{err}"
+        );
     }
 }

@@ -357,14 +357,23 @@ impl ReidKey {
     fn seal(&self, plain: &str) -> String {
         use base64::Engine as _;
         let mut nonce = [0u8; NONCE_LEN];
-        SystemRandom::new().fill(&mut nonce).expect("system randomness");
+        SystemRandom::new()
+            .fill(&mut nonce)
+            .expect("system randomness");
         let mut buf = plain.as_bytes().to_vec();
         self.key
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(REID_PREFIX), &mut buf)
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(REID_PREFIX),
+                &mut buf,
+            )
             .expect("in-memory sealing");
         let mut out = nonce.to_vec();
         out.extend_from_slice(&buf);
-        format!("{REID_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out))
+        format!(
+            "{REID_PREFIX}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out)
+        )
     }
 
     fn open(&self, token: &str) -> Option<String> {
@@ -398,7 +407,11 @@ mod tests {
 
     fn keys() -> ConsumerKeys {
         let mut k = ConsumerKeys::derive(SECRET, "assistance");
-        k.today = Date { year: 2026, month: 11, day: 29 };
+        k.today = Date {
+            year: 2026,
+            month: 11,
+            day: 29,
+        };
         k
     }
 
@@ -418,7 +431,10 @@ mod tests {
         let b = Pseudonymiser::new(SECRET, "rights");
         let other = Pseudonymiser::new(b"another-secret-another-secret-32", "assistance");
         let id = "340207197607111133";
-        assert_eq!(a.token(id), Pseudonymiser::new(SECRET, "assistance").token(id));
+        assert_eq!(
+            a.token(id),
+            Pseudonymiser::new(SECRET, "assistance").token(id)
+        );
         assert_eq!(a.token(id).len(), 32);
         assert_ne!(a.token(id), b.token(id));
         assert_ne!(a.token(id), other.token(id));
@@ -430,33 +446,99 @@ mod tests {
 
     #[test]
     fn generalisations() {
-        let today = Date { year: 2026, month: 11, day: 29 };
-        let d = Value::Date(Date { year: 1976, month: 7, day: 11 });
-        assert_eq!(generalise(&d, Generalisation::Year, 10, &[], today).unwrap(), "1976");
-        assert_eq!(generalise(&d, Generalisation::Month, 10, &[], today).unwrap(), "1976-07");
-        assert_eq!(generalise(&d, Generalisation::AgeBand, 10, &[], today).unwrap(), "50-59");
-        assert_eq!(generalise(&d, Generalisation::AgeBand, 5, &[], today).unwrap(), "50-54");
+        let today = Date {
+            year: 2026,
+            month: 11,
+            day: 29,
+        };
+        let d = Value::Date(Date {
+            year: 1976,
+            month: 7,
+            day: 11,
+        });
+        assert_eq!(
+            generalise(&d, Generalisation::Year, 10, &[], today).unwrap(),
+            "1976"
+        );
+        assert_eq!(
+            generalise(&d, Generalisation::Month, 10, &[], today).unwrap(),
+            "1976-07"
+        );
+        assert_eq!(
+            generalise(&d, Generalisation::AgeBand, 10, &[], today).unwrap(),
+            "50-59"
+        );
+        assert_eq!(
+            generalise(&d, Generalisation::AgeBand, 5, &[], today).unwrap(),
+            "50-54"
+        );
         // Birthday not yet reached this year: still 49.
-        let late = Value::Date(Date { year: 1976, month: 12, day: 1 });
-        assert_eq!(generalise(&late, Generalisation::AgeBand, 10, &[], today).unwrap(), "40-49");
+        let late = Value::Date(Date {
+            year: 1976,
+            month: 12,
+            day: 1,
+        });
+        assert_eq!(
+            generalise(&late, Generalisation::AgeBand, 10, &[], today).unwrap(),
+            "40-49"
+        );
         let id = Value::IdentityNumber(IdentityNumber::from_validated("340207197607111133".into()));
-        assert_eq!(generalise(&id, Generalisation::AgeBand, 10, &[], today).unwrap(), "50-59");
-        assert_eq!(generalise(&id, Generalisation::City, 10, &[], today).unwrap(), "340200");
+        assert_eq!(
+            generalise(&id, Generalisation::AgeBand, 10, &[], today).unwrap(),
+            "50-59"
+        );
+        assert_eq!(
+            generalise(&id, Generalisation::City, 10, &[], today).unwrap(),
+            "340200"
+        );
         let div = Value::Division("340207".into());
-        assert_eq!(generalise(&div, Generalisation::District, 10, &[], today).unwrap(), "340207");
-        assert_eq!(generalise(&div, Generalisation::City, 10, &[], today).unwrap(), "340200");
-        let ym = Value::YearMonth(YearMonth { year: 2025, month: 2 });
-        assert_eq!(generalise(&ym, Generalisation::Year, 10, &[], today).unwrap(), "2025");
+        assert_eq!(
+            generalise(&div, Generalisation::District, 10, &[], today).unwrap(),
+            "340207"
+        );
+        assert_eq!(
+            generalise(&div, Generalisation::City, 10, &[], today).unwrap(),
+            "340200"
+        );
+        let ym = Value::YearMonth(YearMonth {
+            year: 2025,
+            month: 2,
+        });
+        assert_eq!(
+            generalise(&ym, Generalisation::Year, 10, &[], today).unwrap(),
+            "2025"
+        );
         // 2025-05-20 12:25:02 Beijing = 04:25:02 UTC.
         let ts = Value::Timestamp(Timestamp(1_747_715_102));
-        assert_eq!(generalise(&ts, Generalisation::Month, 10, &[], today).unwrap(), "2025-05");
+        assert_eq!(
+            generalise(&ts, Generalisation::Month, 10, &[], today).unwrap(),
+            "2025-05"
+        );
         let bands = [0, 2000, 5000, 10000];
-        let money = |fen| generalise(&Value::Money(fen), Generalisation::MoneyBand, 10, &bands, today).unwrap();
+        let money = |fen| {
+            generalise(
+                &Value::Money(fen),
+                Generalisation::MoneyBand,
+                10,
+                &bands,
+                today,
+            )
+            .unwrap()
+        };
         assert_eq!(money(184_100), "0-2000");
         assert_eq!(money(200_000), "2000-5000");
         assert_eq!(money(1_450_771), ">=10000");
         assert_eq!(money(-1), "<0");
-        assert_eq!(generalise(&Value::Text("x".into()), Generalisation::Year, 10, &[], today), None);
+        assert_eq!(
+            generalise(
+                &Value::Text("x".into()),
+                Generalisation::Year,
+                10,
+                &[],
+                today
+            ),
+            None
+        );
     }
 
     #[test]
@@ -469,11 +551,15 @@ mod tests {
     #[test]
     fn encryption_round_trips_only_for_the_same_consumer() {
         let k = keys();
-        let (token, form) = apply(&Operator::Encrypt, &Value::Text("13812345678".into()), &k).unwrap();
+        let (token, form) =
+            apply(&Operator::Encrypt, &Value::Text("13812345678".into()), &k).unwrap();
         assert_eq!(form, Form::Encrypted);
         assert!(token.starts_with("reid1.") && !token.contains("13812345678"));
         assert_eq!(k.reidentify(&token).as_deref(), Some("13812345678"));
-        assert_eq!(ConsumerKeys::derive(SECRET, "rights").reidentify(&token), None);
+        assert_eq!(
+            ConsumerKeys::derive(SECRET, "rights").reidentify(&token),
+            None
+        );
         assert_eq!(k.reidentify("reid1.AAAA"), None);
     }
 
@@ -482,7 +568,13 @@ mod tests {
         let k = keys();
         let v = Value::Text("芜湖市长江中路80号".into());
         assert_eq!(
-            apply(&Operator::Constant { value: "[地址]".into() }, &v, &k),
+            apply(
+                &Operator::Constant {
+                    value: "[地址]".into()
+                },
+                &v,
+                &k
+            ),
             Some(("[地址]".into(), Form::Constant))
         );
         assert_eq!(apply(&Operator::Drop, &v, &k), None);

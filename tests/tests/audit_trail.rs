@@ -15,10 +15,18 @@ async fn push_pull_and_denial_are_recorded_without_personal_data() {
     let state = ServerState::new();
     let server = TestServer::start(&pki, &state).await;
     let agency = server.connect(&pki.client("agency/hrss")).await.unwrap();
-    push_file(agency.clone(), &sample("hrss.csv"), &PushOptions::default(), |_| {})
+    push_file(
+        agency.clone(),
+        &sample("hrss.csv"),
+        &PushOptions::default(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let union = server
+        .connect(&pki.client("union/assistance"))
         .await
         .unwrap();
-    let union = server.connect(&pki.client("union/assistance")).await.unwrap();
     let request = PullRequest {
         kinds: vec!["social_insurance".into()],
         purpose: "hardship_screening".into(),
@@ -27,7 +35,10 @@ async fn push_pull_and_denial_are_recorded_without_personal_data() {
     pull(union, request.clone(), |_| Ok(())).await.unwrap();
     let _ = pull(agency, request, |_| Ok(())).await.unwrap_err();
 
-    let auditor = server.connect(&pki.client("auditor/compliance")).await.unwrap();
+    let auditor = server
+        .connect(&pki.client("auditor/compliance"))
+        .await
+        .unwrap();
     let entries = AuditClient::new(auditor)
         .query(AuditQuery::default())
         .await
@@ -69,7 +80,10 @@ async fn push_pull_and_denial_are_recorded_without_personal_data() {
     let (ids, names) = hrss_personal_values();
     for e in &entries {
         for v in ids.iter().chain(names.iter()) {
-            assert!(!e.details_json.contains(v.as_str()), "audit entry holds personal data: {e:?}");
+            assert!(
+                !e.details_json.contains(v.as_str()),
+                "audit entry holds personal data: {e:?}"
+            );
         }
     }
     server.stop().await;

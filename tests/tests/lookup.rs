@@ -19,7 +19,10 @@ async fn lookup_gathers_one_persons_records_for_a_case() {
         .await
         .unwrap();
 
-    let union = server.connect(&pki.client("union/assistance")).await.unwrap();
+    let union = server
+        .connect(&pki.client("union/assistance"))
+        .await
+        .unwrap();
     let mut client = UnionExchangeClient::new(union);
     // 马伟红 has four accepted social-insurance rows in the sample; the number is
     // typed with full-width digits and stray spaces, as from a paper form.
@@ -33,11 +36,19 @@ async fn lookup_gathers_one_persons_records_for_a_case() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(answer.records.len(), 4, "{:?}", answer.records.iter().map(|r| &r.kind).collect::<Vec<_>>());
+    assert_eq!(
+        answer.records.len(),
+        4,
+        "{:?}",
+        answer.records.iter().map(|r| &r.kind).collect::<Vec<_>>()
+    );
     for r in &answer.records {
         assert_eq!(r.kind, "social_insurance");
         let person = r.fields.iter().find(|f| f.name == "person_id").unwrap();
-        assert_eq!(person.value, answer.subject, "the subject is the person's pseudonym");
+        assert_eq!(
+            person.value, answer.subject,
+            "the subject is the person's pseudonym"
+        );
         let name = r.fields.iter().find(|f| f.name == "name").unwrap();
         assert_eq!(name.value, "马**");
     }
@@ -70,6 +81,9 @@ async fn lookup_gathers_one_persons_records_for_a_case() {
     assert_eq!(lookups.len(), 2);
     assert!(lookups[0].details_json.contains("KN-2026-0042"));
     assert!(!lookups[0].details_json.contains("340207197607111133"));
-    assert!(!lookups[0].details_json.contains(&answer.subject), "audit pseudonyms are in the auditors' own domain");
+    assert!(
+        !lookups[0].details_json.contains(&answer.subject),
+        "audit pseudonyms are in the auditors' own domain"
+    );
     server.stop().await;
 }

@@ -60,8 +60,12 @@ async fn sighup_reloads_good_policies_and_refuses_broken_ones() {
     std::fs::write(policies.path().join("assistance.toml"), &original).unwrap();
     let server = ProcessServer::start_with_policies(binary(), &pki, &state, policies.path());
     let addr = server.addr.to_string();
-    let auditor = gateway::client::connect(&addr, &pki.client("auditor/compliance")).await.unwrap();
-    let union = gateway::client::connect(&addr, &pki.client("union/assistance")).await.unwrap();
+    let auditor = gateway::client::connect(&addr, &pki.client("auditor/compliance"))
+        .await
+        .unwrap();
+    let union = gateway::client::connect(&addr, &pki.client("union/assistance"))
+        .await
+        .unwrap();
     assert!(pull_ok(&union).await);
 
     let started = wait_for(&auditor, "gateway_started", 1).await;
@@ -71,7 +75,10 @@ async fn sighup_reloads_good_policies_and_refuses_broken_ones() {
     // A reviewed change: the new version is in force and recorded.
     std::fs::write(
         policies.path().join("assistance.toml"),
-        original.replace("name = { op = \"mask\", keep_first = 1 }", "name = { op = \"mask\" }"),
+        original.replace(
+            "name = { op = \"mask\", keep_first = 1 }",
+            "name = { op = \"mask\" }",
+        ),
     )
     .unwrap();
     server.hangup();
@@ -91,7 +98,13 @@ async fn sighup_reloads_good_policies_and_refuses_broken_ones() {
     server.hangup();
     let refused = wait_for(&auditor, "policy_reload_refused", 1).await;
     let details: serde_json::Value = serde_json::from_str(&refused[0].details_json).unwrap();
-    assert!(details["problems"].as_str().unwrap().contains("broken.toml:4:"), "{details}");
+    assert!(
+        details["problems"]
+            .as_str()
+            .unwrap()
+            .contains("broken.toml:4:"),
+        "{details}"
+    );
     assert_eq!(details["serving"]["assistance"], v2.as_str());
     assert!(pull_ok(&union).await);
     drop(server);

@@ -12,8 +12,16 @@ fn gateway() -> Command {
 
 #[test]
 fn the_shipped_policies_pass_and_a_broken_directory_fails_with_locations() {
-    let ok = gateway().args(["policy", "check"]).arg(shipped_policies()).output().unwrap();
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let ok = gateway()
+        .args(["policy", "check"])
+        .arg(shipped_policies())
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     assert!(String::from_utf8_lossy(&ok.stdout).contains("consumer assistance"));
 
     let dir = tempfile::tempdir().unwrap();
@@ -22,29 +30,60 @@ fn the_shipped_policies_pass_and_a_broken_directory_fails_with_locations() {
         "consumer = \"rights\"\npurposes = [\"injury_analysis\"]\n\n[kinds.social_insurance.fields]\nperson_id = { op = \"keep\" }\ncontribution_base = { op = \"keep\" }\nshoe_size = { op = \"keep\" }\n",
     )
     .unwrap();
-    let bad = gateway().args(["policy", "check"]).arg(dir.path()).output().unwrap();
+    let bad = gateway()
+        .args(["policy", "check"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
-    for (line, what) in [(5, "identifier data delivered in clear"), (6, "financial data delivered in clear"), (7, "no field `shoe_size`")] {
+    for (line, what) in [
+        (5, "identifier data delivered in clear"),
+        (6, "financial data delivered in clear"),
+        (7, "no field `shoe_size`"),
+    ] {
         let at = format!("rights.toml:{line}: ");
-        assert!(err.lines().any(|l| l.contains(&at) && l.contains(what)), "missing {at}{what} in:\n{err}");
+        assert!(
+            err.lines().any(|l| l.contains(&at) && l.contains(what)),
+            "missing {at}{what} in:\n{err}"
+        );
     }
 }
 
 #[test]
 fn preview_shows_before_and_after_for_each_field() {
     let out = gateway()
-        .args(["policy", "preview", "--consumer", "assistance", "--purpose", "hardship_screening", "--rows", "3", "--input"])
+        .args([
+            "policy",
+            "preview",
+            "--consumer",
+            "assistance",
+            "--purpose",
+            "hardship_screening",
+            "--rows",
+            "3",
+            "--input",
+        ])
         .arg(sample("hrss.csv"))
         .arg("--policies-dir")
         .arg(shipped_policies())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Row 1 is rejected (bad check digit); row 2 is shown field by field.
     assert!(text.contains("rejected: GMSFHM id_checksum"), "{text}");
     assert!(text.contains("汤文国") && text.contains("汤**"), "{text}");
-    assert!(text.contains("(masked)") && text.contains("(pseudonymised)"), "{text}");
-    assert!(text.contains("insured_number") && text.contains("(not delivered)"), "{text}");
+    assert!(
+        text.contains("(masked)") && text.contains("(pseudonymised)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("insured_number") && text.contains("(not delivered)"),
+        "{text}"
+    );
 }

@@ -4,8 +4,6 @@
 //! optional extension lines, each ending in a newline. Parsing is strict, so
 //! that two parties never disagree about what a signed checkpoint says.
 
-use std::fmt::Write as _;
-
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use thiserror::Error;
@@ -61,7 +59,10 @@ impl Checkpoint {
         if origin.is_empty() {
             return Err(CheckpointError::EmptyOrigin);
         }
-        for (i, line) in std::iter::once(origin).chain(extensions.iter().map(String::as_str)).enumerate() {
+        for (i, line) in std::iter::once(origin)
+            .chain(extensions.iter().map(String::as_str))
+            .enumerate()
+        {
             if line.contains('\n') {
                 return Err(CheckpointError::EmbeddedNewline);
             }
@@ -72,12 +73,19 @@ impl Checkpoint {
                 return Err(CheckpointError::EmptyExtension(i));
             }
         }
-        Ok(Self { origin: origin.to_owned(), size, root, extensions })
+        Ok(Self {
+            origin: origin.to_owned(),
+            size,
+            root,
+            extensions,
+        })
     }
 
     /// Parses a checkpoint body (the note text) strictly.
     pub fn parse(text: &str) -> Result<Self, CheckpointError> {
-        let body = text.strip_suffix('\n').ok_or(CheckpointError::MissingFinalNewline)?;
+        let body = text
+            .strip_suffix('\n')
+            .ok_or(CheckpointError::MissingFinalNewline)?;
         if body.bytes().any(|b| b < 0x20 && b != b'\n') {
             return Err(CheckpointError::ControlCharacter);
         }
@@ -90,7 +98,9 @@ impl Checkpoint {
             return Err(CheckpointError::EmptyOrigin);
         }
         let size = parse_size(size)?;
-        let root = STANDARD.decode(root).map_err(|_| CheckpointError::InvalidRootEncoding)?;
+        let root = STANDARD
+            .decode(root)
+            .map_err(|_| CheckpointError::InvalidRootEncoding)?;
         let root: Hash = root
             .as_slice()
             .try_into()
@@ -102,7 +112,12 @@ impl Checkpoint {
             }
             extensions.push(line.to_owned());
         }
-        Ok(Self { origin: origin.to_owned(), size, root, extensions })
+        Ok(Self {
+            origin: origin.to_owned(),
+            size,
+            root,
+            extensions,
+        })
     }
 
     pub fn origin(&self) -> &str {
@@ -123,10 +138,15 @@ impl Checkpoint {
 
     /// The checkpoint body: the text that gets signed.
     pub fn to_text(&self) -> String {
-        let mut text = format!("{}\n{}\n{}\n", self.origin, self.size, STANDARD.encode(self.root));
+        let mut text = format!(
+            "{}\n{}\n{}\n",
+            self.origin,
+            self.size,
+            STANDARD.encode(self.root)
+        );
         for line in &self.extensions {
-            // Writing to a String cannot fail.
-            let _ = writeln!(text, "{line}");
+            text.push_str(line);
+            text.push('\n');
         }
         text
     }
@@ -148,7 +168,8 @@ impl Checkpoint {
 /// ASCII decimal, no leading zeroes (except "0" itself), at most 2^64 - 1.
 fn parse_size(s: &str) -> Result<u64, CheckpointError> {
     let invalid = || CheckpointError::InvalidSize(s.to_owned());
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0')) {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0'))
+    {
         return Err(invalid());
     }
     s.parse().map_err(|_| invalid())

@@ -86,7 +86,9 @@ fn parse_fields(s: &str) -> Result<(&str, u32, [u8; 32]), KeyError> {
     }
     let mut id = [0u8; 4];
     hex::decode_to_slice(id_hex, &mut id).map_err(|_| KeyError::InvalidKeyId(id_hex.to_owned()))?;
-    let raw = STANDARD.decode(key_b64).map_err(|_| KeyError::InvalidBase64)?;
+    let raw = STANDARD
+        .decode(key_b64)
+        .map_err(|_| KeyError::InvalidBase64)?;
     let (&alg, key) = raw.split_first().ok_or(KeyError::EmptyKey)?;
     if alg != ALG_ED25519 {
         return Err(KeyError::UnsupportedAlgorithm(alg));
@@ -117,7 +119,11 @@ impl Verifier {
             return Err(KeyError::InvalidName(name.to_owned()));
         }
         let key_id = key_id(name, &public_key);
-        Ok(Self { name: name.to_owned(), key_id, public_key })
+        Ok(Self {
+            name: name.to_owned(),
+            key_id,
+            public_key,
+        })
     }
 
     /// Parses a verifier key string exactly (no surrounding whitespace).
@@ -125,7 +131,10 @@ impl Verifier {
         let (name, stated, public_key) = parse_fields(vkey)?;
         let verifier = Self::new(name, public_key)?;
         if verifier.key_id != stated {
-            return Err(KeyError::KeyIdMismatch { stated, computed: verifier.key_id });
+            return Err(KeyError::KeyIdMismatch {
+                stated,
+                computed: verifier.key_id,
+            });
         }
         Ok(verifier)
     }
@@ -184,23 +193,35 @@ impl Signer {
         let mut public_key = [0u8; 32];
         public_key.copy_from_slice(key_pair.public_key().as_ref());
         let key_id = key_id(name, &public_key);
-        Ok(Self { name: name.to_owned(), key_id, seed, key_pair })
+        Ok(Self {
+            name: name.to_owned(),
+            key_id,
+            seed,
+            key_pair,
+        })
     }
 
     /// A signer with a fresh random seed from the system RNG.
     pub fn generate(name: &str) -> Result<Self, KeyError> {
         let mut seed = [0u8; 32];
-        SystemRandom::new().fill(&mut seed).map_err(|_| KeyError::Randomness)?;
+        SystemRandom::new()
+            .fill(&mut seed)
+            .map_err(|_| KeyError::Randomness)?;
         Self::from_seed(name, seed)
     }
 
     /// Parses a `PRIVATE+KEY+...` signer key string exactly.
     pub fn parse(skey: &str) -> Result<Self, KeyError> {
-        let rest = skey.strip_prefix(PRIVATE_KEY_PREFIX).ok_or(KeyError::NotSignerKey)?;
+        let rest = skey
+            .strip_prefix(PRIVATE_KEY_PREFIX)
+            .ok_or(KeyError::NotSignerKey)?;
         let (name, stated, seed) = parse_fields(rest)?;
         let signer = Self::from_seed(name, seed)?;
         if signer.key_id != stated {
-            return Err(KeyError::KeyIdMismatch { stated, computed: signer.key_id });
+            return Err(KeyError::KeyIdMismatch {
+                stated,
+                computed: signer.key_id,
+            });
         }
         Ok(signer)
     }
@@ -217,7 +238,11 @@ impl Signer {
     pub fn verifier(&self) -> Verifier {
         let mut public_key = [0u8; 32];
         public_key.copy_from_slice(self.key_pair.public_key().as_ref());
-        Verifier { name: self.name.clone(), key_id: self.key_id, public_key }
+        Verifier {
+            name: self.name.clone(),
+            key_id: self.key_id,
+            public_key,
+        }
     }
 
     /// Ed25519 signature of `message`.
@@ -229,7 +254,10 @@ impl Signer {
 
     /// The secret signer key string (`PRIVATE+KEY+...`). Handle with care.
     pub fn to_skey(&self) -> String {
-        format!("{PRIVATE_KEY_PREFIX}{}", encode_key(&self.name, self.key_id, &self.seed))
+        format!(
+            "{PRIVATE_KEY_PREFIX}{}",
+            encode_key(&self.name, self.key_id, &self.seed)
+        )
     }
 }
 

@@ -96,12 +96,16 @@ impl Note {
         let msg = std::str::from_utf8(msg).map_err(|_| NoteFormatError::NotUtf8)?;
         check_characters(msg)?;
         // The last blank line separates text and signatures.
-        let split = msg.rfind("\n\n").ok_or(NoteFormatError::MissingSignatureBlock)?;
+        let split = msg
+            .rfind("\n\n")
+            .ok_or(NoteFormatError::MissingSignatureBlock)?;
         let (text, block) = (&msg[..=split], &msg[split + 2..]);
         if block.is_empty() {
             return Err(NoteFormatError::NoSignatures);
         }
-        let block = block.strip_suffix('\n').ok_or(NoteFormatError::MissingFinalNewline)?;
+        let block = block
+            .strip_suffix('\n')
+            .ok_or(NoteFormatError::MissingFinalNewline)?;
         let mut signatures = Vec::new();
         for (i, line) in block.split('\n').enumerate() {
             if signatures.len() == MAX_SIGNATURES {
@@ -109,7 +113,10 @@ impl Note {
             }
             signatures.push(parse_signature_line(line, i + 1)?);
         }
-        Ok(Self { text: text.to_owned(), signatures })
+        Ok(Self {
+            text: text.to_owned(),
+            signatures,
+        })
     }
 
     /// The signed text, including its final newline.
@@ -137,24 +144,35 @@ impl Note {
             } else if known.any(|v| v.verify(self.text.as_bytes(), &sig.signature)) {
                 verified.push(sig);
             } else {
-                return Err(NoteError::InvalidSignature { name: sig.name, key_id: sig.key_id });
+                return Err(NoteError::InvalidSignature {
+                    name: sig.name,
+                    key_id: sig.key_id,
+                });
             }
         }
         if verified.is_empty() {
             return Err(NoteError::Unverified);
         }
-        Ok(OpenedNote { text: self.text, verified, unverified })
+        Ok(OpenedNote {
+            text: self.text,
+            verified,
+            unverified,
+        })
     }
 }
 
 fn parse_signature_line(line: &str, number: usize) -> Result<NoteSignature, NoteFormatError> {
     let bad_line = NoteFormatError::BadSignatureLine { line: number };
-    let rest = line.strip_prefix(SIGNATURE_PREFIX).ok_or(bad_line.clone())?;
+    let rest = line
+        .strip_prefix(SIGNATURE_PREFIX)
+        .ok_or(bad_line.clone())?;
     let (name, b64) = rest.split_once(' ').ok_or(bad_line)?;
     if !is_valid_name(name) {
         return Err(NoteFormatError::InvalidKeyName(name.to_owned()));
     }
-    let raw = STANDARD.decode(b64).map_err(|_| NoteFormatError::SignatureEncoding)?;
+    let raw = STANDARD
+        .decode(b64)
+        .map_err(|_| NoteFormatError::SignatureEncoding)?;
     if raw.len() < 5 {
         return Err(NoteFormatError::SignatureTooShort(raw.len()));
     }

@@ -88,7 +88,15 @@ mod tests {
 
     #[test]
     fn split_point_is_largest_power_of_two_below() {
-        for (n, k) in [(2, 1), (3, 2), (4, 2), (5, 4), (8, 4), (9, 8), (u64::MAX, 1 << 63)] {
+        for (n, k) in [
+            (2, 1),
+            (3, 2),
+            (4, 2),
+            (5, 4),
+            (8, 4),
+            (9, 8),
+            (u64::MAX, 1 << 63),
+        ] {
             assert_eq!(split_point(n), k, "n = {n}");
         }
     }

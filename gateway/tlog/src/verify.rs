@@ -66,13 +66,19 @@ pub fn verify_inclusion(
     }
     let expected = inclusion_proof_len(index, size);
     if proof.len() != expected {
-        return Err(VerifyError::WrongProofLength { expected, actual: proof.len() });
+        return Err(VerifyError::WrongProofLength {
+            expected,
+            actual: proof.len(),
+        });
     }
     let (mut f_n, mut s_n) = (index, size - 1);
     let mut r = *leaf_hash;
     for p in proof {
         if s_n == 0 {
-            return Err(VerifyError::WrongProofLength { expected, actual: proof.len() });
+            return Err(VerifyError::WrongProofLength {
+                expected,
+                actual: proof.len(),
+            });
         }
         if f_n & 1 == 1 || f_n == s_n {
             r = node_hash(p, &r);
@@ -87,7 +93,10 @@ pub fn verify_inclusion(
         s_n >>= 1;
     }
     if s_n != 0 {
-        return Err(VerifyError::WrongProofLength { expected, actual: proof.len() });
+        return Err(VerifyError::WrongProofLength {
+            expected,
+            actual: proof.len(),
+        });
     }
     if r != *root {
         return Err(VerifyError::RootMismatch);
@@ -113,7 +122,10 @@ pub fn verify_consistency(
     }
     if size1 == size2 {
         if !proof.is_empty() {
-            return Err(VerifyError::WrongProofLength { expected: 0, actual: proof.len() });
+            return Err(VerifyError::WrongProofLength {
+                expected: 0,
+                actual: proof.len(),
+            });
         }
         if root1 != root2 {
             return Err(VerifyError::SecondRootMismatch);
@@ -122,9 +134,15 @@ pub fn verify_consistency(
     }
     let expected = consistency_proof_len(size1, size2);
     if proof.len() != expected {
-        return Err(VerifyError::WrongProofLength { expected, actual: proof.len() });
+        return Err(VerifyError::WrongProofLength {
+            expected,
+            actual: proof.len(),
+        });
     }
-    let wrong_length = VerifyError::WrongProofLength { expected, actual: proof.len() };
+    let wrong_length = VerifyError::WrongProofLength {
+        expected,
+        actual: proof.len(),
+    };
     // Step 2: a power-of-two first tree is itself the seed of the path.
     let (seed, rest) = if size1.is_power_of_two() {
         (root1, proof)

@@ -19,21 +19,29 @@ pub fn group<'a>(fixture: &'a Value, name: &str) -> &'a Value {
 }
 
 pub fn cases<'a>(value: &'a Value, key: &str) -> &'a Vec<Value> {
-    let cases = value[key].as_array().unwrap_or_else(|| panic!("{key} is not an array"));
+    let cases = value[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("{key} is not an array"));
     assert!(!cases.is_empty(), "{key} is empty");
     cases
 }
 
 pub fn str_of<'a>(value: &'a Value, key: &str) -> &'a str {
-    value[key].as_str().unwrap_or_else(|| panic!("{key} is not a string in {value}"))
+    value[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("{key} is not a string in {value}"))
 }
 
 pub fn u64_of(value: &Value, key: &str) -> u64 {
-    value[key].as_u64().unwrap_or_else(|| panic!("{key} is not a u64 in {value}"))
+    value[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} is not a u64 in {value}"))
 }
 
 pub fn b64(s: &str) -> Vec<u8> {
-    STANDARD.decode(s).unwrap_or_else(|e| panic!("bad base64 {s:?}: {e}"))
+    STANDARD
+        .decode(s)
+        .unwrap_or_else(|e| panic!("bad base64 {s:?}: {e}"))
 }
 
 /// A base64 value as a 32-byte hash, or `None` if it is not one.
