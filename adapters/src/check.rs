@@ -55,7 +55,9 @@ pub(crate) const fn describe(code: E) -> &'static str {
         E::BadDate => {
             "not a valid date (YYYYMMDD or YYYY-MM-DD), month (YYYYMM), year or timestamp"
         }
-        E::BadAmount => "not a valid non-negative amount in yuan with at most two decimals",
+        E::BadAmount => {
+            "not a valid amount (decimal yuan, at most two decimals, negative only where the field allows it)"
+        }
         E::BadPhone => "not a mainland mobile number or a 0553- Wuhu landline",
         E::BadFormat => "the value does not have the field's required format",
         E::OutOfRange => "the value is outside the field's allowed range",

@@ -14,7 +14,6 @@ use std::borrow::Cow;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Encoding {
     Gbk,
-    #[allow(dead_code)] // until the tax adapter lands
     Utf8,
 }
 

@@ -1,7 +1,7 @@
 //! Agency adapters: the "sources → transforms" half of the gateway.
 //!
 //! Each of the six municipal agencies pushes its own native export (formats in
-//! `tests/fixtures/agencies/README.md`, the interface specification). An adapter
+//! `tests/fixtures/agencies/SPECIFICATION.md`, the interface specification). An adapter
 //! cleans, validates and turns each row into one of the union's canonical records
 //! ([`model::Record`]), or rejects that row alone with a stable [`RowErrorCode`].
 //! Agency field codes (`GMSFHM`, `JFJS`, …) never leave the adapter except as the
@@ -13,10 +13,18 @@ pub mod model;
 pub mod rules;
 
 mod check;
+#[cfg(test)]
+mod compliance_tests;
 mod csv_rows;
+mod housing;
 mod hrss;
+mod json_rows;
+mod market_regulation;
+mod public_security;
+mod tax;
 #[cfg(test)]
 mod test_support;
+mod work_safety;
 
 pub use model::{
     Agency, Category, ChangeType, CreditCode, Date, FieldSpec, Format, IdentityNumber, Record,
@@ -157,10 +165,14 @@ pub trait Adapter: Send + Sync {
 /// certificate, never by a request field: the gateway passes the agency it
 /// extracted from the client certificate.
 pub fn adapter_for(agency: Agency) -> Option<&'static dyn Adapter> {
-    match agency {
-        Agency::Hrss => Some(&hrss::HrssAdapter),
-        _ => None,
-    }
+    Some(match agency {
+        Agency::PublicSecurity => &public_security::PublicSecurityAdapter,
+        Agency::Hrss => &hrss::HrssAdapter,
+        Agency::MarketRegulation => &market_regulation::MarketRegulationAdapter,
+        Agency::Tax => &tax::TaxAdapter,
+        Agency::Housing => &housing::HousingAdapter,
+        Agency::WorkSafety => &work_safety::WorkSafetyAdapter,
+    })
 }
 
 /// The batch-level checks every adapter shares: the declared format must be the

@@ -880,4 +880,113 @@ mod tests {
             assert_eq!(phone(s), Err(E::BadPhone), "{s:?}");
         }
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        const PROVINCES: [u8; 34] = [
+            11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45, 46, 50,
+            51, 52, 53, 54, 61, 62, 63, 64, 65, 71, 81, 82,
+        ];
+
+        /// A valid 18-character identity number born between 1900-01-01 and TODAY.
+        fn valid_id() -> impl Strategy<Value = String> {
+            let first = days_from_civil(1900, 1, 1);
+            let last = days_from_civil(2026, 6, 30);
+            (
+                proptest::sample::select(PROVINCES.to_vec()),
+                0..10_000u32,
+                first..=last,
+                0..1000u32,
+            )
+                .prop_map(|(p, area, days, seq)| {
+                    let d = date_of_days(days);
+                    let s = format!(
+                        "{p:02}{area:04}{:04}{:02}{:02}{seq:03}",
+                        d.year, d.month, d.day
+                    );
+                    with_check(&s)
+                })
+        }
+
+        /// A valid unified social credit code.
+        fn valid_uscc() -> impl Strategy<Value = String> {
+            let alphabet = USCC_ALPHABET.to_vec();
+            (
+                proptest::sample::select(b"123456789ANY".to_vec()),
+                proptest::sample::select(alphabet.clone()),
+                0..1_000_000u32,
+                proptest::collection::vec(proptest::sample::select(alphabet), 8),
+            )
+                .prop_map(|(authority, kind, area, org)| {
+                    let mut b = vec![authority, kind];
+                    b.extend_from_slice(format!("{area:06}").as_bytes());
+                    b.extend_from_slice(&org);
+                    b.push(org_code_check_char(&org).unwrap());
+                    b.push(uscc_check_char(&b).unwrap());
+                    String::from_utf8(b).unwrap()
+                })
+        }
+
+        /// Replaces the character at `at` by another one from `set`.
+        fn mutate(s: &str, at: usize, pick: usize, set: &[u8]) -> String {
+            let mut b = s.as_bytes().to_vec();
+            let others: Vec<u8> = set.iter().copied().filter(|c| *c != b[at]).collect();
+            b[at] = others[pick % others.len()];
+            String::from_utf8(b).unwrap()
+        }
+
+        proptest! {
+            #[test]
+            fn generated_identity_numbers_are_accepted(s in valid_id()) {
+                prop_assert_eq!(id(&s), Ok(s.clone()));
+                prop_assert!(has_id_checksum(s.as_bytes()));
+            }
+
+            #[test]
+            fn legacy_numbers_upgrade_to_their_18_digit_form(s in valid_id()) {
+                prop_assume!(&s[6..8] == "19");
+                let legacy = format!("{}{}", &s[..6], &s[8..17]);
+                prop_assert_eq!(id(&legacy), Ok(s.clone()));
+            }
+
+            #[test]
+            fn mutated_identity_numbers_are_rejected(s in valid_id(), at in 0..18usize, pick in any::<usize>()) {
+                let m = mutate(&s, at, pick, b"0123456789X");
+                prop_assert!(id(&m).is_err());
+            }
+
+            #[test]
+            fn generated_credit_codes_are_accepted(s in valid_uscc()) {
+                prop_assert_eq!(credit_code(&s).map(|c| c.as_str().to_owned()), Ok(s));
+            }
+
+            #[test]
+            fn mutated_credit_codes_are_rejected(s in valid_uscc(), at in 0..18usize, pick in any::<usize>()) {
+                let m = mutate(&s, at, pick, USCC_ALPHABET);
+                prop_assert!(credit_code(&m).is_err());
+            }
+
+            #[test]
+            fn rules_never_panic(s in "\\PC{0,40}") {
+                let _ = normalise(&s);
+                let _ = parse_identity_number(&s);
+                let _ = parse_credit_code(&s);
+                let _ = date(&s);
+                let _ = year_month(&s);
+                let _ = timestamp(&s);
+                let _ = money(&s);
+                let _ = integer_in(&s, 0, 10);
+                let _ = ethnicity(&s);
+                let _ = phone(&s);
+            }
+
+            #[test]
+            fn money_round_trips(fen in -10_000_000_000_000i64..10_000_000_000_000) {
+                let text = format!("{}{}.{:02}", if fen < 0 { "-" } else { "" }, fen.unsigned_abs() / 100, fen.unsigned_abs() % 100);
+                prop_assert_eq!(money(&text), Ok(fen));
+            }
+        }
+    }
 }

@@ -3,7 +3,7 @@
 //! The fixtures are compiled into the test binary, so the tests do not depend on
 //! the working directory.
 
-use crate::{Adapter, Agency, Record, RowError, RowParser, adapter_for};
+use crate::{Adapter, Agency, Format, Record, RowError, RowParser, adapter_for};
 
 pub const LABELS: &str = include_str!("../../tests/fixtures/agencies/samples/labels.jsonl");
 
@@ -33,7 +33,6 @@ pub struct Label {
     pub accept: bool,
     pub field: Option<String>,
     pub code: Option<String>,
-    #[allow(dead_code)] // until the work-safety adapter lands
     pub free_text_pii: Option<bool>,
 }
 
@@ -108,4 +107,27 @@ pub fn assert_labels(agency: Agency) -> Vec<Result<Record, Vec<RowError>>> {
         results.push(got);
     }
     results
+}
+
+/// The hrss export's Chinese column titles and the field keys they carry.
+pub const HRSS_COLUMNS: [(&str, &str); 11] = [
+    ("个人编号", "GRBH"),
+    ("公民身份号码", "GMSFHM"),
+    ("姓名", "XM"),
+    ("单位统一社会信用代码", "TYSHXYDM"),
+    ("单位名称", "DWMC"),
+    ("险种类型", "XZLX"),
+    ("缴费基数", "JFJS"),
+    ("缴费年月", "JFNY"),
+    ("缴费状态", "JFZT"),
+    ("变更类型", "BGLX"),
+    ("变更时间", "BGSJ"),
+];
+
+/// A format other than `f`, which the adapter for `f` must refuse.
+pub fn other_format(f: Format) -> Format {
+    match f {
+        Format::JsonLines => Format::CsvGbk,
+        Format::CsvGbk | Format::CsvUtf8Bom => Format::JsonLines,
+    }
 }

@@ -46,6 +46,7 @@ pub struct Config {
     pub keys_file: PathBuf,
     pub tls: TlsConfig,
     pub telemetry: TelemetryConfig,
+    pub limits: crate::limits::LimitsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -88,6 +89,7 @@ impl Default for Config {
             keys_file: Path::new(DEV_CERTS_DIR).join("keys.toml"),
             tls: TlsConfig::default(),
             telemetry: TelemetryConfig::default(),
+            limits: crate::limits::LimitsConfig::default(),
         }
     }
 }
@@ -195,6 +197,21 @@ impl Config {
         }
         if let Some(v) = get("GATEWAY_LOG_FORMAT") {
             self.telemetry.log_format = v;
+        }
+        if let Some(v) = get("GATEWAY_LIMITS_RATE") {
+            self.limits.rate_per_second = parse("GATEWAY_LIMITS_RATE", &v)?;
+        }
+        if let Some(v) = get("GATEWAY_LIMITS_BURST") {
+            self.limits.burst = parse("GATEWAY_LIMITS_BURST", &v)?;
+        }
+        if let Some(v) = get("GATEWAY_LIMITS_CONCURRENCY") {
+            self.limits.max_concurrent = parse("GATEWAY_LIMITS_CONCURRENCY", &v)?;
+        }
+        if let Some(v) = get("GATEWAY_LIMITS_TIMEOUT") {
+            self.limits.request_timeout_secs = parse("GATEWAY_LIMITS_TIMEOUT", &v)?;
+        }
+        if let Some(v) = get("GATEWAY_LIMITS_MAX_MESSAGE") {
+            self.limits.max_message_bytes = parse("GATEWAY_LIMITS_MAX_MESSAGE", &v)?;
         }
         Ok(())
     }

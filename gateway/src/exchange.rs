@@ -187,6 +187,7 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
             let kind_ids: Vec<String> = kinds.iter().map(|k| k.id().to_string()).collect();
             let forms = policy.forms(&kinds);
             let mut feed = gateway.feed.subscribe();
+            let mut stopping = gateway.stopping.subscribe();
             let mut cursor = req.cursor;
             let mut remaining = if req.limit == 0 {
                 u64::MAX
@@ -219,6 +220,7 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
                     tokio::select! {
                         changed = feed.changed() => if changed.is_err() { return },
                         _ = tx.closed() => return,
+                        _ = stopping.wait_for(|s| *s) => return,
                     }
                     continue;
                 }

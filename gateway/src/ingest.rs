@@ -46,7 +46,10 @@ impl proto::agency_ingest_server::AgencyIngest for IngestService {
                 let batch = match next {
                     Ok(b) => b,
                     Err(status) => {
+                        // E.g. a batch over the message size limit: the agency is told
+                        // why; batches acknowledged before stay committed.
                         tracing::warn!(%agency, code = ?status.code(), "push stream broke");
+                        let _ = tx.send(Err(status)).await;
                         break;
                     }
                 };

@@ -21,6 +21,7 @@ pub mod exchange;
 pub mod identity;
 pub mod ingest;
 pub mod keys;
+pub mod limits;
 pub mod pki;
 pub mod store;
 pub mod telemetry;
@@ -61,6 +62,11 @@ pub struct Gateway {
     policies_dir: Option<std::path::PathBuf>,
     /// The change feed's head; followers wait on it.
     pub feed: watch::Sender<u64>,
+    /// Rate, concurrency, deadline and message-size limits.
+    pub limits: limits::LimitsConfig,
+    /// Set when the server begins to shut down: followed pulls end (clients
+    /// resume from their cursor elsewhere) so that draining completes.
+    pub stopping: watch::Sender<bool>,
 }
 
 impl Gateway {
@@ -80,7 +86,15 @@ impl Gateway {
             policies: RwLock::new(Arc::new(policies)),
             policies_dir: None,
             feed: watch::Sender::new(head),
+            limits: limits::LimitsConfig::default(),
+            stopping: watch::Sender::new(false),
         })
+    }
+
+    /// Replaces the default limits.
+    pub fn with_limits(mut self, limits: limits::LimitsConfig) -> Gateway {
+        self.limits = limits;
+        self
     }
 
     /// Makes [`Gateway::reload_policies`] read `dir`.
@@ -137,7 +151,8 @@ impl Gateway {
             Arc::new(keys),
             policies,
         )?
-        .with_policies_dir(config.policies_dir.clone()))
+        .with_policies_dir(config.policies_dir.clone())
+        .with_limits(config.limits.clone()))
     }
 
     /// The policies in force (a snapshot: a reload never changes a running call).
@@ -206,7 +221,7 @@ pub async fn serve(
     let ingest = proto::agency_ingest_server::AgencyIngestServer::new(ingest::IngestService {
         gateway: gateway.clone(),
     })
-    .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    .max_decoding_message_size(gateway.limits.max_message_bytes);
     let exchange =
         proto::union_exchange_server::UnionExchangeServer::new(exchange::ExchangeService {
             gateway: gateway.clone(),
@@ -215,9 +230,18 @@ pub async fn serve(
         store: gateway.store.clone(),
     });
 
+    // Behaviour as small layers, composed here, outermost first: who is calling
+    // (and may they call this), then how much they may call.
     tonic::transport::Server::builder()
+        .timeout(Duration::from_secs(
+            gateway.limits.request_timeout_secs.max(1),
+        ))
         .layer(authz::AuthzLayer::new(
             &gateway.trust_domain,
+            gateway.store.clone(),
+        ))
+        .layer(limits::LimitLayer::new(
+            gateway.limits.clone(),
             gateway.store.clone(),
         ))
         .add_service(health)
@@ -225,7 +249,10 @@ pub async fn serve(
         .add_service(ingest)
         .add_service(exchange)
         .add_service(audit)
-        .serve_with_incoming_shutdown(incoming, shutdown)
+        .serve_with_incoming_shutdown(incoming, async {
+            shutdown.await;
+            gateway.stopping.send_replace(true);
+        })
         .await?;
     tracing::info!("gateway stopped");
     Ok(())

@@ -203,6 +203,15 @@ impl Default for ServerState {
 
 impl TestServer {
     pub async fn start(pki: &TestPki, state: &ServerState) -> TestServer {
+        Self::start_with_limits(pki, state, gateway::limits::LimitsConfig::default()).await
+    }
+
+    /// As [`TestServer::start`], with the given limits.
+    pub async fn start_with_limits(
+        pki: &TestPki,
+        state: &ServerState,
+        limits: gateway::limits::LimitsConfig,
+    ) -> TestServer {
         gateway::tls::install_crypto_provider();
         let keys = gateway::keys::Keys::load(&state.keys_file(), true).unwrap();
         let store = gateway::store::sqlite::SqliteStore::open(&state.data_dir()).unwrap();
@@ -215,7 +224,8 @@ impl TestServer {
                 Arc::new(keys),
                 policies,
             )
-            .unwrap(),
+            .unwrap()
+            .with_limits(limits),
         );
         let tls = gateway::tls::server_config(
             &pki.path("ca.pem"),
@@ -386,17 +396,21 @@ pub fn valid_identity_number(area: &str, birth: &str, sequence: u32) -> String {
 /// `n` valid hrss rows (GBK CSV, no header) with unique source keys, numbered from `start`.
 pub fn synthetic_hrss_rows(start: u64, n: u64) -> Vec<Vec<u8>> {
     (start..start + n)
-        .map(|i| {
-            let line = format!(
-                "{:012},{},测试{},91340207Y2L8WFB30P,芜湖埃夫特新材料有限公司,310,\"5,{:03}.50\",202501,1,1,20250101120000",
-                340_200_000_000u64 + i,
-                valid_identity_number("340202", "19850315", i as u32),
-                ["甲", "乙", "丙", "丁"][(i % 4) as usize],
-                i % 1000
-            );
-            encoding_rs::GBK.encode(&line).0.into_owned()
-        })
+        .map(|i| synthetic_hrss_row(i, '1', "20250101120000"))
         .collect()
+}
+
+/// Row `i` of [`synthetic_hrss_rows`] with the given change type (`BGLX`) and
+/// change timestamp (`BGSJ`): the same source key, so a later one supersedes it.
+pub fn synthetic_hrss_row(i: u64, change: char, changed_at: &str) -> Vec<u8> {
+    let line = format!(
+        "{:012},{},测试{},91340207Y2L8WFB30P,芜湖埃夫特新材料有限公司,310,\"5,{:03}.50\",202501,1,{change},{changed_at}",
+        340_200_000_000u64 + i,
+        valid_identity_number("340202", "19850315", i as u32),
+        ["甲", "乙", "丙", "丁"][(i % 4) as usize],
+        i % 1000
+    );
+    encoding_rs::GBK.encode(&line).0.into_owned()
 }
 
 /// The GBK header line of the hrss export.

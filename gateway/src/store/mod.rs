@@ -14,7 +14,7 @@
 
 pub mod sqlite;
 
-use crate::audit::AuditEntry;
+use crate::audit::{AuditEntry, CanonicalEntry};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -24,6 +24,9 @@ pub enum StoreError {
     Backend(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A root or proof was asked for sizes or indexes the audit tree lacks.
+    #[error("audit tree: {0}")]
+    Proof(#[from] tlog::ProofError),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -123,15 +126,44 @@ pub struct AuditFilter {
     pub actor: Option<String>,
     pub action: Option<String>,
     pub outcome: Option<String>,
+    /// Entries concerning this record kind.
+    pub kind: Option<String>,
+    /// Entries concerning this person (auditor-domain pseudonym).
+    pub subject: Option<String>,
     pub after_seq: u64,
     pub limit: u32,
 }
 
-/// A stored audit entry with its position in the log.
+/// A stored audit entry: its position and its canonical bytes (the leaf).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredAuditEntry {
     pub seq: u64,
-    pub entry: AuditEntry,
+    pub bytes: Vec<u8>,
+}
+
+impl StoredAuditEntry {
+    pub fn decode(&self) -> Result<CanonicalEntry, crate::audit::encoding::DecodeError> {
+        CanonicalEntry::decode(&self.bytes)
+    }
+}
+
+/// One leaf of the audit tree as exported: the leaf hash the tree holds and the
+/// entry's canonical bytes (`None` if the entry row is gone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditLeaf {
+    pub seq: u64,
+    pub leaf_hash: tlog::Hash,
+    pub entry: Option<Vec<u8>>,
+}
+
+/// A signed checkpoint as kept by the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub size: u64,
+    pub root: tlog::Hash,
+    /// The C2SP signed note.
+    pub note: String,
+    pub signed_ms: i64,
 }
 
 /// The storage interface. Methods block; async callers use `spawn_blocking`.
@@ -152,7 +184,24 @@ pub trait Store: Send + Sync + 'static {
     fn records_for_person(&self, person_index: &[u8]) -> Result<Vec<StoredRecord>, StoreError>;
     /// The highest seq in the change feed.
     fn feed_head(&self) -> Result<u64, StoreError>;
-    /// Durably appends audit entries (for events that change nothing else).
+    /// Durably appends audit entries (for events that change nothing else), as
+    /// Merkle leaves with their tree nodes, in one transaction (one fsync).
     fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError>;
     fn query_audit(&self, filter: &AuditFilter) -> Result<Vec<StoredAuditEntry>, StoreError>;
+    /// Number of leaves in the audit tree.
+    fn audit_size(&self) -> Result<u64, StoreError>;
+    /// Root of the audit tree at `size` (any size up to the current one).
+    fn audit_root(&self, size: u64) -> Result<tlog::Hash, StoreError>;
+    /// RFC 9162 inclusion proof of leaf `index` in the tree of `size`.
+    fn audit_inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<tlog::Hash>, StoreError>;
+    /// RFC 9162 consistency proof between two tree sizes.
+    fn audit_consistency_proof(&self, size1: u64, size2: u64)
+    -> Result<Vec<tlog::Hash>, StoreError>;
+    /// Leaves `[from, to)` (leaf indexes), at most `limit`, in order.
+    fn audit_leaves(&self, from: u64, to: u64, limit: usize) -> Result<Vec<AuditLeaf>, StoreError>;
+    /// Every entry naming this subject token, in seq order.
+    fn audit_subject_entries(&self, subject: &str) -> Result<Vec<StoredAuditEntry>, StoreError>;
+    fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError>;
+    fn checkpoint_at(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError>;
+    fn save_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError>;
 }

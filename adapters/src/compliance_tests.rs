@@ -1,0 +1,304 @@
+//! One compliance suite run over every adapter: labelled samples, canonical types,
+//! no raw personal value in any rejection or debug output, and no panic on any
+//! input (random bytes and random mutations of the samples).
+
+use crate::model::{Record, RecordKind, Value, ValueType};
+use crate::test_support::{assert_labels, open, other_format, sample, split_sample};
+use crate::{Adapter, Agency, BatchError, RowError, adapter_for};
+use proptest::prelude::*;
+
+fn value_type(v: &Value) -> ValueType {
+    match v {
+        Value::Text(_) => ValueType::Text,
+        Value::Code(_) => ValueType::Code,
+        Value::Integer(_) => ValueType::Integer,
+        Value::Money(_) => ValueType::Money,
+        Value::Date(_) => ValueType::Date,
+        Value::YearMonth(_) => ValueType::YearMonth,
+        Value::Year(_) => ValueType::Year,
+        Value::Timestamp(_) => ValueType::Timestamp,
+        Value::Bool(_) => ValueType::Bool,
+        Value::IdentityNumber(_) => ValueType::IdentityNumber,
+        Value::CreditCode(_) => ValueType::CreditCode,
+        Value::Division(_) => ValueType::Division,
+    }
+}
+
+fn adapter(agency: Agency) -> &'static dyn Adapter {
+    adapter_for(agency).expect("every agency has an adapter")
+}
+
+/// Checks a record against its kind's schema.
+fn assert_canonical(kind: RecordKind, r: &Record) {
+    assert_eq!(r.kind, kind);
+    for (name, value) in &r.fields {
+        let spec = kind
+            .field(name)
+            .unwrap_or_else(|| panic!("{kind}.{name} is not in the schema"));
+        assert_eq!(spec.ty, value_type(value), "{kind}.{name}");
+    }
+}
+
+/// The sample row's raw values of the fields whose category is personal, as the
+/// agency sent them (at least three characters, so that codes such as `01` that
+/// also occur in fixed rule descriptions are not counted).
+fn personal_values(agency: Agency, header: Option<&[u8]>, row: &[u8]) -> Vec<String> {
+    let kind = adapter(agency).kind();
+    let personal: Vec<&str> = kind
+        .schema()
+        .iter()
+        .filter(|f| f.category.is_personal())
+        .map(|f| f.source)
+        .collect();
+    let decode = |b: &[u8]| match agency {
+        Agency::Hrss => encoding_rs::GBK.decode(b).0.into_owned(),
+        _ => String::from_utf8_lossy(b).into_owned(),
+    };
+    let mut values = Vec::new();
+    if let Some(header) = header {
+        // Column names in the header are the Chinese titles (hrss) or the keys (tax).
+        let names: Vec<String> = decode(header)
+            .trim_start_matches('\u{FEFF}')
+            .split(',')
+            .map(str::to_owned)
+            .collect();
+        let cells: Vec<String> = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(row)
+            .byte_records()
+            .next()
+            .and_then(Result::ok)
+            .map(|r| r.iter().map(decode).collect())
+            .unwrap_or_default();
+        for (i, cell) in cells.into_iter().enumerate() {
+            let key = match agency {
+                Agency::Hrss => kind.schema().iter().find(|f| {
+                    crate::test_support::HRSS_COLUMNS.iter().any(|(title, k)| {
+                        names.get(i).is_some_and(|n| n == title) && *k == f.source
+                    })
+                }),
+                _ => kind
+                    .schema()
+                    .iter()
+                    .find(|f| names.get(i).is_some_and(|n| n == f.source)),
+            };
+            if key.is_some_and(|f| personal.contains(&f.source)) {
+                values.push(cell);
+            }
+        }
+    } else if let Ok(serde_json::Value::Object(map)) = serde_json::from_slice(row) {
+        for (k, v) in map {
+            if personal.contains(&k.as_str()) {
+                values.push(match v {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                });
+            }
+        }
+    }
+    values
+        .into_iter()
+        .map(|v| v.trim_matches(char::is_whitespace).to_owned())
+        .filter(|v| v.chars().count() >= 3)
+        .collect()
+}
+
+#[test]
+fn every_agency_has_a_consistent_adapter() {
+    for agency in Agency::ALL {
+        let a = adapter(agency);
+        assert_eq!(a.agency(), agency);
+        assert_eq!(a.kind().source(), agency);
+        assert!(!a.kind().schema().is_empty(), "{agency}");
+        let wrong = other_format(a.format());
+        assert!(matches!(
+            a.open_batch(wrong, None).err(),
+            Some(BatchError::FormatMismatch { .. })
+        ));
+        if a.format().is_csv() {
+            assert_eq!(
+                a.open_batch(a.format(), None).err(),
+                Some(BatchError::MissingHeader)
+            );
+        } else {
+            assert!(matches!(
+                a.open_batch(a.format(), Some(b"A,B")).err(),
+                Some(BatchError::BadHeader(_))
+            ));
+        }
+    }
+}
+
+#[test]
+fn every_schema_names_each_field_once_with_its_source() {
+    for kind in RecordKind::ALL {
+        let schema = kind.schema();
+        for (i, f) in schema.iter().enumerate() {
+            assert!(
+                !f.source.is_empty() && !f.description.is_empty(),
+                "{kind}.{}",
+                f.name
+            );
+            assert!(
+                schema[..i].iter().all(|g| g.name != f.name),
+                "{kind}.{} twice",
+                f.name
+            );
+        }
+    }
+}
+
+#[test]
+fn every_labelled_sample_row_and_record_shape() {
+    for agency in Agency::ALL {
+        let kind = adapter(agency).kind();
+        for r in assert_labels(agency).iter().flatten() {
+            assert_canonical(kind, r);
+            if let Some(id) = &r.person {
+                assert_eq!(id.expose().len(), 18);
+            }
+        }
+    }
+}
+
+#[test]
+fn no_raw_personal_value_in_errors_or_debug_output() {
+    for agency in Agency::ALL {
+        let a = adapter(agency);
+        let (header, rows) = split_sample(sample(agency), a.format().is_csv());
+        let (parser, _) = open(agency);
+        let mut checked = 0;
+        for row in rows {
+            let values = personal_values(agency, header, row);
+            assert!(!values.is_empty(), "{agency}: no personal values found");
+            let result = parser.parse_row(row);
+            let mut outputs = vec![format!("{result:?}")];
+            if let Err(errors) = &result {
+                outputs.extend(errors.iter().map(|e| e.message.clone()));
+            }
+            for out in &outputs {
+                for v in &values {
+                    assert!(!out.contains(v.as_str()), "{agency}: a raw value leaked");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 0);
+    }
+}
+
+/// Parses one row with every adapter's sample parser; only panics matter.
+fn parse_everywhere(agency: Agency, row: &[u8]) -> Result<Record, Vec<RowError>> {
+    let (parser, _) = open(agency);
+    let result = parser.parse_row(row);
+    if let Err(errors) = &result {
+        assert!(!errors.is_empty(), "a rejection names at least one reason");
+    }
+    result
+}
+
+fn agency_strategy() -> impl Strategy<Value = Agency> {
+    proptest::sample::select(Agency::ALL.to_vec())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn random_bytes_never_panic(agency in agency_strategy(), row in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let _ = parse_everywhere(agency, &row);
+    }
+
+    #[test]
+    fn random_headers_never_panic(agency in agency_strategy(), header in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let a = adapter(agency);
+        let _ = a.open_batch(a.format(), Some(&header));
+    }
+
+    #[test]
+    fn mutated_sample_rows_never_panic(
+        agency in agency_strategy(),
+        pick in any::<proptest::sample::Index>(),
+        edits in proptest::collection::vec((any::<proptest::sample::Index>(), any::<u8>(), 0..3u8), 1..6),
+    ) {
+        let a = adapter(agency);
+        let (_, rows) = split_sample(sample(agency), a.format().is_csv());
+        let mut row = pick.get(&rows).to_vec();
+        for (at, byte, op) in edits {
+            let i = if row.is_empty() { 0 } else { at.index(row.len()) };
+            match op {
+                0 if !row.is_empty() => row[i] = byte,
+                1 => row.insert(i, byte),
+                _ if !row.is_empty() => { row.remove(i); }
+                _ => row.push(byte),
+            }
+        }
+        if let Ok(r) = parse_everywhere(agency, &row) {
+            assert_canonical(a.kind(), &r);
+        }
+    }
+}
+
+/// Rough single-core throughput over the accepted sample rows; run with
+/// `cargo test -p adapters --release -- --ignored throughput --nocapture`.
+#[test]
+#[ignore = "measurement, not a check"]
+fn throughput() {
+    for agency in Agency::ALL {
+        let (parser, rows) = open(agency);
+        let good: Vec<&[u8]> = rows
+            .into_iter()
+            .filter(|r| parser.parse_row(r).is_ok())
+            .collect();
+        let n = 200_000;
+        let start = std::time::Instant::now();
+        for i in 0..n {
+            let _ = std::hint::black_box(parser.parse_row(good[i % good.len()]));
+        }
+        let rate = n as f64 / start.elapsed().as_secs_f64();
+        println!("{agency}: {rate:.0} rows/s");
+    }
+}
+
+/// The field tables of `MODEL.md`, rendered from the schema.
+fn model_tables() -> String {
+    let mut out = String::new();
+    for kind in RecordKind::ALL {
+        let a = adapter(kind.source());
+        out.push_str(&format!(
+            "## `{kind}` — from `{}` ({})\n\n| field | type | category | source field | meaning |\n|---|---|---|---|---|\n",
+            kind.source(),
+            a.format()
+        ));
+        for f in kind.schema() {
+            let ty = serde_json::to_value(f.ty).unwrap();
+            let ty = ty.as_str().unwrap();
+            out.push_str(&format!(
+                "| `{}` | {ty} | {} | `{}` | {} |\n",
+                f.name,
+                f.category.id(),
+                f.source,
+                f.description
+            ));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn model_md_documents_the_schema() {
+    let doc = include_str!("../MODEL.md");
+    let tables = model_tables();
+    assert!(
+        doc.contains(tables.trim_end()),
+        "adapters/MODEL.md is out of date; regenerate with \
+         `cargo test -p adapters -- --ignored print_model_tables --nocapture`"
+    );
+}
+
+#[test]
+#[ignore = "prints the tables of MODEL.md"]
+fn print_model_tables() {
+    print!("{}", model_tables());
+}

@@ -1,0 +1,355 @@
+//! The audit trail: typed events for everything security-relevant (pushes,
+//! deliveries, look-ups, re-identifications, denials, refused connections,
+//! policy reloads, key rotations, start-ups), turned into entries of a
+//! tamper-evident Merkle log that compliance officers query and verify offline.
+//!
+//! Events are structs, not strings scattered through the code, and none has a
+//! field that could hold a raw personal identifier: persons appear only as
+//! pseudonyms in the auditors' own domain (with a back-pointer to the person's
+//! previous entry), deliveries only as field forms, counts and content hashes.
+//! [`encoding`] defines the canonical bytes of an entry (its Merkle leaf, see
+//! `ENCODING.md`); the store appends leaves and tree nodes in the same
+//! transaction as the change recorded; [`log`] signs checkpoints; [`service`]
+//! is the `Audit` gRPC service; [`export`] writes and verifies export files.
+
+pub mod encoding;
+pub mod export;
+pub mod log;
+pub mod service;
+
+pub use encoding::{CanonicalEntry, SubjectRef, Value};
+pub use log::{AuditLog, CheckpointPolicy};
+pub use service::AuditService;
+
+use crate::store::Store;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tonic::Status;
+
+/// An audit entry before it is appended (the store assigns its seq and the
+/// subjects' back-pointers, then encodes it canonically).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub at_ms: i64,
+    pub actor: String,
+    pub action: String,
+    pub outcome: String,
+    /// Record kinds concerned.
+    pub kinds: Vec<String>,
+    /// Persons concerned, as auditor-domain pseudonyms.
+    pub subjects: Vec<String>,
+    pub details: Value,
+}
+
+impl AuditEntry {
+    /// The canonical entry at `seq` with the given subject back-pointers.
+    pub fn canonical(&self, seq: u64, subjects: Vec<SubjectRef>) -> CanonicalEntry {
+        CanonicalEntry {
+            seq,
+            at_ms: self.at_ms,
+            actor: self.actor.clone(),
+            action: self.action.clone(),
+            outcome: self.outcome.clone(),
+            kinds: self.kinds.clone(),
+            subjects,
+            details: self.details.clone(),
+        }
+    }
+}
+
+/// The auditors' pseudonymiser: subjects in entries are its tokens.
+pub fn auditor_pseudonyms(keys: &crate::keys::Keys) -> policies::Pseudonymiser {
+    policies::Pseudonymiser::new(keys.pseudonym_secret(), crate::exchange::AUDIT_DOMAIN)
+}
+
+/// SHA-256 commitment (hex) of what was delivered: the concatenated protobuf
+/// encodings of the messages sent. Holds nothing that would need erasing.
+pub fn commitment<'a>(messages: impl IntoIterator<Item = &'a [u8]>) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for m in messages {
+        ctx.update(&(m.len() as u64).to_be_bytes());
+        ctx.update(m);
+    }
+    hex::encode(ctx.finish().as_ref())
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Outcome of an audited action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Denied,
+    Rejected,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Denied => "denied",
+            Outcome::Rejected => "rejected",
+        }
+    }
+}
+
+/// Every kind of audited event. Its serialised fields are the entry's details
+/// (integers, strings, booleans, lists and maps only; see `ENCODING.md`).
+pub trait AuditEvent: Serialize {
+    const ACTION: &'static str;
+    fn outcome(&self) -> Outcome {
+        Outcome::Ok
+    }
+    /// Persons concerned, as auditor-domain pseudonyms.
+    fn subjects(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Record kinds concerned.
+    fn kinds(&self) -> Vec<String> {
+        Vec::new()
+    }
+    fn entry(&self, actor: &str) -> AuditEntry {
+        let json = serde_json::to_value(self).expect("audit events serialise");
+        AuditEntry {
+            at_ms: now_ms(),
+            actor: actor.to_string(),
+            action: Self::ACTION.to_string(),
+            outcome: self.outcome().as_str().to_string(),
+            kinds: self.kinds(),
+            subjects: self.subjects(),
+            details: Value::from_json(&json).expect("audit events hold no floats"),
+        }
+    }
+}
+
+/// An agency pushed a batch (committed, duplicate re-send or rejected whole).
+#[derive(Debug, Serialize)]
+pub struct BatchPushed<'a> {
+    pub agency: &'a str,
+    pub batch_id: &'a str,
+    pub result: &'a str,
+    pub rows: u64,
+    pub accepted: u64,
+    pub superseded: u64,
+    pub rejected_by_code: BTreeMap<String, u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_error: Option<&'a str>,
+}
+
+impl AuditEvent for BatchPushed<'_> {
+    const ACTION: &'static str = "batch_pushed";
+    fn outcome(&self) -> Outcome {
+        if self.batch_error.is_some() {
+            Outcome::Rejected
+        } else {
+            Outcome::Ok
+        }
+    }
+}
+
+/// Records left the gateway for a union consumer.
+#[derive(Debug, Serialize)]
+pub struct RecordsDelivered<'a> {
+    pub consumer: &'a str,
+    pub purpose: &'a str,
+    pub kinds: &'a [String],
+    pub records: u64,
+    pub removed: u64,
+    pub from_cursor: u64,
+    pub to_cursor: u64,
+    /// Field name → form it was delivered in (kept, masked, pseudonymised, …).
+    pub fields: &'a BTreeMap<String, &'static str>,
+    pub policy_version: &'a str,
+    /// Commitment to the messages sent ([`commitment`]).
+    pub content_sha256: String,
+    /// The persons of the delivered records, as auditor-domain pseudonyms.
+    #[serde(skip)]
+    pub subjects: Vec<String>,
+}
+
+impl AuditEvent for RecordsDelivered<'_> {
+    const ACTION: &'static str = "records_delivered";
+    fn subjects(&self) -> Vec<String> {
+        self.subjects.clone()
+    }
+    fn kinds(&self) -> Vec<String> {
+        self.kinds.to_vec()
+    }
+}
+
+/// A consumer looked up one person for a case.
+#[derive(Debug, Serialize)]
+pub struct PersonLookedUp<'a> {
+    pub consumer: &'a str,
+    pub purpose: &'a str,
+    pub case_number: &'a str,
+    /// The person's pseudonym in the auditors' own domain (in the entry's
+    /// subjects, not its details).
+    #[serde(skip)]
+    pub subject: &'a str,
+    pub records: u64,
+    pub kinds: Vec<String>,
+    pub policy_version: &'a str,
+    /// Commitment to the response sent ([`commitment`]).
+    pub content_sha256: String,
+}
+
+impl AuditEvent for PersonLookedUp<'_> {
+    const ACTION: &'static str = "person_looked_up";
+    fn subjects(&self) -> Vec<String> {
+        vec![self.subject.to_string()]
+    }
+    fn kinds(&self) -> Vec<String> {
+        self.kinds.clone()
+    }
+}
+
+/// A pseudonymised value was re-identified for a consumer (approved case).
+#[derive(Debug, Serialize)]
+pub struct PersonReidentified<'a> {
+    pub consumer: &'a str,
+    pub purpose: &'a str,
+    pub case_number: &'a str,
+    /// The field whose pseudonym was reversed, e.g. `social_insurance.person_id`.
+    pub field: &'a str,
+    /// Who approved the re-identification (an identity, never a person's data).
+    pub approved_by: &'a str,
+    pub policy_version: &'a str,
+    #[serde(skip)]
+    pub subject: &'a str,
+    #[serde(skip)]
+    pub kinds: Vec<String>,
+}
+
+impl AuditEvent for PersonReidentified<'_> {
+    const ACTION: &'static str = "person_reidentified";
+    fn subjects(&self) -> Vec<String> {
+        vec![self.subject.to_string()]
+    }
+    fn kinds(&self) -> Vec<String> {
+        self.kinds.clone()
+    }
+}
+
+/// A key was rotated (ids only; key material never enters the log).
+#[derive(Debug, Serialize)]
+pub struct KeyRotated<'a> {
+    /// `encryption`, `pseudonym`, `index` or `audit_log`.
+    pub key_kind: &'a str,
+    pub old_key_id: &'a str,
+    pub new_key_id: &'a str,
+}
+
+impl AuditEvent for KeyRotated<'_> {
+    const ACTION: &'static str = "key_rotated";
+}
+
+/// An auditor asked for one person's report (the access is itself audited,
+/// and chained to the person's entries).
+#[derive(Debug, Serialize)]
+pub struct SubjectReported<'a> {
+    pub auditor: &'a str,
+    /// Entries the report listed.
+    pub entries: u64,
+    #[serde(skip)]
+    pub subject: &'a str,
+}
+
+impl AuditEvent for SubjectReported<'_> {
+    const ACTION: &'static str = "subject_report";
+    fn subjects(&self) -> Vec<String> {
+        vec![self.subject.to_string()]
+    }
+}
+
+/// A call was refused after the TLS handshake (role matrix, policy, purpose).
+#[derive(Debug, Serialize)]
+pub struct Denied<'a> {
+    pub rpc: &'a str,
+    pub code: &'a str,
+    pub reason: &'a str,
+}
+
+impl AuditEvent for Denied<'_> {
+    const ACTION: &'static str = "denied";
+    fn outcome(&self) -> Outcome {
+        Outcome::Denied
+    }
+}
+
+/// A TLS handshake failed: no, expired, revoked or foreign certificate.
+#[derive(Debug, Serialize)]
+pub struct ConnectionRefused<'a> {
+    pub peer: &'a str,
+    pub reason: &'a str,
+}
+
+impl AuditEvent for ConnectionRefused<'_> {
+    const ACTION: &'static str = "connection_refused";
+    fn outcome(&self) -> Outcome {
+        Outcome::Denied
+    }
+}
+
+/// The gateway started serving.
+#[derive(Debug, Serialize)]
+pub struct GatewayStarted<'a> {
+    pub version: &'a str,
+    pub dev_mode: bool,
+    pub policies: BTreeMap<String, String>,
+}
+
+impl AuditEvent for GatewayStarted<'_> {
+    const ACTION: &'static str = "gateway_started";
+}
+
+/// The policy directory was reloaded (SIGHUP).
+#[derive(Debug, Serialize)]
+pub struct PoliciesReloaded {
+    /// Consumer → policy content hash now in force.
+    pub policies: BTreeMap<String, String>,
+}
+
+impl AuditEvent for PoliciesReloaded {
+    const ACTION: &'static str = "policies_reloaded";
+}
+
+/// A policy reload was refused because a file is broken; the previous set serves on.
+#[derive(Debug, Serialize)]
+pub struct PolicyReloadRefused<'a> {
+    /// The lint's `file:line: message` lines (policy files hold no personal data).
+    pub problems: &'a str,
+    pub serving: BTreeMap<String, String>,
+}
+
+impl AuditEvent for PolicyReloadRefused<'_> {
+    const ACTION: &'static str = "policy_reload_refused";
+    fn outcome(&self) -> Outcome {
+        Outcome::Rejected
+    }
+}
+
+/// Actor name for events with no authenticated caller.
+pub const ANONYMOUS: &str = "anonymous";
+/// Actor name for the gateway's own events.
+pub const GATEWAY: &str = "gateway";
+
+/// Appends entries durably off the async runtime. Audit failure is not silent:
+/// the caller decides whether to refuse the operation (it should).
+pub async fn record(store: &Arc<dyn Store>, entries: Vec<AuditEntry>) -> Result<(), Status> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || store.append_audit(&entries))
+        .await
+        .map_err(|_| Status::internal("audit task failed"))?
+        .map_err(|e| {
+            tracing::error!(error = %e, "audit append failed");
+            Status::unavailable("the audit log is unavailable; nothing was done")
+        })
+}
+

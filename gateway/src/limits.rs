@@ -1,0 +1,316 @@
+//! Limits per identity, as one tower layer behind the identity layer: a token
+//! bucket (calls per second, with a burst) and a cap on concurrent calls, per
+//! agency, consumer or auditor, with per-identity overrides. Over a limit the
+//! caller gets `RESOURCE_EXHAUSTED` at once, with a retry hint (message and
+//! `retry-after-ms` metadata), never a hang. Deadlines and message sizes are set
+//! on the server itself (see [`crate::serve`]).
+
+use crate::audit::{self, AuditEvent, Denied};
+use crate::identity::Principal;
+use crate::store::Store;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::body::Body;
+
+/// One identity's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limit {
+    /// Sustained calls per second.
+    pub rate_per_second: f64,
+    /// Calls allowed at once above the sustained rate.
+    pub burst: u32,
+    /// Calls in flight at the same time.
+    pub max_concurrent: u32,
+}
+
+/// The `[limits]` configuration section.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Per-identity defaults. Env: `GATEWAY_LIMITS_RATE`, `GATEWAY_LIMITS_BURST`,
+    /// `GATEWAY_LIMITS_CONCURRENCY`.
+    pub rate_per_second: f64,
+    pub burst: u32,
+    pub max_concurrent: u32,
+    /// Deadline for a call to produce its response (streams: their first message).
+    /// Env: `GATEWAY_LIMITS_TIMEOUT`.
+    pub request_timeout_secs: u64,
+    /// Largest request message in bytes (one push batch). Env: `GATEWAY_LIMITS_MAX_MESSAGE`.
+    pub max_message_bytes: usize,
+    /// Overrides by identity, e.g. `[limits.identities."agency/hrss"]`.
+    pub identities: BTreeMap<String, Limit>,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            rate_per_second: 50.0,
+            burst: 100,
+            max_concurrent: 16,
+            request_timeout_secs: 60,
+            max_message_bytes: 32 * 1024 * 1024,
+            identities: BTreeMap::new(),
+        }
+    }
+}
+
+impl LimitsConfig {
+    pub fn limit_for(&self, identity: &str) -> Limit {
+        self.identities.get(identity).copied().unwrap_or(Limit {
+            rate_per_second: self.rate_per_second,
+            burst: self.burst,
+            max_concurrent: self.max_concurrent,
+        })
+    }
+}
+
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+struct State {
+    config: LimitsConfig,
+    buckets: Mutex<HashMap<String, Bucket>>,
+    slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Last time a refusal was audited per identity: at most one entry a second
+    /// per identity, so a flood cannot flood the audit log.
+    audited: Mutex<HashMap<String, Instant>>,
+    store: Arc<dyn Store>,
+}
+
+enum Refusal {
+    Rate { retry_after: Duration, limit: Limit },
+    Concurrency { limit: Limit },
+}
+
+impl State {
+    fn take_token(&self, identity: &str, limit: Limit) -> Result<(), Refusal> {
+        let mut buckets = self.buckets.lock().expect("limits lock");
+        let now = Instant::now();
+        let capacity = f64::from(limit.burst.max(1));
+        let b = buckets.entry(identity.to_string()).or_insert(Bucket {
+            tokens: capacity,
+            updated: now,
+        });
+        let refill = now.duration_since(b.updated).as_secs_f64() * limit.rate_per_second;
+        b.tokens = (b.tokens + refill).min(capacity);
+        b.updated = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait = if limit.rate_per_second > 0.0 {
+                (1.0 - b.tokens) / limit.rate_per_second
+            } else {
+                60.0
+            };
+            Err(Refusal::Rate {
+                retry_after: Duration::from_secs_f64(wait),
+                limit,
+            })
+        }
+    }
+
+    fn take_slot(&self, identity: &str, limit: Limit) -> Result<OwnedSemaphorePermit, Refusal> {
+        let sem = self
+            .slots
+            .lock()
+            .expect("limits lock")
+            .entry(identity.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(limit.max_concurrent as usize)))
+            .clone();
+        sem.try_acquire_owned()
+            .map_err(|_| Refusal::Concurrency { limit })
+    }
+
+    fn should_audit(&self, identity: &str) -> bool {
+        let mut audited = self.audited.lock().expect("limits lock");
+        let now = Instant::now();
+        match audited.get(identity) {
+            Some(t) if now.duration_since(*t) < Duration::from_secs(1) => false,
+            _ => {
+                audited.insert(identity.to_string(), now);
+                true
+            }
+        }
+    }
+}
+
+/// A response body that holds a concurrency permit until it is dropped.
+struct PermitBody {
+    inner: Body,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl http_body::Body for PermitBody {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Tower layer: see the module documentation.
+#[derive(Clone)]
+pub struct LimitLayer {
+    state: Arc<State>,
+}
+
+impl LimitLayer {
+    pub fn new(config: LimitsConfig, store: Arc<dyn Store>) -> Self {
+        LimitLayer {
+            state: Arc::new(State {
+                config,
+                buckets: Mutex::default(),
+                slots: Mutex::default(),
+                audited: Mutex::default(),
+                store,
+            }),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for LimitLayer {
+    type Service = Limited<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Limited {
+            inner,
+            state: self.state.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Limited<S> {
+    inner: S,
+    state: Arc<State>,
+}
+
+impl<S> tower::Service<http::Request<Body>> for Limited<S>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        // The identity layer runs first; without a principal it has already refused.
+        let Some(identity) = req.extensions().get::<Principal>().map(ToString::to_string) else {
+            let clone = self.inner.clone();
+            let mut inner = std::mem::replace(&mut self.inner, clone);
+            return Box::pin(inner.call(req));
+        };
+        let limit = self.state.config.limit_for(&identity);
+        let admitted = self
+            .state
+            .take_slot(&identity, limit)
+            .and_then(|permit| self.state.take_token(&identity, limit).map(|()| permit));
+        match admitted {
+            Ok(permit) => {
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                Box::pin(async move {
+                    // The permit lives as long as the response body: an open
+                    // stream (a followed pull, a long push) counts as in flight.
+                    let response = inner.call(req).await?;
+                    Ok(response.map(|body| {
+                        Body::new(PermitBody {
+                            inner: body,
+                            _permit: permit,
+                        })
+                    }))
+                })
+            }
+            Err(refusal) => {
+                let (message, retry_ms, code) = match refusal {
+                    Refusal::Rate { retry_after, limit } => (
+                        format!(
+                            "rate limit for {identity} ({} calls/s, burst {}) exceeded; retry in {} ms",
+                            limit.rate_per_second,
+                            limit.burst,
+                            retry_after.as_millis().max(1)
+                        ),
+                        retry_after.as_millis().max(1) as u64,
+                        "rate_limited",
+                    ),
+                    Refusal::Concurrency { limit } => (
+                        format!(
+                            "{identity} already has {} calls in flight (the limit); retry when one finishes",
+                            limit.max_concurrent
+                        ),
+                        100,
+                        "too_many_concurrent_calls",
+                    ),
+                };
+                let path = req.uri().path().to_string();
+                let state = self.state.clone();
+                Box::pin(async move {
+                    tracing::warn!(caller = %identity, rpc = %path, code, "call refused by a limit");
+                    if state.should_audit(&identity) {
+                        let entry = Denied {
+                            rpc: &path,
+                            code,
+                            reason: &message,
+                        }
+                        .entry(&identity);
+                        let _ = audit::record(&state.store, vec![entry]).await;
+                    }
+                    let mut status = tonic::Status::resource_exhausted(message);
+                    if let Ok(v) = retry_ms.to_string().parse() {
+                        status.metadata_mut().insert("retry-after-ms", v);
+                    }
+                    Ok(status.into_http())
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_apply_per_identity() {
+        let mut c = LimitsConfig::default();
+        c.identities.insert(
+            "agency/hrss".into(),
+            Limit {
+                rate_per_second: 500.0,
+                burst: 10,
+                max_concurrent: 2,
+            },
+        );
+        assert_eq!(c.limit_for("agency/hrss").max_concurrent, 2);
+        assert_eq!(c.limit_for("union/assistance").max_concurrent, 16);
+    }
+}

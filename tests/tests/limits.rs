@@ -1,0 +1,148 @@
+//! Limits per identity: over its rate or concurrency limit a caller gets
+//! RESOURCE_EXHAUSTED at once with a retry hint, other identities are not
+//! affected, an oversized batch is refused, and the refusal is audited.
+
+use gateway::limits::{Limit, LimitsConfig};
+use gateway::proto::{AuditQuery, audit_client::AuditClient};
+use gateway_tests::{ServerState, TestPki, TestServer, audit_entries};
+
+#[tokio::test]
+async fn a_caller_over_its_rate_gets_resource_exhausted_with_a_retry_hint() {
+    let mut pki = TestPki::new();
+    pki.issue("auditor/compliance");
+    pki.issue("auditor/busy");
+    let mut limits = LimitsConfig::default();
+    limits.identities.insert(
+        "auditor/busy".into(),
+        Limit {
+            rate_per_second: 0.5,
+            burst: 3,
+            max_concurrent: 4,
+        },
+    );
+    let state = ServerState::new();
+    let server = TestServer::start_with_limits(&pki, &state, limits).await;
+    let busy = server.connect(&pki.client("auditor/busy")).await.unwrap();
+    let mut client = AuditClient::new(busy);
+    for _ in 0..3 {
+        client.query(AuditQuery::default()).await.unwrap();
+    }
+    let started = std::time::Instant::now();
+    let err = client.query(AuditQuery::default()).await.unwrap_err();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "a limit answers at once"
+    );
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    assert!(err.message().contains("retry in"), "{}", err.message());
+    let hint: u64 = err
+        .metadata()
+        .get("retry-after-ms")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(hint > 0 && hint <= 2000, "{hint}");
+
+    // Another identity is unaffected, and sees the refusal in the audit log.
+    let denials = audit_entries(&server, &pki, "denied").await;
+    assert!(
+        denials
+            .iter()
+            .any(|e| e.actor == "auditor/busy" && e.details_json.contains("rate_limited")),
+        "{denials:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_over_the_message_size_limit_is_refused_without_harm() {
+    use gateway::proto::{self, agency_ingest_client::AgencyIngestClient};
+    let mut pki = TestPki::new();
+    pki.issue("agency/hrss");
+    let limits = LimitsConfig {
+        max_message_bytes: 64 * 1024,
+        ..Default::default()
+    };
+    let state = ServerState::new();
+    let server = TestServer::start_with_limits(&pki, &state, limits).await;
+    let channel = server.connect(&pki.client("agency/hrss")).await.unwrap();
+    let batch = |id: &str, n| proto::PushBatch {
+        batch_id: id.into(),
+        format: proto::NativeFormat::CsvGbk as i32,
+        header: gateway_tests::hrss_header(),
+        rows: gateway_tests::synthetic_hrss_rows(0, n),
+        first_row: 1,
+    };
+    let mut client = AgencyIngestClient::new(channel.clone());
+    let result = async {
+        let mut s = client
+            .push(tokio_stream::iter(vec![batch("big", 2000)]))
+            .await?
+            .into_inner();
+        s.message().await
+    }
+    .await;
+    let err = result.unwrap_err();
+    assert!(
+        matches!(
+            err.code(),
+            tonic::Code::ResourceExhausted | tonic::Code::OutOfRange | tonic::Code::InvalidArgument
+        ),
+        "{err:?}"
+    );
+    // The server is fine and takes a batch within the limit on the same channel.
+    let mut s = AgencyIngestClient::new(channel)
+        .push(tokio_stream::iter(vec![batch("small", 10)]))
+        .await
+        .unwrap()
+        .into_inner();
+    let r = s.message().await.unwrap().unwrap();
+    assert_eq!(r.accepted, 10);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn open_streams_count_against_the_concurrency_limit() {
+    use gateway::proto::{PullRequest, union_exchange_client::UnionExchangeClient};
+    let mut pki = TestPki::new();
+    pki.issue("union/assistance");
+    let mut limits = LimitsConfig::default();
+    limits.identities.insert(
+        "union/assistance".into(),
+        Limit {
+            rate_per_second: 100.0,
+            burst: 100,
+            max_concurrent: 1,
+        },
+    );
+    let state = ServerState::new();
+    let server = TestServer::start_with_limits(&pki, &state, limits).await;
+    let channel = server
+        .connect(&pki.client("union/assistance"))
+        .await
+        .unwrap();
+    let follow = || PullRequest {
+        purpose: "hardship_screening".into(),
+        follow: true,
+        ..Default::default()
+    };
+    let mut client = UnionExchangeClient::new(channel);
+    let open = client.pull(follow()).await.unwrap().into_inner();
+    let err = client.pull(follow()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    assert!(err.message().contains("in flight"), "{}", err.message());
+    // Closing the first stream frees the slot.
+    drop(open);
+    let mut ok = false;
+    for _ in 0..50 {
+        if client.pull(follow()).await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(ok, "the slot was not freed when the stream closed");
+    server.stop().await;
+}
