@@ -36,10 +36,17 @@ enum Command {
     Push(PushArgs),
     /// Pull policy-shaped records as a union consumer, as JSON Lines.
     Pull(PullArgs),
+    /// Look up one applicant across all agencies for a case, as a union consumer.
+    Lookup(LookupArgs),
     /// Check and preview policy files.
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+    /// Compliance officers: query, report on a person, export and verify the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: crate::cli_audit::AuditCommand,
     },
 }
 
@@ -114,10 +121,10 @@ struct CertsInitArgs {
 }
 
 #[derive(Args, Clone)]
-struct ClientArgs {
+pub(crate) struct ClientArgs {
     /// Gateway address.
     #[arg(long, env = "GATEWAY_ADDR", default_value = "127.0.0.1:7443")]
-    addr: String,
+    pub(crate) addr: String,
     /// A dev identity from the dev certificate directory, e.g. agency/hrss or union/assistance.
     #[arg(long, conflicts_with_all = ["cert", "key"])]
     identity: Option<String>,
@@ -138,7 +145,7 @@ struct ClientArgs {
 }
 
 impl ClientArgs {
-    fn tls(&self, default_identity: &str) -> anyhow::Result<ClientTls> {
+    pub(crate) fn tls(&self, default_identity: &str) -> anyhow::Result<ClientTls> {
         let mut tls = match (&self.cert, &self.key) {
             (Some(cert), Some(key)) => ClientTls {
                 ca: self.certs_dir.join("ca.pem"),
@@ -179,6 +186,23 @@ struct PushArgs {
     /// Batch id prefix (default: derived from the file's content, so a re-push is idempotent).
     #[arg(long)]
     batch_prefix: Option<String>,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Args)]
+struct LookupArgs {
+    /// The applicant's identity number, as typed from the application form.
+    #[arg(long)]
+    id_number: String,
+    /// The case this look-up is for (recorded in the audit log).
+    #[arg(long)]
+    case: String,
+    #[arg(long)]
+    purpose: String,
+    /// Print JSON instead of the readable summary.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -229,6 +253,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => certs_init(args),
         Command::Push(args) => push(args).await,
         Command::Pull(args) => pull(args).await,
+        Command::Lookup(args) => {
+            let tls = args.client.tls("union/assistance")?;
+            let channel = client::connect(&args.client.addr, &tls).await?;
+            let answer =
+                crate::cli_lookup::lookup(channel, &args.id_number, &args.case, &args.purpose)
+                    .await?;
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&crate::cli_lookup::json(&answer))?
+                );
+            } else {
+                print!(
+                    "{}",
+                    crate::cli_lookup::summary(&answer, &args.case, &args.purpose)
+                );
+            }
+            Ok(())
+        }
+        Command::Audit { command } => crate::cli_audit::run(command).await,
         Command::Policy {
             command: PolicyCommand::Check { dir },
         } => policy_check(&dir),

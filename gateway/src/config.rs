@@ -47,6 +47,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub telemetry: TelemetryConfig,
     pub limits: crate::limits::LimitsConfig,
+    pub audit: crate::audit::CheckpointPolicy,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -90,6 +91,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             telemetry: TelemetryConfig::default(),
             limits: crate::limits::LimitsConfig::default(),
+            audit: crate::audit::CheckpointPolicy::default(),
         }
     }
 }
@@ -212,6 +214,12 @@ impl Config {
         }
         if let Some(v) = get("GATEWAY_LIMITS_MAX_MESSAGE") {
             self.limits.max_message_bytes = parse("GATEWAY_LIMITS_MAX_MESSAGE", &v)?;
+        }
+        if let Some(v) = get("GATEWAY_AUDIT_CHECKPOINT_ENTRIES") {
+            self.audit.checkpoint_every_entries = parse("GATEWAY_AUDIT_CHECKPOINT_ENTRIES", &v)?;
+        }
+        if let Some(v) = get("GATEWAY_AUDIT_CHECKPOINT_SECS") {
+            self.audit.checkpoint_every_secs = parse("GATEWAY_AUDIT_CHECKPOINT_SECS", &v)?;
         }
         Ok(())
     }

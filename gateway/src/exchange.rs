@@ -8,7 +8,9 @@
 //! before it is sent.
 
 use crate::Gateway;
-use crate::audit::{self, AuditEvent, Denied, PersonLookedUp, RecordsDelivered};
+use crate::audit::{
+    self, AuditEvent, Denied, PersonLookedUp, PersonReidentified, RecordsDelivered,
+};
 use crate::identity::Principal;
 use crate::ingest::record_aad;
 use crate::proto;
@@ -27,6 +29,38 @@ const STREAM_BUFFER: usize = 1024;
 
 pub struct ExchangeService {
     pub gateway: Arc<Gateway>,
+    /// Re-identifications per consumer: (window start, count).
+    reidentifications:
+        std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, u32)>>,
+}
+
+/// Re-identifications a consumer may make per hour (on top of the general limits).
+pub const REIDENTIFICATIONS_PER_HOUR: u32 = 20;
+/// The shortest written justification accepted for a re-identification.
+pub const MIN_JUSTIFICATION_CHARS: usize = 20;
+
+impl ExchangeService {
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        ExchangeService {
+            gateway,
+            reidentifications: Default::default(),
+        }
+    }
+
+    /// Counts one re-identification; `Err(seconds to wait)` over the hourly limit.
+    fn count_reidentification(&self, consumer: &str) -> Result<(), u64> {
+        let mut m = self.reidentifications.lock().expect("reid lock");
+        let now = std::time::Instant::now();
+        let (start, n) = m.entry(consumer.to_string()).or_insert((now, 0));
+        if now.duration_since(*start) >= std::time::Duration::from_secs(3600) {
+            (*start, *n) = (now, 0);
+        }
+        if *n >= REIDENTIFICATIONS_PER_HOUR {
+            return Err(3600 - now.duration_since(*start).as_secs());
+        }
+        *n += 1;
+        Ok(())
+    }
 }
 
 /// The auditors' pseudonym domain: subjects in audit entries are tokens in it.
@@ -184,6 +218,7 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
         let gateway = self.gateway.clone();
         tokio::spawn(async move {
             let keys = ConsumerKeys::derive(gateway.keys.pseudonym_secret(), &consumer);
+            let auditors = audit::auditor_pseudonyms(&gateway.keys);
             let kind_ids: Vec<String> = kinds.iter().map(|k| k.id().to_string()).collect();
             let forms = policy.forms(&kinds);
             let mut feed = gateway.feed.subscribe();
@@ -226,6 +261,7 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
                 }
                 let mut events = Vec::with_capacity(page.len());
                 let (mut records, mut removed) = (0u64, 0u64);
+                let mut subjects = Vec::new();
                 for stored in &page {
                     let record = match open_record(&gateway, stored) {
                         Ok(r) => r,
@@ -246,6 +282,9 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
                         })
                     } else {
                         records += 1;
+                        if let Some(person) = &record.person {
+                            subjects.push(auditors.token(person.expose()));
+                        }
                         proto::pull_event::Event::Record(deliver(&policy, &keys, &record))
                     };
                     events.push(proto::PullEvent {
@@ -264,6 +303,15 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
                     to_cursor,
                     fields: &forms,
                     policy_version: &policy.version,
+                    content_sha256: audit::commitment(
+                        events
+                            .iter()
+                            .map(prost::Message::encode_to_vec)
+                            .collect::<Vec<_>>()
+                            .iter()
+                            .map(Vec::as_slice),
+                    ),
+                    subjects,
                 }
                 .entry(&format!("union/{consumer}"));
                 // Audited durably before a single record of the page is sent.
@@ -321,30 +369,164 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
             })?;
         let keys = ConsumerKeys::derive(self.gateway.keys.pseudonym_secret(), &consumer);
         let mut records = Vec::new();
+        let mut employers: Vec<String> = Vec::new();
         for s in &stored {
             let r = open_record(&self.gateway, s)?;
+            if let Some(code) = &r.enterprise
+                && !employers.iter().any(|e| e == code.as_str())
+            {
+                employers.push(code.as_str().to_string());
+            }
             if policy.releases_kind(r.kind) && policy.admits(&r) {
                 records.push(deliver(policy, &keys, &r));
             }
         }
+        // The applicant's employers, as the registry and the tax office know them.
+        let employer_kinds: Vec<&'static str> = [RecordKind::Enterprise, RecordKind::Taxpayer]
+            .into_iter()
+            .filter(|k| policy.releases_kind(*k))
+            .map(RecordKind::id)
+            .collect();
+        if !employer_kinds.is_empty() && !employers.is_empty() {
+            let store = self.gateway.store.clone();
+            let found = tokio::task::spawn_blocking(move || {
+                let mut all = Vec::new();
+                for code in &employers {
+                    all.extend(store.records_for_enterprise(code, &employer_kinds)?);
+                }
+                Ok::<_, crate::store::StoreError>(all)
+            })
+            .await
+            .map_err(|_| Status::internal("lookup task failed"))?
+            .map_err(|e| {
+                tracing::error!(error = %e, "employer lookup failed");
+                Status::unavailable("the store is unavailable")
+            })?;
+            for s in &found {
+                let r = open_record(&self.gateway, s)?;
+                if policy.admits(&r) {
+                    records.push(deliver(policy, &keys, &r));
+                }
+            }
+        }
         let mut kinds: Vec<String> = records.iter().map(|r| r.kind.clone()).collect();
+        kinds.sort();
         kinds.dedup();
+        let record_kinds: Vec<RecordKind> = kinds
+            .iter()
+            .filter_map(|k| RecordKind::from_id(k))
+            .collect();
+        let response = proto::LookupResponse {
+            subject: keys.pseudonyms.token(person.expose()),
+            records,
+            policy_version: policy.version.clone(),
+        };
         let auditors = Pseudonymiser::new(self.gateway.keys.pseudonym_secret(), AUDIT_DOMAIN);
         let entry = PersonLookedUp {
             consumer: &consumer,
             purpose: &req.purpose,
             case_number: case,
             subject: &auditors.token(person.expose()),
-            records: records.len() as u64,
+            records: response.records.len() as u64,
             kinds,
+            fields: policy.forms(&record_kinds),
             policy_version: &policy.version,
+            content_sha256: audit::commitment(
+                [prost::Message::encode_to_vec(&response).as_slice()],
+            ),
         }
         .entry(&format!("union/{consumer}"));
+        // Audited durably before the answer leaves.
         audit::record(&self.gateway.store, vec![entry]).await?;
-        Ok(Response::new(proto::LookupResponse {
-            subject: keys.pseudonyms.token(person.expose()),
-            records,
-            policy_version: policy.version.clone(),
+        Ok(Response::new(response))
+    }
+
+    async fn reidentify(
+        &self,
+        request: Request<proto::ReidentifyRequest>,
+    ) -> Result<Response<proto::ReidentifyResponse>, Status> {
+        const RPC: &str = "/exchange.v1.UnionExchange/Reidentify";
+        let principal = request.extensions().get::<Principal>().cloned();
+        let req = request.into_inner();
+        let (consumer, set) = self
+            .authorise(principal.as_ref(), RPC, &req.purpose)
+            .await?;
+        let policy = set
+            .get(&consumer)
+            .expect("authorised consumer has a policy");
+        let actor = format!("union/{consumer}");
+        if !policy.reidentification {
+            let reason =
+                format!("the policy of consumer {consumer} does not allow re-identification");
+            self.deny(&actor, RPC, "reidentification_not_allowed", &reason)
+                .await?;
+            return Err(Status::permission_denied(reason));
+        }
+        let case = req.case_number.trim();
+        if case.is_empty() || case.len() > 64 {
+            return Err(Status::invalid_argument(
+                "a case number (1–64 characters) is required",
+            ));
+        }
+        let justification = policies::ops::scrub(req.justification.trim());
+        if justification.chars().count() < MIN_JUSTIFICATION_CHARS
+            || justification.chars().count() > 1000
+        {
+            return Err(Status::invalid_argument(format!(
+                "a written justification of {MIN_JUSTIFICATION_CHARS}–1000 characters is required"
+            )));
+        }
+        if let Err(wait) = self.count_reidentification(&consumer) {
+            let reason = format!(
+                "consumer {consumer} reached {REIDENTIFICATIONS_PER_HOUR} re-identifications this hour; retry in {wait} s"
+            );
+            self.deny(&actor, RPC, "reidentification_rate", &reason)
+                .await?;
+            return Err(Status::resource_exhausted(reason));
+        }
+        let keys = ConsumerKeys::derive(self.gateway.keys.pseudonym_secret(), &consumer);
+        let Some(sealed) = keys.reidentify(req.token.trim()) else {
+            self.deny(
+                &actor,
+                RPC,
+                "invalid_token",
+                "the token was not issued to this consumer or is damaged",
+            )
+            .await?;
+            return Err(Status::invalid_argument(
+                "the token was not issued to this consumer or is damaged",
+            ));
+        };
+        let auditors = Pseudonymiser::new(self.gateway.keys.pseudonym_secret(), AUDIT_DOMAIN);
+        let subject = if sealed.subject.is_empty() {
+            String::new()
+        } else {
+            auditors.token(&sealed.subject)
+        };
+        let kind = sealed
+            .field
+            .split('.')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let entry = PersonReidentified {
+            consumer: &consumer,
+            purpose: &req.purpose,
+            case_number: case,
+            field: &sealed.field,
+            approved_by: &actor,
+            justification: &justification,
+            policy_version: &policy.version,
+            subject: &subject,
+            kinds: vec![kind],
+        }
+        .entry(&actor);
+        // Audited durably before the value is released.
+        audit::record(&self.gateway.store, vec![entry]).await?;
+        tracing::info!(consumer = %consumer, field = %sealed.field, "re-identification released");
+        Ok(Response::new(proto::ReidentifyResponse {
+            field: sealed.field,
+            value: sealed.value,
         }))
     }
 }

@@ -128,6 +128,7 @@ pub fn seal_record(gateway: &Gateway, record: &Record) -> RecordWrite {
         kind,
         key_hash,
         person_index,
+        enterprise: record.enterprise.as_ref().map(|c| c.as_str().to_string()),
         changed_at: record.changed_at.0,
         cancel: record.change == adapters::ChangeType::Cancel,
         sealed,

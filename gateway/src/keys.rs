@@ -42,6 +42,9 @@ struct KeyFile {
     active_encryption: String,
     active_pseudonym: String,
     active_index: String,
+    /// Ed25519 seed (32 bytes, base64) of the audit log's checkpoint signing key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    audit_log_key: Option<String>,
     #[serde(default)]
     encryption: Vec<KeyEntry>,
     #[serde(default)]
@@ -68,6 +71,7 @@ pub struct Keys {
     active_encryption: usize,
     pseudonym_secret: NamedKey<Vec<u8>>,
     index: NamedKey<hmac::Key>,
+    audit_log_seed: [u8; 32],
     rng: SystemRandom,
 }
 
@@ -93,6 +97,8 @@ impl Keys {
             Err(_) => {
                 if !path.exists() && generate_if_missing {
                     Self::generate_file(path)?;
+                } else if generate_if_missing {
+                    Self::add_audit_log_key(path)?;
                 }
                 std::fs::read_to_string(path).map_err(|source| KeyError::Read {
                     path: path.to_path_buf(),
@@ -103,6 +109,39 @@ impl Keys {
         Self::from_toml(&text).map_err(|message| KeyError::Invalid {
             path: path.to_path_buf(),
             message,
+        })
+    }
+
+    /// Dev mode: a key file written before the audit log had a signing key
+    /// gets one (the file is rewritten, mode 0600).
+    fn add_audit_log_key(path: &Path) -> Result<(), KeyError> {
+        let invalid = |message: String| KeyError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut file: KeyFile = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        if file.audit_log_key.is_some() {
+            return Ok(());
+        }
+        file.audit_log_key = Some(B64.encode(fresh_secret()));
+        Self::write_file(path, &file)
+    }
+
+    fn write_file(path: &Path, file: &KeyFile) -> Result<(), KeyError> {
+        let text = format!(
+            "# Gateway secret keys. Generated for dev mode; keep out of version control.\n{}",
+            toml::to_string(file).map_err(|e| KeyError::Write {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?
+        );
+        crate::pki::write_file(path, text.as_bytes(), true).map_err(|e| KeyError::Write {
+            path: path.to_path_buf(),
+            message: e.to_string(),
         })
     }
 
@@ -121,6 +160,7 @@ impl Keys {
             active_encryption: "enc-1".into(),
             active_pseudonym: "psn-1".into(),
             active_index: "idx-1".into(),
+            audit_log_key: Some(B64.encode(fresh_secret())),
             encryption: vec![fresh("enc-1")],
             pseudonym: vec![fresh("psn-1")],
             index: vec![fresh("idx-1")],
@@ -193,8 +233,22 @@ impl Keys {
                     &find(&file.index, &file.active_index, "index")?,
                 ),
             },
+            audit_log_seed: {
+                let text = file.audit_log_key.as_deref().ok_or(
+                    "no audit_log_key (the audit log's Ed25519 signing seed, 32 bytes base64)",
+                )?;
+                B64.decode(text.trim())
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                    .ok_or("audit_log_key must be 32 bytes, base64")?
+            },
             rng: SystemRandom::new(),
         })
+    }
+
+    /// Seed of the audit log's Ed25519 checkpoint signing key. Never log it.
+    pub fn audit_log_seed(&self) -> [u8; 32] {
+        self.audit_log_seed
     }
 
     /// The secret from which per-consumer pseudonymisation keys are derived.
@@ -259,6 +313,12 @@ impl Keys {
         buf.truncate(n);
         Ok(buf)
     }
+}
+
+fn fresh_secret() -> [u8; 32] {
+    let mut b = [0u8; 32];
+    SystemRandom::new().fill(&mut b).expect("system randomness");
+    b
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@
 pub mod audit;
 pub mod authz;
 pub mod cli;
+pub mod cli_audit;
+pub mod cli_lookup;
 pub mod client;
 pub mod config;
 pub mod exchange;
@@ -67,6 +69,8 @@ pub struct Gateway {
     /// Set when the server begins to shut down: followed pulls end (clients
     /// resume from their cursor elsewhere) so that draining completes.
     pub stopping: watch::Sender<bool>,
+    /// Signs the audit log's checkpoints.
+    pub audit_log: Arc<audit::AuditLog>,
 }
 
 impl Gateway {
@@ -78,6 +82,13 @@ impl Gateway {
         policies: PolicySet,
     ) -> Result<Gateway, store::StoreError> {
         let head = store.feed_head()?;
+        let audit_log = audit::AuditLog::new(
+            store.clone(),
+            &trust_domain,
+            keys.audit_log_seed(),
+            audit::CheckpointPolicy::default(),
+        )
+        .map_err(|e| store::StoreError::Backend(format!("audit log key: {e}")))?;
         Ok(Gateway {
             trust_domain,
             dev_mode,
@@ -88,7 +99,16 @@ impl Gateway {
             feed: watch::Sender::new(head),
             limits: limits::LimitsConfig::default(),
             stopping: watch::Sender::new(false),
+            audit_log: Arc::new(audit_log),
         })
+    }
+
+    /// Replaces the default audit checkpoint policy.
+    pub fn with_audit_policy(mut self, policy: audit::CheckpointPolicy) -> Gateway {
+        if let Some(log) = Arc::get_mut(&mut self.audit_log) {
+            log.set_policy(policy);
+        }
+        self
     }
 
     /// Replaces the default limits.
@@ -142,6 +162,11 @@ impl Gateway {
         use anyhow::Context as _;
         let keys = Keys::load(&config.keys_file, config.dev_mode)?;
         let store = store::sqlite::SqliteStore::open(&config.data_dir)?;
+        let vkey = audit::log::vkey(&config.trust_domain, keys.audit_log_seed())?;
+        // Officers pin this public key; it sits beside the data it vouches for.
+        let vkey_path = config.data_dir.join("audit-log.vkey");
+        std::fs::write(&vkey_path, format!("{vkey}\n"))
+            .with_context(|| format!("cannot write {}", vkey_path.display()))?;
         let policies = PolicySet::load_dir(&config.policies_dir)
             .with_context(|| format!("loading policies from {}", config.policies_dir.display()))?;
         Ok(Gateway::new(
@@ -152,6 +177,7 @@ impl Gateway {
             policies,
         )?
         .with_policies_dir(config.policies_dir.clone())
+        .with_audit_policy(config.audit.clone())
         .with_limits(config.limits.clone()))
     }
 
@@ -222,13 +248,15 @@ pub async fn serve(
         gateway: gateway.clone(),
     })
     .max_decoding_message_size(gateway.limits.max_message_bytes);
-    let exchange =
-        proto::union_exchange_server::UnionExchangeServer::new(exchange::ExchangeService {
-            gateway: gateway.clone(),
-        });
+    let exchange = proto::union_exchange_server::UnionExchangeServer::new(
+        exchange::ExchangeService::new(gateway.clone()),
+    );
     let audit = proto::audit_server::AuditServer::new(audit::AuditService {
-        store: gateway.store.clone(),
+        gateway: gateway.clone(),
     });
+    // Officers pin this key (also written to <data_dir>/audit-log.vkey).
+    tracing::info!(vkey = %gateway.audit_log.vkey(), "audit log public key");
+    let checkpointer = tokio::spawn(gateway.audit_log.clone().run_checkpointer());
 
     // Behaviour as small layers, composed here, outermost first: who is calling
     // (and may they call this), then how much they may call.
@@ -254,6 +282,7 @@ pub async fn serve(
             gateway.stopping.send_replace(true);
         })
         .await?;
+    checkpointer.abort();
     tracing::info!("gateway stopped");
     Ok(())
 }

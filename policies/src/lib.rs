@@ -14,7 +14,10 @@
 mod file;
 pub mod ops;
 
-pub use ops::{ConsumerKeys, Form, Generalisation, Operator, Pseudonymiser, apply, mask};
+pub use ops::{
+    ConsumerKeys, Context, Form, Generalisation, Operator, Pseudonymiser, Sealed, apply, apply_in,
+    apply_text, mask,
+};
 
 use adapters::{FieldSpec, Record, RecordKind, Value};
 use std::collections::BTreeMap;
@@ -143,11 +146,21 @@ impl Policy {
         let Some(kind) = self.kinds.get(&record.kind) else {
             return Vec::new();
         };
+        let subject = record.person.as_ref().map(|p| p.expose()).unwrap_or("");
         kind.fields
             .iter()
             .filter_map(|rule| {
                 let value = record.fields.get(rule.field.name)?;
-                let (value, form) = apply(&rule.op, value, keys)?;
+                // Only sealed values carry their context (built only for them).
+                let field = match rule.op {
+                    Operator::Encrypt => format!("{}.{}", record.kind.id(), rule.field.name),
+                    _ => String::new(),
+                };
+                let ctx = Context {
+                    field: &field,
+                    subject,
+                };
+                let (value, form) = apply_in(&rule.op, value, keys, ctx)?;
                 Some(DeliveredField {
                     name: rule.field.name,
                     value,

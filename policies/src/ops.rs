@@ -9,6 +9,7 @@ use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::fmt;
 
 /// How a field is released.
@@ -139,8 +140,45 @@ impl ConsumerKeys {
 
     /// Opens a value sealed by [`Operator::Encrypt`] for this consumer. Only the
     /// gateway's audited re-identification flow may call this.
-    pub fn reidentify(&self, token: &str) -> Option<String> {
-        self.reid.open(token)
+    pub fn reidentify(&self, token: &str) -> Option<Sealed> {
+        let plain = self.reid.open(token)?;
+        let mut parts = plain.splitn(3, '\u{1f}');
+        Some(Sealed {
+            field: parts.next()?.to_string(),
+            subject: parts.next()?.to_string(),
+            value: parts.next()?.to_string(),
+        })
+    }
+}
+
+/// What an [`Operator::Encrypt`] token holds: the value, the field it came from
+/// and the identity number of the person the record is about (empty if none),
+/// so that a re-identification can be audited against its subject.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Sealed {
+    pub field: String,
+    pub subject: String,
+    pub value: String,
+}
+
+impl fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Sealed({}, <redacted>)", self.field)
+    }
+}
+
+/// Where a field value comes from, bound into encrypted tokens.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Context<'a> {
+    /// `kind.field`
+    pub field: &'a str,
+    /// The record's person (identity number), if any.
+    pub subject: &'a str,
+}
+
+impl Context<'_> {
+    fn bind(&self, value: &str) -> String {
+        format!("{}\u{1f}{}\u{1f}{value}", self.field, self.subject)
     }
 }
 
@@ -161,22 +199,61 @@ pub fn today_beijing() -> Date {
 /// Applies one operator; `None` means the field is not delivered (dropped, or a
 /// generalisation that does not apply to this value's type).
 pub fn apply(op: &Operator, value: &Value, keys: &ConsumerKeys) -> Option<(String, Form)> {
+    apply_in(op, value, keys, Context::default())
+}
+
+/// [`apply`] with the value's context, which [`Operator::Encrypt`] binds into its token.
+pub fn apply_in(
+    op: &Operator,
+    value: &Value,
+    keys: &ConsumerKeys,
+    ctx: Context<'_>,
+) -> Option<(String, Form)> {
     let form = op.form()?;
+    // Text-like values are used in place; others are rendered once.
+    let text = || -> Cow<'_, str> {
+        match value {
+            Value::Text(s) | Value::Code(s) | Value::Division(s) => Cow::Borrowed(s),
+            Value::IdentityNumber(id) => Cow::Borrowed(id.expose()),
+            Value::CreditCode(c) => Cow::Borrowed(c.as_str()),
+            other => Cow::Owned(other.render()),
+        }
+    };
     let out = match op {
-        Operator::Keep => value.render(),
+        Operator::Keep => text().into_owned(),
         Operator::Drop => return None,
         Operator::Mask {
             keep_first,
             keep_last,
             mask_char,
-        } => mask(&value.render(), *keep_first, *keep_last, *mask_char),
-        Operator::Pseudonymise => keys.pseudonyms.token(&value.render()),
+        } => mask(&text(), *keep_first, *keep_last, *mask_char),
+        Operator::Pseudonymise => keys.pseudonyms.token(&text()),
         Operator::Generalise { to, width, bands } => {
             generalise(value, *to, width.unwrap_or(10), bands, keys.today)?
         }
         Operator::Constant { value } => value.clone(),
-        Operator::Encrypt => keys.reid.seal(&value.render()),
-        Operator::Scrub => scrub(&value.render()),
+        Operator::Encrypt => keys.reid.seal(&ctx.bind(&text())),
+        Operator::Scrub => scrub(&text()),
+    };
+    Some((out, form))
+}
+
+/// [`apply`] on a text value held by the caller (no copy into a [`Value`]).
+pub fn apply_text(op: &Operator, text: &str, keys: &ConsumerKeys) -> Option<(String, Form)> {
+    let form = op.form()?;
+    let out = match op {
+        Operator::Keep => text.to_string(),
+        Operator::Mask {
+            keep_first,
+            keep_last,
+            mask_char,
+        } => mask(text, *keep_first, *keep_last, *mask_char),
+        Operator::Pseudonymise => keys.pseudonyms.token(text),
+        Operator::Constant { value } => value.clone(),
+        Operator::Encrypt => keys.reid.seal(&Context::default().bind(text)),
+        Operator::Scrub => scrub(text),
+        // Generalisations need a typed value.
+        Operator::Generalise { .. } | Operator::Drop => return None,
     };
     Some((out, form))
 }
@@ -185,13 +262,15 @@ pub fn apply(op: &Operator, value: &Value, keys: &ConsumerKeys) -> Option<(Strin
 /// too short to mask anything is masked entirely, so a mask never reveals it all.
 pub fn mask(s: &str, first: usize, last: usize, c: char) -> String {
     let n = s.chars().count();
+    let mut out = String::with_capacity(s.len());
     if first + last >= n {
-        return std::iter::repeat_n(c, n).collect();
+        out.extend(std::iter::repeat_n(c, n));
+        return out;
     }
-    s.chars()
-        .enumerate()
-        .map(|(i, ch)| if i < first || i >= n - last { ch } else { c })
-        .collect()
+    for (i, ch) in s.chars().enumerate() {
+        out.push(if i < first || i >= n - last { ch } else { c });
+    }
+    out
 }
 
 /// Safety net over text the adapters already scrubbed: any remaining run of
@@ -324,7 +403,14 @@ impl Pseudonymiser {
 
     /// 128-bit token, hex.
     pub fn token(&self, value: &str) -> String {
-        hex::encode(&hmac::sign(&self.key, value.as_bytes()).as_ref()[..16])
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let tag = hmac::sign(&self.key, value.as_bytes());
+        let mut out = String::with_capacity(32);
+        for b in &tag.as_ref()[..16] {
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 0xf)] as char);
+        }
+        out
     }
 
     /// Stable id of a record in this domain.
@@ -555,7 +641,35 @@ mod tests {
             apply(&Operator::Encrypt, &Value::Text("13812345678".into()), &k).unwrap();
         assert_eq!(form, Form::Encrypted);
         assert!(token.starts_with("reid1.") && !token.contains("13812345678"));
-        assert_eq!(k.reidentify(&token).as_deref(), Some("13812345678"));
+        assert_eq!(
+            k.reidentify(&token).map(|s| s.value).as_deref(),
+            Some("13812345678")
+        );
+        let ctx = Context {
+            field: "housing_assistance.phone",
+            subject: "340207197607111133",
+        };
+        let (bound, _) = apply_in(
+            &Operator::Encrypt,
+            &Value::Text("0553-1234567".into()),
+            &k,
+            ctx,
+        )
+        .unwrap();
+        let opened = k.reidentify(&bound).unwrap();
+        assert_eq!(
+            (
+                opened.field.as_str(),
+                opened.subject.as_str(),
+                opened.value.as_str()
+            ),
+            (
+                "housing_assistance.phone",
+                "340207197607111133",
+                "0553-1234567"
+            )
+        );
+        assert!(!format!("{opened:?}").contains("0553"));
         assert_eq!(
             ConsumerKeys::derive(SECRET, "rights").reidentify(&token),
             None

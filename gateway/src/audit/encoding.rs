@@ -299,10 +299,14 @@ impl Reader<'_> {
         Ok(self.take(1)?[0])
     }
     fn u32(&mut self) -> Result<u32, DecodeError> {
-        Ok(u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_be_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn u64(&mut self) -> Result<u64, DecodeError> {
-        Ok(u64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_be_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     /// A count of items each at least `min_item` bytes long, checked against
     /// what is left so that a forged count cannot make us allocate.
@@ -330,7 +334,9 @@ impl Reader<'_> {
             TAG_NEG => {
                 let i = self.u64()? as i64;
                 if i >= 0 {
-                    return Err(DecodeError::NotCanonical("non-negative integer tagged negative"));
+                    return Err(DecodeError::NotCanonical(
+                        "non-negative integer tagged negative",
+                    ));
                 }
                 Value::Neg(i)
             }
@@ -386,8 +392,14 @@ mod tests {
             outcome: "ok".into(),
             kinds: vec!["social_insurance".into()],
             subjects: vec![
-                SubjectRef { token: "bb".into(), prev_seq: 0 },
-                SubjectRef { token: "aa".into(), prev_seq: 3 },
+                SubjectRef {
+                    token: "bb".into(),
+                    prev_seq: 0,
+                },
+                SubjectRef {
+                    token: "aa".into(),
+                    prev_seq: 3,
+                },
             ],
             details,
         }
@@ -413,7 +425,10 @@ mod tests {
             action: "b".into(),
             outcome: "ok".into(),
             kinds: vec!["k".into()],
-            subjects: vec![SubjectRef { token: "t".into(), prev_seq: 5 }],
+            subjects: vec![SubjectRef {
+                token: "t".into(),
+                prev_seq: 5,
+            }],
             details: Value::Map([("n".to_string(), Value::U64(9))].into()),
         };
         let hex = hex::encode(e.encode().unwrap());

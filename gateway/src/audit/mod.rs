@@ -195,6 +195,8 @@ pub struct PersonLookedUp<'a> {
     pub subject: &'a str,
     pub records: u64,
     pub kinds: Vec<String>,
+    /// Field name → form it was delivered in.
+    pub fields: BTreeMap<String, &'static str>,
     pub policy_version: &'a str,
     /// Commitment to the response sent ([`commitment`]).
     pub content_sha256: String,
@@ -220,6 +222,8 @@ pub struct PersonReidentified<'a> {
     pub field: &'a str,
     /// Who approved the re-identification (an identity, never a person's data).
     pub approved_by: &'a str,
+    /// The officer's written reason (long digit runs scrubbed).
+    pub justification: &'a str,
     pub policy_version: &'a str,
     #[serde(skip)]
     pub subject: &'a str,
@@ -352,4 +356,3 @@ pub async fn record(store: &Arc<dyn Store>, entries: Vec<AuditEntry>) -> Result<
             Status::unavailable("the audit log is unavailable; nothing was done")
         })
 }
-

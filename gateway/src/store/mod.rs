@@ -43,6 +43,8 @@ pub struct RecordWrite {
     pub key_hash: Vec<u8>,
     /// Keyed hash of the person's identity number, if the record is about a person.
     pub person_index: Option<Vec<u8>>,
+    /// The enterprise's credit code (not personal data), for employer look-ups.
+    pub enterprise: Option<String>,
     /// The agency's change timestamp, Unix seconds: the record's version.
     pub changed_at: i64,
     pub cancel: bool,
@@ -182,6 +184,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<StoredRecord>, StoreError>;
     /// Current (not cancelled) records about one person, by keyed index.
     fn records_for_person(&self, person_index: &[u8]) -> Result<Vec<StoredRecord>, StoreError>;
+    /// Current records of the given kinds about one enterprise.
+    fn records_for_enterprise(
+        &self,
+        credit_code: &str,
+        kinds: &[&str],
+    ) -> Result<Vec<StoredRecord>, StoreError>;
     /// The highest seq in the change feed.
     fn feed_head(&self) -> Result<u64, StoreError>;
     /// Durably appends audit entries (for events that change nothing else), as
@@ -195,8 +203,11 @@ pub trait Store: Send + Sync + 'static {
     /// RFC 9162 inclusion proof of leaf `index` in the tree of `size`.
     fn audit_inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<tlog::Hash>, StoreError>;
     /// RFC 9162 consistency proof between two tree sizes.
-    fn audit_consistency_proof(&self, size1: u64, size2: u64)
-    -> Result<Vec<tlog::Hash>, StoreError>;
+    fn audit_consistency_proof(
+        &self,
+        size1: u64,
+        size2: u64,
+    ) -> Result<Vec<tlog::Hash>, StoreError>;
     /// Leaves `[from, to)` (leaf indexes), at most `limit`, in order.
     fn audit_leaves(&self, from: u64, to: u64, limit: usize) -> Result<Vec<AuditLeaf>, StoreError>;
     /// Every entry naming this subject token, in seq order.

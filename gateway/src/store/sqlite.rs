@@ -4,8 +4,8 @@
 //! batch, never per row); readers use their own connections and never block it.
 
 use super::{
-    AuditFilter, BatchWrite, CommitOutcome, RecordWrite, Store, StoreError, StoredAuditEntry,
-    StoredBatch, StoredRecord,
+    AuditFilter, AuditLeaf, BatchWrite, CommitOutcome, RecordWrite, Store, StoreError,
+    StoredAuditEntry, StoredBatch, StoredCheckpoint, StoredRecord,
 };
 use crate::audit::AuditEntry;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS records (
     key_hash      BLOB NOT NULL,
     seq           INTEGER NOT NULL UNIQUE,
     person_index  BLOB,
+    enterprise    TEXT,
     changed_at    INTEGER NOT NULL,
     cancelled     INTEGER NOT NULL,
     agency        TEXT NOT NULL,
@@ -35,18 +36,41 @@ CREATE TABLE IF NOT EXISTS records (
     PRIMARY KEY (kind, key_hash)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS records_by_person ON records (person_index) WHERE person_index IS NOT NULL;
+CREATE INDEX IF NOT EXISTS records_by_enterprise ON records (enterprise, kind) WHERE enterprise IS NOT NULL;
 CREATE INDEX IF NOT EXISTS records_by_batch ON records (agency, batch_id);
 
-CREATE TABLE IF NOT EXISTS audit (
+-- The audit log (see gateway/src/audit/ENCODING.md). `entry` holds the
+-- canonical bytes, the leaf; the other columns are copies for querying.
+CREATE TABLE IF NOT EXISTS audit_log (
     seq      INTEGER PRIMARY KEY,
     at_ms    INTEGER NOT NULL,
     actor    TEXT NOT NULL,
     action   TEXT NOT NULL,
     outcome  TEXT NOT NULL,
-    details  TEXT NOT NULL
+    kinds    TEXT NOT NULL,      -- ",kind1,kind2," for filtering
+    entry    BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS audit_by_actor ON audit (actor, seq);
-CREATE INDEX IF NOT EXISTS audit_by_action ON audit (action, seq);
+CREATE INDEX IF NOT EXISTS audit_log_by_actor ON audit_log (actor, seq);
+CREATE INDEX IF NOT EXISTS audit_log_by_action ON audit_log (action, seq);
+-- Which entries name which person (auditor-domain pseudonym).
+CREATE TABLE IF NOT EXISTS audit_subjects (
+    subject  TEXT NOT NULL,
+    seq      INTEGER NOT NULL,
+    PRIMARY KEY (subject, seq)
+) WITHOUT ROWID;
+-- Every complete subtree hash of the Merkle tree: (0, i) is leaf i.
+CREATE TABLE IF NOT EXISTS audit_nodes (
+    level    INTEGER NOT NULL,
+    idx      INTEGER NOT NULL,
+    hash     BLOB NOT NULL,
+    PRIMARY KEY (level, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS audit_checkpoints (
+    size      INTEGER PRIMARY KEY,
+    root      BLOB NOT NULL,
+    note      TEXT NOT NULL,
+    signed_ms INTEGER NOT NULL
+);
 "#;
 
 pub struct SqliteStore {
@@ -128,12 +152,132 @@ impl SqliteStore {
     }
 }
 
-fn insert_audit(tx: &Transaction<'_>, e: &AuditEntry) -> Result<(), StoreError> {
-    tx.prepare_cached(
-        "INSERT INTO audit (at_ms, actor, action, outcome, details) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![e.at_ms, e.actor, e.action, e.outcome, e.details])?;
+/// The audit tree as stored in `audit_nodes`, read through one connection.
+struct SqlTree<'c> {
+    conn: &'c Connection,
+    size: u64,
+}
+
+impl<'c> SqlTree<'c> {
+    fn open(conn: &'c Connection) -> Result<SqlTree<'c>, StoreError> {
+        let max: Option<i64> = conn
+            .prepare_cached("SELECT MAX(idx) FROM audit_nodes WHERE level = 0")?
+            .query_row([], |r| r.get(0))?;
+        Ok(SqlTree {
+            conn,
+            size: max.map(|m| m as u64 + 1).unwrap_or(0),
+        })
+    }
+}
+
+impl tlog::HashStore for SqlTree<'_> {
+    fn leaf_count(&self) -> u64 {
+        self.size
+    }
+    fn node(&self, level: u8, index: u64) -> Option<tlog::Hash> {
+        let hash: Vec<u8> = self
+            .conn
+            .prepare_cached("SELECT hash FROM audit_nodes WHERE level = ?1 AND idx = ?2")
+            .ok()?
+            .query_row(params![level, index as i64], |r| r.get(0))
+            .optional()
+            .ok()??;
+        hash.try_into().ok()
+    }
+}
+
+/// Appends entries as leaves, with their subject back-pointers and the new
+/// complete-subtree nodes, inside the caller's transaction.
+fn insert_audit(tx: &Transaction<'_>, entries: &[AuditEntry]) -> Result<(), StoreError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let tree = SqlTree::open(tx)?;
+    let size = tree.size;
+    let mut latest: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    let mut leaves = Vec::with_capacity(entries.len());
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO audit_log (seq, at_ms, actor, action, outcome, kinds, entry)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        let mut prev_of =
+            tx.prepare_cached("SELECT MAX(seq) FROM audit_subjects WHERE subject = ?1")?;
+        let mut insert_subject =
+            tx.prepare_cached("INSERT INTO audit_subjects (subject, seq) VALUES (?1, ?2)")?;
+        for (i, e) in entries.iter().enumerate() {
+            let seq = size + 1 + i as u64;
+            let mut tokens: Vec<&String> = e.subjects.iter().collect();
+            tokens.sort();
+            tokens.dedup();
+            let mut subjects = Vec::with_capacity(tokens.len());
+            for token in tokens {
+                let prev = match latest.get(token.as_str()) {
+                    Some(&p) => p,
+                    None => prev_of
+                        .query_row(params![token], |r| r.get::<_, Option<i64>>(0))?
+                        .map(|p| p as u64)
+                        .unwrap_or(0),
+                };
+                subjects.push(crate::audit::SubjectRef {
+                    token: token.clone(),
+                    prev_seq: prev,
+                });
+                latest.insert(token.clone(), seq);
+                insert_subject.execute(params![token, seq as i64])?;
+            }
+            let bytes = e
+                .canonical(seq, subjects)
+                .encode()
+                .map_err(|err| StoreError::Backend(format!("audit entry encoding: {err}")))?;
+            leaves.push(tlog::leaf_hash(&bytes));
+            let mut kinds = e.kinds.clone();
+            kinds.sort();
+            kinds.dedup();
+            let kinds = if kinds.is_empty() {
+                String::new()
+            } else {
+                format!(",{},", kinds.join(","))
+            };
+            insert.execute(params![
+                seq as i64, e.at_ms, e.actor, e.action, e.outcome, kinds, bytes
+            ])?;
+        }
+    }
+    let nodes = tlog::appended_nodes(&tree, &leaves)?;
+    let mut insert_node =
+        tx.prepare_cached("INSERT INTO audit_nodes (level, idx, hash) VALUES (?1, ?2, ?3)")?;
+    for n in nodes {
+        insert_node.execute(params![n.level, n.index as i64, &n.hash[..]])?;
+    }
     Ok(())
+}
+
+fn row_to_audit(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredAuditEntry> {
+    Ok(StoredAuditEntry {
+        seq: r.get::<_, i64>(0)? as u64,
+        bytes: r.get(1)?,
+    })
+}
+
+fn row_to_checkpoint(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Vec<u8>, String, i64)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+}
+
+fn checkpoint_from_row(
+    row: Option<(i64, Vec<u8>, String, i64)>,
+) -> Result<Option<StoredCheckpoint>, StoreError> {
+    row.map(|(size, root, note, signed_ms)| {
+        Ok(StoredCheckpoint {
+            size: size as u64,
+            root: root
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("checkpoint root".into()))?,
+            note,
+            signed_ms,
+        })
+    })
+    .transpose()
 }
 
 fn find_batch(
@@ -196,12 +340,12 @@ fn apply_record(
         return Ok(false);
     }
     tx.prepare_cached(
-        "INSERT INTO records (kind, key_hash, seq, person_index, changed_at, cancelled, agency, batch_id, sealed)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+        "INSERT INTO records (kind, key_hash, seq, person_index, changed_at, cancelled, agency, batch_id, sealed, enterprise)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
          ON CONFLICT (kind, key_hash) DO UPDATE SET
            seq = excluded.seq, person_index = excluded.person_index, changed_at = excluded.changed_at,
            cancelled = excluded.cancelled, agency = excluded.agency, batch_id = excluded.batch_id,
-           sealed = excluded.sealed",
+           sealed = excluded.sealed, enterprise = excluded.enterprise",
     )?
     .execute(params![
         rec.kind,
@@ -212,7 +356,8 @@ fn apply_record(
         rec.cancel as i64,
         agency,
         batch_id,
-        rec.sealed
+        rec.sealed,
+        rec.enterprise
     ])?;
     Ok(true)
 }
@@ -248,7 +393,7 @@ impl Store for SqliteStore {
                     crate::audit::now_ms()
                 ],
             )?;
-            insert_audit(tx, &(batch.audit)(&receipt))?;
+            insert_audit(tx, &[(batch.audit)(&receipt)])?;
             Ok(CommitOutcome::Committed { receipt, head: seq })
         })
     }
@@ -279,6 +424,25 @@ impl Store for SqliteStore {
         })
     }
 
+    fn records_for_enterprise(
+        &self,
+        credit_code: &str,
+        kinds: &[&str],
+    ) -> Result<Vec<StoredRecord>, StoreError> {
+        self.read(|c| {
+            let marks = vec!["?"; kinds.len()].join(",");
+            let sql = format!(
+                "SELECT seq, kind, key_hash, changed_at, cancelled, sealed FROM records
+                 WHERE enterprise = ? AND kind IN ({marks}) AND cancelled = 0 ORDER BY kind, changed_at"
+            );
+            let mut stmt = c.prepare_cached(&sql)?;
+            let mut args: Vec<rusqlite::types::Value> = vec![credit_code.to_string().into()];
+            args.extend(kinds.iter().map(|k| rusqlite::types::Value::from(k.to_string())));
+            let rows = stmt.query_map(rusqlite::params_from_iter(args), row_to_record)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
     fn records_for_person(&self, person_index: &[u8]) -> Result<Vec<StoredRecord>, StoreError> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(
@@ -295,23 +459,20 @@ impl Store for SqliteStore {
     }
 
     fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
-        self.write(|tx| {
-            for e in entries {
-                insert_audit(tx, e)?;
-            }
-            Ok(())
-        })
+        self.write(|tx| insert_audit(tx, entries))
     }
 
     fn query_audit(&self, f: &AuditFilter) -> Result<Vec<StoredAuditEntry>, StoreError> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT seq, at_ms, actor, action, outcome, details FROM audit
+                "SELECT seq, entry FROM audit_log
                  WHERE seq > ?1
                    AND (?2 IS NULL OR at_ms >= ?2) AND (?3 IS NULL OR at_ms < ?3)
                    AND (?4 IS NULL OR actor = ?4) AND (?5 IS NULL OR action = ?5)
                    AND (?6 IS NULL OR outcome = ?6)
-                 ORDER BY seq LIMIT ?7",
+                   AND (?7 IS NULL OR instr(kinds, ',' || ?7 || ',') > 0)
+                   AND (?8 IS NULL OR seq IN (SELECT seq FROM audit_subjects WHERE subject = ?8))
+                 ORDER BY seq LIMIT ?9",
             )?;
             let rows = stmt.query_map(
                 params![
@@ -321,22 +482,111 @@ impl Store for SqliteStore {
                     f.actor,
                     f.action,
                     f.outcome,
+                    f.kind,
+                    f.subject,
                     f.limit.clamp(1, 1000) as i64
                 ],
-                |r| {
-                    Ok(StoredAuditEntry {
-                        seq: r.get::<_, i64>(0)? as u64,
-                        entry: AuditEntry {
-                            at_ms: r.get(1)?,
-                            actor: r.get(2)?,
-                            action: r.get(3)?,
-                            outcome: r.get(4)?,
-                            details: r.get(5)?,
-                        },
-                    })
-                },
+                row_to_audit,
             )?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn audit_size(&self) -> Result<u64, StoreError> {
+        self.read(|c| Ok(SqlTree::open(c)?.size))
+    }
+
+    fn audit_root(&self, size: u64) -> Result<tlog::Hash, StoreError> {
+        self.read(|c| Ok(tlog::root_at(&SqlTree::open(c)?, size)?))
+    }
+
+    fn audit_inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<tlog::Hash>, StoreError> {
+        self.read(|c| Ok(tlog::inclusion_proof(&SqlTree::open(c)?, index, size)?))
+    }
+
+    fn audit_consistency_proof(
+        &self,
+        size1: u64,
+        size2: u64,
+    ) -> Result<Vec<tlog::Hash>, StoreError> {
+        self.read(|c| Ok(tlog::consistency_proof(&SqlTree::open(c)?, size1, size2)?))
+    }
+
+    fn audit_leaves(&self, from: u64, to: u64, limit: usize) -> Result<Vec<AuditLeaf>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT n.idx, n.hash, a.entry FROM audit_nodes n
+                 LEFT JOIN audit_log a ON a.seq = n.idx + 1
+                 WHERE n.level = 0 AND n.idx >= ?1 AND n.idx < ?2
+                 ORDER BY n.idx LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![from as i64, to as i64, limit as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, Option<Vec<u8>>>(2)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (idx, hash, entry) = row?;
+                out.push(AuditLeaf {
+                    seq: idx as u64 + 1,
+                    leaf_hash: hash
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt("audit leaf hash".into()))?,
+                    entry,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn audit_subject_entries(&self, subject: &str) -> Result<Vec<StoredAuditEntry>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT s.seq, a.entry FROM audit_subjects s JOIN audit_log a ON a.seq = s.seq
+                 WHERE s.subject = ?1 ORDER BY s.seq",
+            )?;
+            let rows = stmt.query_map(params![subject], row_to_audit)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        self.read(|c| {
+            checkpoint_from_row(
+                c.query_row(
+                    "SELECT size, root, note, signed_ms FROM audit_checkpoints ORDER BY size DESC LIMIT 1",
+                    [],
+                    row_to_checkpoint,
+                )
+                .optional()?,
+            )
+        })
+    }
+
+    fn checkpoint_at(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError> {
+        self.read(|c| {
+            checkpoint_from_row(
+                c.query_row(
+                    "SELECT size, root, note, signed_ms FROM audit_checkpoints WHERE size = ?1",
+                    params![size as i64],
+                    row_to_checkpoint,
+                )
+                .optional()?,
+            )
+        })
+    }
+
+    fn save_checkpoint(&self, cp: &StoredCheckpoint) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO audit_checkpoints (size, root, note, signed_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (size) DO NOTHING",
+                params![cp.size as i64, &cp.root[..], cp.note, cp.signed_ms],
+            )?;
+            Ok(())
         })
     }
 }

@@ -1,0 +1,138 @@
+//! Helpers shared by the audit-log tests: a server with agency, consumer and
+//! auditor identities, typical traffic, exports, the pinned public key, and
+//! direct access to the SQLite file to play the attacker.
+#![allow(dead_code)]
+
+use gateway::client::{PushOptions, pull, push_file};
+use gateway::proto::{self, PullRequest, audit_client::AuditClient};
+use gateway_tests::{ServerState, TRUST_DOMAIN, TestPki, TestServer, sample};
+use std::path::{Path, PathBuf};
+use tonic::transport::Channel;
+
+/// 马伟红: four accepted social-insurance rows in the hrss sample.
+pub const PERSON: &str = "340207197607111133";
+
+pub fn pki() -> TestPki {
+    let mut pki = TestPki::new();
+    for id in [
+        "agency/hrss",
+        "union/assistance",
+        "union/rights",
+        "auditor/compliance",
+    ] {
+        pki.issue(id);
+    }
+    pki
+}
+
+pub async fn auditor(server: &TestServer, pki: &TestPki) -> AuditClient<Channel> {
+    AuditClient::new(
+        server
+            .connect(&pki.client("auditor/compliance"))
+            .await
+            .unwrap(),
+    )
+}
+
+/// A push, a pull and a denial.
+pub async fn traffic(server: &TestServer, pki: &TestPki) {
+    let agency = server.connect(&pki.client("agency/hrss")).await.unwrap();
+    push_file(
+        agency.clone(),
+        &sample("hrss.csv"),
+        &PushOptions::default(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let union = server
+        .connect(&pki.client("union/assistance"))
+        .await
+        .unwrap();
+    pull(union, pull_request(), |_| Ok(())).await.unwrap();
+    deny(server, pki).await;
+}
+
+pub fn pull_request() -> PullRequest {
+    PullRequest {
+        kinds: vec!["social_insurance".into()],
+        purpose: "hardship_screening".into(),
+        ..Default::default()
+    }
+}
+
+/// One denied call (an agency may not pull): one more audit entry.
+pub async fn deny(server: &TestServer, pki: &TestPki) {
+    let agency = server.connect(&pki.client("agency/hrss")).await.unwrap();
+    let _ = pull(agency, pull_request(), |_| Ok(())).await.unwrap_err();
+}
+
+/// The public key an officer pins, derived from the gateway's key file.
+pub fn verifier(state: &ServerState) -> tlog::Verifier {
+    let keys = gateway::keys::Keys::load(&state.keys_file(), false).unwrap();
+    let vkey = gateway::audit::log::vkey(TRUST_DOMAIN, keys.audit_log_seed()).unwrap();
+    tlog::Verifier::parse(&vkey).unwrap()
+}
+
+pub async fn export(server: &TestServer, pki: &TestPki, dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    let channel = server
+        .connect(&pki.client("auditor/compliance"))
+        .await
+        .unwrap();
+    gateway::cli_audit::export_to_file(channel, &path)
+        .await
+        .unwrap();
+    path
+}
+
+pub fn verify_file(
+    path: &Path,
+    state: &ServerState,
+    earlier: Option<&str>,
+) -> Result<gateway::audit::export::Verified, gateway::audit::export::VerifyFailure> {
+    let file = std::fs::File::open(path).unwrap();
+    gateway::audit::export::verify(
+        std::io::BufReader::new(file),
+        &verifier(state),
+        earlier,
+    )
+}
+
+pub fn db(state: &ServerState) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open(state.data_dir().join("gateway.db")).unwrap();
+    c.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    c
+}
+
+/// The seq of the first entry with this action.
+pub fn seq_of(state: &ServerState, action: &str) -> u64 {
+    db(state)
+        .query_row(
+            "SELECT MIN(seq) FROM audit_log WHERE action = ?1",
+            [action],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap() as u64
+}
+
+pub async fn checkpoint(client: &mut AuditClient<Channel>) -> proto::SignedCheckpoint {
+    client
+        .get_checkpoint(proto::GetCheckpointRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Opens a signed checkpoint with the pinned key.
+pub fn open(note: &str, state: &ServerState) -> tlog::Checkpoint {
+    tlog::Checkpoint::open(note.as_bytes(), &[verifier(state)])
+        .unwrap()
+        .0
+}
+
+pub fn hashes(raw: &[Vec<u8>]) -> Vec<tlog::Hash> {
+    raw.iter()
+        .map(|h| h.as_slice().try_into().unwrap())
+        .collect()
+}

@@ -1,0 +1,70 @@
+//! One byte of one stored entry is flipped in the gateway's data file: the
+//! export no longer verifies, and `gateway audit verify` names that entry.
+
+mod audit_support;
+
+use audit_support::*;
+use gateway_tests::{ServerState, TestServer};
+
+#[tokio::test]
+async fn a_flipped_byte_in_the_store_is_named_by_verify() {
+    let pki = pki();
+    let state = ServerState::new();
+    let server = TestServer::start(&pki, &state).await;
+    traffic(&server, &pki).await;
+    let out = tempfile::tempdir().unwrap();
+
+    // Before: the export verifies.
+    let clean = export(&server, &pki, out.path(), "clean.jsonl").await;
+    let ok = verify_file(&clean, &state, None).unwrap();
+    assert!(ok.size >= 4, "{ok:?}");
+
+    // The attacker flips one byte in the middle of the delivery entry.
+    let target = seq_of(&state, "records_delivered");
+    let conn = db(&state);
+    let mut bytes: Vec<u8> = conn
+        .query_row(
+            "SELECT entry FROM audit_log WHERE seq = ?1",
+            [target as i64],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    conn.execute(
+        "UPDATE audit_log SET entry = ?1 WHERE seq = ?2",
+        rusqlite::params![bytes, target as i64],
+    )
+    .unwrap();
+    drop(conn);
+
+    let tampered = export(&server, &pki, out.path(), "tampered.jsonl").await;
+    let err = verify_file(&tampered, &state, None).unwrap_err();
+    assert_eq!(
+        err,
+        gateway::audit::export::VerifyFailure::Altered { seq: target }
+    );
+
+    // The officer's command line says the same, offline, with the pinned key.
+    let vkey = verifier(&state).to_string();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_gateway-under-test"))
+        .args(["audit", "verify"])
+        .arg(&tampered)
+        .args(["--key", &vkey])
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains(&format!("entry {target} was altered")),
+        "{stderr}"
+    );
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_gateway-under-test"))
+        .args(["audit", "verify"])
+        .arg(&clean)
+        .args(["--key", &vkey])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    server.stop().await;
+}

@@ -1,0 +1,89 @@
+//! The log is truncated and different entries appended up to the same size:
+//! the gateway refuses to sign the rewritten tree, and once the attacker has
+//! also deleted its checkpoints, an export of the rewritten log verifies on its
+//! own but fails against a checkpoint the officer saved earlier.
+
+mod audit_support;
+
+use audit_support::*;
+use gateway::audit::export::VerifyFailure;
+use gateway_tests::{ServerState, TestServer};
+
+#[tokio::test]
+async fn a_rewritten_history_fails_against_an_earlier_checkpoint() {
+    let pki = pki();
+    let state = ServerState::new();
+    let server = TestServer::start(&pki, &state).await;
+    traffic(&server, &pki).await;
+    let mut client = auditor(&server, &pki).await;
+    let saved = checkpoint(&mut client).await;
+    let saved_size = saved.size;
+    assert!(saved_size >= 4);
+    drop(client);
+    server.stop().await;
+
+    // Truncate to 2 entries: the entries, their subjects and every tree node
+    // reaching beyond leaf 2.
+    let keep = 2i64;
+    let conn = db(&state);
+    conn.execute("DELETE FROM audit_log WHERE seq > ?1", [keep])
+        .unwrap();
+    conn.execute("DELETE FROM audit_subjects WHERE seq > ?1", [keep])
+        .unwrap();
+    conn.execute(
+        "DELETE FROM audit_nodes WHERE ((idx + 1) << level) > ?1",
+        [keep],
+    )
+    .unwrap();
+    drop(conn);
+
+    // Different entries appended up to (beyond) the saved size.
+    let server = TestServer::start(&pki, &state).await;
+    let mut client = auditor(&server, &pki).await;
+    while db(&state)
+        .query_row("SELECT MAX(seq) FROM audit_log", [], |r| r.get::<_, i64>(0))
+        .unwrap() as u64
+        <= saved_size
+    {
+        deny(&server, &pki).await;
+    }
+    // The gateway will not sign a tree that does not extend its last checkpoint.
+    let refused = client
+        .get_checkpoint(gateway::proto::GetCheckpointRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::DataLoss, "{refused:?}");
+
+    // The attacker removes the gateway's own checkpoints too.
+    db(&state)
+        .execute("DELETE FROM audit_checkpoints", [])
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = export(&server, &pki, out.path(), "rewritten.jsonl").await;
+    // Self-consistent on its own...
+    let alone = verify_file(&file, &state, None).unwrap();
+    assert!(alone.size > saved_size);
+    // ...but not an extension of what the officer saw before.
+    assert_eq!(
+        verify_file(&file, &state, Some(&saved.note)).unwrap_err(),
+        VerifyFailure::NotExtension { size: saved_size }
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_honest_log_extends_an_earlier_checkpoint() {
+    let pki = pki();
+    let state = ServerState::new();
+    let server = TestServer::start(&pki, &state).await;
+    traffic(&server, &pki).await;
+    let mut client = auditor(&server, &pki).await;
+    let saved = checkpoint(&mut client).await;
+    traffic(&server, &pki).await;
+    let out = tempfile::tempdir().unwrap();
+    let file = export(&server, &pki, out.path(), "later.jsonl").await;
+    let v = verify_file(&file, &state, Some(&saved.note)).unwrap();
+    assert_eq!(v.extends, Some(saved.size));
+    assert!(v.size > saved.size);
+    server.stop().await;
+}
