@@ -239,27 +239,6 @@ proptest! {
     }
 }
 
-/// Rough single-core throughput over the accepted sample rows; run with
-/// `cargo test -p adapters --release -- --ignored throughput --nocapture`.
-#[test]
-#[ignore = "measurement, not a check"]
-fn throughput() {
-    for agency in Agency::ALL {
-        let (parser, rows) = open(agency);
-        let good: Vec<&[u8]> = rows
-            .into_iter()
-            .filter(|r| parser.parse_row(r).is_ok())
-            .collect();
-        let n = 200_000;
-        let start = std::time::Instant::now();
-        for i in 0..n {
-            let _ = std::hint::black_box(parser.parse_row(good[i % good.len()]));
-        }
-        let rate = n as f64 / start.elapsed().as_secs_f64();
-        println!("{agency}: {rate:.0} rows/s");
-    }
-}
-
 /// The field tables of `MODEL.md`, rendered from the schema.
 fn model_tables() -> String {
     let mut out = String::new();

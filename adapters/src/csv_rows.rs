@@ -97,8 +97,8 @@ fn strip_eol(mut b: &[u8]) -> &[u8] {
 pub(crate) enum Fields<'a, const N: usize> {
     /// Unquoted row: fields borrowed from the row.
     Plain([&'a [u8]; N]),
-    /// Quoted row, parsed by the `csv` crate.
-    Quoted(csv::ByteRecord),
+    /// Quoted row: fields borrowed, except quoted ones with doubled quotes.
+    Quoted([Cow<'a, [u8]>; N]),
 }
 
 impl<const N: usize> Fields<'_, N> {
@@ -106,7 +106,7 @@ impl<const N: usize> Fields<'_, N> {
     pub fn get(&self, at: usize) -> &[u8] {
         match self {
             Fields::Plain(f) => f.get(at).copied().unwrap_or_default(),
-            Fields::Quoted(r) => r.get(at).unwrap_or_default(),
+            Fields::Quoted(f) => f.get(at).map(|c| &**c).unwrap_or_default(),
         }
     }
 }
@@ -119,7 +119,22 @@ fn width_error(found: usize, expected: usize) -> RowError {
     )
 }
 
+fn malformed() -> RowError {
+    RowError::new(
+        "row",
+        E::BadFormat,
+        "the row is not one well-formed CSV record",
+    )
+}
+
 /// Splits one CSV record (without its line ending) into exactly `N` fields.
+///
+/// Quoting follows RFC 4180: a field that starts with `"` runs to the next `"`
+/// not doubled, and must be followed by `,` or the end of the row; inside it,
+/// commas, line breaks and doubled quotes are data. A `"` inside an unquoted field
+/// is data. A line break outside quotes, an unterminated quoted field or text
+/// after a closing quote makes the row malformed. (Hand-written rather than a
+/// `csv::Reader` per row, which costs more than the rest of the row's checks.)
 pub(crate) fn split<const N: usize>(row: &[u8]) -> Result<Fields<'_, N>, RowError> {
     let row = strip_eol(row);
     if !row.iter().any(|b| matches!(b, b'"' | b'\r' | b'\n')) {
@@ -137,36 +152,70 @@ pub(crate) fn split<const N: usize>(row: &[u8]) -> Result<Fields<'_, N>, RowErro
             Err(width_error(n, N))
         };
     }
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .buffer_capacity(row.len().clamp(64, 1 << 16))
-        .from_reader(row);
-    let mut record = csv::ByteRecord::new();
-    let malformed = || {
-        RowError::new(
-            "row",
-            E::BadFormat,
-            "the row is not one well-formed CSV record",
-        )
-    };
-    if !reader
-        .read_byte_record(&mut record)
-        .map_err(|_| malformed())?
-    {
-        return Err(width_error(0, N));
+    let mut fields: [Cow<'_, [u8]>; N] = std::array::from_fn(|_| Cow::Borrowed(&[][..]));
+    let mut n = 0;
+    let mut at = 0;
+    loop {
+        let field: Cow<'_, [u8]>;
+        if row.get(at) == Some(&b'"') {
+            // Quoted field: find its closing quote, unescaping doubled quotes.
+            let mut owned: Option<Vec<u8>> = None;
+            let mut from = at + 1;
+            let mut i = from;
+            loop {
+                match row.get(i) {
+                    None => return Err(malformed()),
+                    Some(b'"') if row.get(i + 1) == Some(&b'"') => {
+                        owned
+                            .get_or_insert_with(Vec::new)
+                            .extend_from_slice(&row[from..=i]);
+                        i += 2;
+                        from = i;
+                    }
+                    Some(b'"') => break,
+                    Some(_) => i += 1,
+                }
+            }
+            field = match owned {
+                Some(mut v) => {
+                    v.extend_from_slice(&row[from..i]);
+                    Cow::Owned(v)
+                }
+                None => Cow::Borrowed(&row[from..i]),
+            };
+            at = i + 1;
+            if !matches!(row.get(at), None | Some(b',')) {
+                return Err(malformed());
+            }
+        } else {
+            let end = row[at..]
+                .iter()
+                .position(|b| *b == b',')
+                .map_or(row.len(), |p| at + p);
+            if row[at..end].iter().any(|b| matches!(b, b'\r' | b'\n')) {
+                return Err(malformed());
+            }
+            field = Cow::Borrowed(&row[at..end]);
+            at = end;
+        }
+        if let Some(slot) = fields.get_mut(n) {
+            *slot = field;
+        }
+        n += 1;
+        if at >= row.len() {
+            break;
+        }
+        at += 1; // the comma
+        if at == row.len() {
+            // A trailing comma: one more, empty field.
+            n += 1;
+            break;
+        }
     }
-    let mut extra = csv::ByteRecord::new();
-    if reader
-        .read_byte_record(&mut extra)
-        .map_err(|_| malformed())?
-    {
-        return Err(malformed());
+    if n != N {
+        return Err(width_error(n, N));
     }
-    if record.len() != N {
-        return Err(width_error(record.len(), N));
-    }
-    Ok(Fields::Quoted(record))
+    Ok(Fields::Quoted(fields))
 }
 
 #[cfg(test)]
@@ -230,6 +279,29 @@ mod tests {
             (f.get(0), f.get(1), f.get(2)),
             (&b"a"[..], &b"1,841.00"[..], &b"x\"y"[..])
         );
+        let f = split::<3>(b"\"\",a\"b,\"l1\nl2\"").unwrap();
+        assert_eq!(
+            (f.get(0), f.get(1), f.get(2)),
+            (&b""[..], &b"a\"b"[..], &b"l1\nl2"[..])
+        );
+        let f = split::<3>(b"\"a\",b,").unwrap();
+        assert_eq!(
+            (f.get(0), f.get(1), f.get(2)),
+            (&b"a"[..], &b"b"[..], &b""[..])
+        );
+    }
+
+    #[test]
+    fn split_malformed_quoting() {
+        for row in [
+            &b"\"a,b,c"[..],
+            b"\"a\"x,b,c",
+            b"\"a\",b\nc,d",
+            b"a,\"b\"\"c",
+        ] {
+            let e = split::<3>(row).err().unwrap();
+            assert_eq!((e.field, e.code), ("row", E::BadFormat), "{row:?}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 pub mod model;
 pub mod rules;
+pub mod simulate;
 
 mod check;
 #[cfg(test)]

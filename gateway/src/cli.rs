@@ -8,7 +8,6 @@ use crate::{Gateway, proto, tls};
 use adapters::{Agency, Format};
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -38,6 +37,8 @@ enum Command {
     Pull(PullArgs),
     /// Look up one applicant across all agencies for a case, as a union consumer.
     Lookup(LookupArgs),
+    /// Write deterministic synthetic exports of all six agencies (demos, benchmarks).
+    Simulate(crate::cli_simulate::SimulateArgs),
     /// Check and preview policy files.
     Policy {
         #[command(subcommand)]
@@ -186,6 +187,9 @@ struct PushArgs {
     /// Batch id prefix (default: derived from the file's content, so a re-push is idempotent).
     #[arg(long)]
     batch_prefix: Option<String>,
+    /// CSV report of the rejected rows (row, field, code, message); default `<file>.rejections.csv`.
+    #[arg(long)]
+    report: Option<PathBuf>,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -215,9 +219,15 @@ struct PullArgs {
     /// The purpose of this pull; must be in the consumer's policy.
     #[arg(long)]
     purpose: String,
-    /// Write JSON Lines here instead of standard output.
+    /// Write here instead of standard output (appended to when resuming from --cursor-file).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// jsonl or csv (default: csv for a .csv --out, else jsonl). CSV takes one --kind.
+    #[arg(long, value_enum)]
+    format: Option<crate::cli_pull::OutputFormat>,
+    /// Resume from the cursor saved in this file, and keep it up to date.
+    #[arg(long)]
+    cursor_file: Option<PathBuf>,
     /// Start after this cursor (0 = from the beginning).
     #[arg(long, default_value_t = 0)]
     cursor: u64,
@@ -253,6 +263,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => certs_init(args),
         Command::Push(args) => push(args).await,
         Command::Pull(args) => pull(args).await,
+        Command::Simulate(args) => crate::cli_simulate::run(args),
         Command::Lookup(args) => {
             let tls = args.client.tls("union/assistance")?;
             let channel = client::connect(&args.client.addr, &tls).await?;
@@ -401,6 +412,7 @@ async fn shutdown_signal() {
 async fn push(args: PushArgs) -> anyhow::Result<()> {
     let tls = args.client.tls("agency/hrss")?;
     let channel = client::connect(&args.client.addr, &tls).await?;
+    let bytes_read = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let opts = PushOptions {
         batch_rows: args.batch_rows,
         batch_prefix: args.batch_prefix,
@@ -409,35 +421,81 @@ async fn push(args: PushArgs) -> anyhow::Result<()> {
             FormatArg::CsvGbk => Format::CsvGbk,
             FormatArg::CsvUtf8Bom => Format::CsvUtf8Bom,
         }),
+        bytes_read: Some(bytes_read.clone()),
     };
-    let bar = indicatif::ProgressBar::new_spinner();
-    bar.set_message("pushing");
-    let summary = client::push_file(channel, &args.file, &opts, |r| {
-        bar.inc(r.rows_received);
-        bar.set_message(format!("{} rows acknowledged", bar.position()));
+    let total = std::fs::metadata(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?
+        .len();
+    // Progress in bytes of the file read (drawn on standard error, only on a terminal).
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta}) {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let ticker = {
+        let (bar, bytes_read) = (bar.clone(), bytes_read.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+            loop {
+                tick.tick().await;
+                bar.set_position(bytes_read.load(std::sync::atomic::Ordering::Relaxed));
+            }
+        })
+    };
+    let (mut acknowledged, mut accepted) = (0u64, 0u64);
+    let started = std::time::Instant::now();
+    let result = client::push_file(channel, &args.file, &opts, |r| {
+        acknowledged += r.rows_received;
+        accepted += r.accepted;
+        bar.set_message(format!("{acknowledged} rows, {accepted} accepted"));
     })
-    .await?;
+    .await;
+    ticker.abort();
     bar.finish_and_clear();
+    let summary = result?;
+    let rejected = summary.rows - summary.accepted;
     println!(
-        "{}: {} rows in {} batches: {} accepted ({} superseded by newer versions), {} rejected{}",
+        "{}: {} rows in {} batches in {:.1} s: {} accepted ({} superseded by newer versions), {} rejected{}",
         args.file.display(),
         summary.rows,
         summary.batches,
+        started.elapsed().as_secs_f64(),
         summary.accepted,
         summary.superseded,
-        summary.rows - summary.accepted,
+        rejected,
         if summary.duplicates > 0 {
             format!(", {} batches already pushed before", summary.duplicates)
         } else {
             String::new()
         }
     );
+    // Rejected rows by code (a row may break several rules: counted once per code).
+    let mut by_code = std::collections::BTreeMap::<&str, std::collections::BTreeSet<u64>>::new();
+    for r in &summary.rejections {
+        by_code.entry(r.code.as_str()).or_default().insert(r.row);
+    }
+    for (code, rows) in &by_code {
+        println!("  {code}: {} rows", rows.len());
+    }
     for (id, code, message) in &summary.rejected_batches {
         println!("  batch {id} rejected: {code}: {message}");
     }
-    for r in &summary.rejections {
+    const SHOWN: usize = 20;
+    for r in summary.rejections.iter().take(SHOWN) {
         println!("  row {}: {} {}: {}", r.row, r.field, r.code, r.message);
     }
+    if summary.rejections.len() > SHOWN {
+        println!("  … and {} more", summary.rejections.len() - SHOWN);
+    }
+    let report = args.report.unwrap_or_else(|| {
+        let mut name = args.file.clone().into_os_string();
+        name.push(".rejections.csv");
+        PathBuf::from(name)
+    });
+    client::write_rejection_report(&report, &summary.rejections)?;
+    println!("rejected rows: {}", report.display());
     if !summary.rejected_batches.is_empty() {
         bail!("{} batches were rejected", summary.rejected_batches.len());
     }
@@ -447,38 +505,22 @@ async fn push(args: PushArgs) -> anyhow::Result<()> {
 async fn pull(args: PullArgs) -> anyhow::Result<()> {
     let tls = args.client.tls("union/assistance")?;
     let channel = client::connect(&args.client.addr, &tls).await?;
-    let mut out: Box<dyn std::io::Write> = match &args.out {
-        Some(p) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
-        )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
-    };
-    let mut n = 0u64;
-    let follow = args.follow;
-    let last = client::pull(
+    crate::cli_pull::run(
         channel,
-        proto::PullRequest {
-            kinds: args.kinds,
-            purpose: args.purpose,
-            cursor: args.cursor,
-            limit: args.limit,
-            follow,
-        },
-        |e| {
-            serde_json::to_writer(&mut out, &client::event_json(e))?;
-            out.write_all(b"\n")?;
-            if follow {
-                out.flush()?;
-            }
-            n += 1;
-            Ok(())
+        crate::cli_pull::PullJob {
+            request: proto::PullRequest {
+                kinds: args.kinds,
+                purpose: args.purpose,
+                cursor: args.cursor,
+                limit: args.limit,
+                follow: args.follow,
+            },
+            out: args.out,
+            format: args.format,
+            cursor_file: args.cursor_file,
         },
     )
-    .await?;
-    out.flush()?;
-    drop(out);
-    eprintln!("{n} events; last cursor {last} (resume with --cursor {last})");
-    Ok(())
+    .await
 }
 
 fn policy_check(dir: &Path) -> anyhow::Result<()> {

@@ -97,6 +97,7 @@ pub fn native(format: Format) -> NativeFormat {
 pub struct RowReader<R> {
     inner: BufReader<R>,
     csv: bool,
+    consumed: u64,
 }
 
 impl<R: Read> RowReader<R> {
@@ -104,7 +105,13 @@ impl<R: Read> RowReader<R> {
         RowReader {
             inner: BufReader::with_capacity(1 << 16, inner),
             csv,
+            consumed: 0,
         }
+    }
+
+    /// Bytes of the input consumed so far (rows and their line endings).
+    pub fn consumed(&self) -> u64 {
+        self.consumed
     }
 
     /// The next row, or `None` at the end of the input.
@@ -113,7 +120,9 @@ impl<R: Read> RowReader<R> {
         let mut quotes = 0usize;
         loop {
             let start = row.len();
-            if self.inner.read_until(b'\n', &mut row)? == 0 {
+            let n = self.inner.read_until(b'\n', &mut row)?;
+            self.consumed += n as u64;
+            if n == 0 {
                 return Ok((!row.is_empty()).then(|| trim_eol(row)));
             }
             quotes += row[start..].iter().filter(|&&b| b == b'"').count();
@@ -139,6 +148,8 @@ pub struct PushOptions {
     /// file's content, so pushing the same file again is idempotent.
     pub batch_prefix: Option<String>,
     pub format: Option<Format>,
+    /// If set, kept up to date with the bytes of the file read so far (progress bars).
+    pub bytes_read: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Default for PushOptions {
@@ -147,6 +158,7 @@ impl Default for PushOptions {
             batch_rows: 2000,
             batch_prefix: None,
             format: None,
+            bytes_read: None,
         }
     }
 }
@@ -206,6 +218,7 @@ pub async fn push_file(
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let batch_rows = opts.batch_rows.max(1);
     let (tx, rx) = tokio::sync::mpsc::channel::<proto::PushBatch>(2);
+    let bytes_read = opts.bytes_read.clone();
     // The file is read on a blocking thread, a couple of batches ahead of the
     // network: memory stays bounded whatever the file's size.
     let reader = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
@@ -238,6 +251,9 @@ pub async fn push_file(
                 first_row,
             };
             first_row += len;
+            if let Some(b) = &bytes_read {
+                b.store(rows.consumed(), std::sync::atomic::Ordering::Relaxed);
+            }
             if tx.blocking_send(msg).is_err() {
                 return Ok(());
             }
@@ -279,6 +295,39 @@ pub async fn push_file(
     }
     reader.await??;
     Ok(summary)
+}
+
+/// Writes the rejected rows of a push as CSV (`row,field,code,message`), in file
+/// row order. Messages name the rule that failed and never a raw value, so the
+/// report can be handed back to the agency's system owners as is.
+pub fn write_rejection_report(path: &Path, rejections: &[FileRejection]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let file = std::fs::File::create(path)
+        .with_context(|| format!("cannot create the report {}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    let mut sorted: Vec<&FileRejection> = rejections.iter().collect();
+    sorted.sort_by(|a, b| (a.row, &a.field, &a.code).cmp(&(b.row, &b.field, &b.code)));
+    writeln!(out, "row,field,code,message")?;
+    for r in sorted {
+        writeln!(
+            out,
+            "{},{},{},{}",
+            r.row,
+            csv_field(&r.field),
+            csv_field(&r.code),
+            csv_field(&r.message)
+        )?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\"")).into()
+    } else {
+        s.into()
+    }
 }
 
 /// Converts a pull event into the JSON Lines form `gateway pull` writes.

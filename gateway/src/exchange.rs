@@ -23,7 +23,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 /// Records read from the store per page (and per audit entry).
-const PAGE: usize = 512;
+const PAGE: usize = 4096;
 /// Events buffered per stream; a slow consumer gets backpressure beyond this.
 const STREAM_BUFFER: usize = 1024;
 

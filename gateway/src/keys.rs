@@ -356,6 +356,33 @@ mod tests {
     }
 
     #[test]
+    fn rotating_the_encryption_key_keeps_old_data_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.toml");
+        let old = Keys::load(&path, true).unwrap();
+        let sealed_before = old.seal(b"row", b"340207197607111133");
+        // Rotation: add a key, make it active, keep the old one for reading.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let fresh = B64.encode([7u8; 32]);
+        let rotated = text.replace(
+            "active_encryption = \"enc-1\"",
+            "active_encryption = \"enc-2\"",
+        ) + &format!("\n[[encryption]]\nid = \"enc-2\"\nsecret = \"{fresh}\"\n");
+        std::fs::write(&path, rotated).unwrap();
+        let new = Keys::load(&path, false).unwrap();
+        assert_eq!(
+            new.open(b"row", &sealed_before).unwrap(),
+            b"340207197607111133"
+        );
+        let sealed_after = new.seal(b"row", b"x");
+        assert_eq!(&sealed_after[1..6], b"enc-2");
+        assert!(matches!(
+            old.open(b"row", &sealed_after),
+            Err(KeyError::UnknownKeyId(..))
+        ));
+    }
+
+    #[test]
     fn debug_output_names_key_ids_only() {
         let k = keys();
         let dbg = format!("{k:?}");

@@ -17,6 +17,8 @@ pub mod authz;
 pub mod cli;
 pub mod cli_audit;
 pub mod cli_lookup;
+pub mod cli_pull;
+pub mod cli_simulate;
 pub mod client;
 pub mod config;
 pub mod exchange;

@@ -20,7 +20,8 @@ async fn checkpoints_open_with_the_pinned_key_and_forgeries_do_not() {
     let v = verifier(&state);
     assert_eq!(signed.vkey, v.to_string());
 
-    let (cp, opened) = tlog::Checkpoint::open(signed.note.as_bytes(), &[v.clone()]).unwrap();
+    let (cp, opened) =
+        tlog::Checkpoint::open(signed.note.as_bytes(), std::slice::from_ref(&v)).unwrap();
     assert_eq!(cp.origin(), format!("{TRUST_DOMAIN}/audit"));
     assert_eq!(cp.size(), signed.size);
     assert_eq!(cp.root().to_vec(), signed.root);
@@ -34,7 +35,7 @@ async fn checkpoints_open_with_the_pinned_key_and_forgeries_do_not() {
     let mut raw = B64.decode(b64).unwrap();
     raw[10] ^= 0x80;
     let forged = format!("{body}\n\n{prefix} {}\n", B64.encode(&raw));
-    assert!(tlog::Checkpoint::open(forged.as_bytes(), &[v.clone()]).is_err());
+    assert!(tlog::Checkpoint::open(forged.as_bytes(), std::slice::from_ref(&v)).is_err());
 
     // Mutated body: a different tree size, or a different root.
     let bigger = signed.note.replacen(
@@ -43,12 +44,12 @@ async fn checkpoints_open_with_the_pinned_key_and_forgeries_do_not() {
         1,
     );
     assert_ne!(bigger, signed.note);
-    assert!(tlog::Checkpoint::open(bigger.as_bytes(), &[v.clone()]).is_err());
+    assert!(tlog::Checkpoint::open(bigger.as_bytes(), std::slice::from_ref(&v)).is_err());
     let root_b64 = B64.encode(cp.root());
     let mut other_root = *cp.root();
     other_root[0] ^= 1;
     let rerooted = signed.note.replacen(&root_b64, &B64.encode(other_root), 1);
-    assert!(tlog::Checkpoint::open(rerooted.as_bytes(), &[v.clone()]).is_err());
+    assert!(tlog::Checkpoint::open(rerooted.as_bytes(), std::slice::from_ref(&v)).is_err());
 
     // Signed by another key under the same name: not trusted.
     let impostor = tlog::Signer::from_seed(&format!("{TRUST_DOMAIN}/audit"), [42; 32]).unwrap();
@@ -56,6 +57,6 @@ async fn checkpoints_open_with_the_pinned_key_and_forgeries_do_not() {
         .unwrap()
         .sign(&[&impostor])
         .unwrap();
-    assert!(tlog::Checkpoint::open(fake.as_bytes(), &[v.clone()]).is_err());
+    assert!(tlog::Checkpoint::open(fake.as_bytes(), std::slice::from_ref(&v)).is_err());
     server.stop().await;
 }

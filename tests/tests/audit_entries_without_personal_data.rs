@@ -63,8 +63,17 @@ async fn push_pull_lookup_and_denial_entries_hold_no_personal_data() {
     );
     assert_eq!(delivered.details.str("content_sha256").unwrap().len(), 64);
     assert!(!delivered.subjects.is_empty());
-    assert!(delivered.subjects.iter().all(|s| s.token.len() == 32 && s.prev_seq == 0));
-    let me = delivered.subjects.iter().find(|s| s.token == token).unwrap();
+    assert!(
+        delivered
+            .subjects
+            .iter()
+            .all(|s| s.token.len() == 32 && s.prev_seq == 0)
+    );
+    let me = delivered
+        .subjects
+        .iter()
+        .find(|s| s.token == token)
+        .unwrap();
     assert_eq!(me.prev_seq, 0);
 
     let looked_up = find("person_looked_up");
@@ -108,7 +117,11 @@ async fn push_pull_lookup_and_denial_entries_hold_no_personal_data() {
         .unwrap()
         .into_inner()
         .entries;
-    assert!(by_kind.iter().all(|e| e.kinds.contains(&"social_insurance".to_string())));
+    assert!(
+        by_kind
+            .iter()
+            .all(|e| e.kinds.contains(&"social_insurance".to_string()))
+    );
     assert!(by_kind.iter().any(|e| e.action == "records_delivered"));
     let by_subject = client
         .query(AuditQuery {

@@ -65,6 +65,10 @@ async fn a_flipped_byte_in_the_store_is_named_by_verify() {
         .args(["--key", &vkey])
         .output()
         .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     server.stop().await;
 }

@@ -62,6 +62,8 @@ fn serve_push_pull_from_a_fresh_directory() {
         .args(["push", "--file"])
         .arg(sample("hrss.csv"))
         .args(["--identity", "agency/hrss", "--addr", &addr])
+        .arg("--report")
+        .arg(dir.path().join("hrss.rejections.csv"))
         .current_dir(dir.path())
         .output()
         .unwrap();

@@ -110,18 +110,63 @@ const AREAS: &[&str] = &[
     "330106", "110105", "420106", "360102", "510107",
 ];
 const TRADE_NAMES: &[&str] = &[
-    "伯特利", "三只松鼠", "奇瑞", "海螺", "长信", "埃斯顿", "鸠兹", "江城", "镜湖", "赭山",
-    "神山", "繁昌", "南陵", "无为", "长江", "青弋", "天门", "大江", "皖南", "芜港", "新芜",
-    "白马", "华强", "融汇",
+    "伯特利",
+    "三只松鼠",
+    "奇瑞",
+    "海螺",
+    "长信",
+    "埃斯顿",
+    "鸠兹",
+    "江城",
+    "镜湖",
+    "赭山",
+    "神山",
+    "繁昌",
+    "南陵",
+    "无为",
+    "长江",
+    "青弋",
+    "天门",
+    "大江",
+    "皖南",
+    "芜港",
+    "新芜",
+    "白马",
+    "华强",
+    "融汇",
 ];
 const TRADES: &[&str] = &[
-    "汽车零部件", "新材料", "电子科技", "机械制造", "食品", "物流", "建筑工程", "纺织", "精密铸造",
-    "智能装备", "商贸", "餐饮管理", "物业服务", "化工",
+    "汽车零部件",
+    "新材料",
+    "电子科技",
+    "机械制造",
+    "食品",
+    "物流",
+    "建筑工程",
+    "纺织",
+    "精密铸造",
+    "智能装备",
+    "商贸",
+    "餐饮管理",
+    "物业服务",
+    "化工",
 ];
 const FORMS: &[&str] = &["有限公司", "股份有限公司", "有限责任公司"];
 pub(crate) const STREETS: &[&str] = &[
-    "长江中路", "中山北路", "赭山东路", "花津南路", "文化路", "九华中路", "银湖北路", "北京西路",
-    "黄山东路", "弋江中路", "利民路", "峨山路", "万春东路", "芜屯路",
+    "长江中路",
+    "中山北路",
+    "赭山东路",
+    "花津南路",
+    "文化路",
+    "九华中路",
+    "银湖北路",
+    "北京西路",
+    "黄山东路",
+    "弋江中路",
+    "利民路",
+    "峨山路",
+    "万春东路",
+    "芜屯路",
 ];
 
 /// The check digit of a GB 32100 organisation code: letters allowed in a credit
@@ -159,9 +204,11 @@ impl World {
             ((*n).to_owned(), *e)
         } else {
             let mut n = String::from(*r.pick(SURNAMES));
-            n.push_str(r.pick(GIVEN));
+            let given: &&str = r.pick(GIVEN);
+            n.push_str(given);
             if r.ppm(600_000) {
-                n.push_str(r.pick(GIVEN));
+                let given: &&str = r.pick(GIVEN);
+                n.push_str(given);
             }
             let e = if r.ppm(980_000) {
                 1
@@ -170,8 +217,10 @@ impl World {
             };
             (n, e)
         };
-        // Hardship is drawn so that about `hardship` of `persons` are in it.
-        let hardship = r.below(self.persons) < self.hardship && (1965..=2003).contains(&year);
+        // Hardship (working age, born 1965–2003: 39 of the 55 birth years) is
+        // drawn so that about `hardship` of `persons` are in it.
+        let hardship =
+            (1965..=2003).contains(&year) && r.below(self.persons * 39) < self.hardship * 55;
         let age = 2025 - year;
         let working_age = (18..=60).contains(&age);
         let employed = working_age && (hardship || r.ppm(720_000));
@@ -197,7 +246,7 @@ impl World {
 fn enterprise(seed: u64, j: u64) -> Enterprise {
     let mut r = Rng::derive(seed, stream::ENTERPRISE, j);
     let area = rules::WUHU_DIVISIONS[r.below(8) as usize].0;
-    let entity_type = *r.pick(&['1', '2', '3']);
+    let entity_type = *r.pick(b"123") as char;
     let mut code = format!("9{entity_type}{area}");
     let mut org = Vec::with_capacity(9);
     for k in 0..8 {

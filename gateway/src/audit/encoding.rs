@@ -204,34 +204,59 @@ fn put_value(out: &mut Vec<u8>, v: &Value) -> Result<(), EncodeError> {
     Ok(())
 }
 
+/// The canonical bytes of an entry given by its parts (what
+/// [`CanonicalEntry::encode`] does, without building one).
+#[allow(clippy::too_many_arguments)]
+pub fn encode_parts(
+    seq: u64,
+    at_ms: i64,
+    actor: &str,
+    action: &str,
+    outcome: &str,
+    kinds: &[String],
+    subjects: &[SubjectRef],
+    details: &Value,
+) -> Result<Vec<u8>, EncodeError> {
+    let mut out = Vec::with_capacity(256 + subjects.len() * 44);
+    out.push(VERSION);
+    out.extend_from_slice(&seq.to_be_bytes());
+    out.extend_from_slice(&at_ms.to_be_bytes());
+    put_str(&mut out, actor)?;
+    put_str(&mut out, action)?;
+    put_str(&mut out, outcome)?;
+    let mut kinds: Vec<&String> = kinds.iter().collect();
+    kinds.sort();
+    kinds.dedup();
+    put_len(&mut out, kinds.len())?;
+    for k in kinds {
+        put_str(&mut out, k)?;
+    }
+    let mut subjects: Vec<&SubjectRef> = subjects.iter().collect();
+    subjects.sort();
+    subjects.dedup_by(|a, b| a.token == b.token);
+    put_len(&mut out, subjects.len())?;
+    for s in subjects {
+        put_str(&mut out, &s.token)?;
+        out.extend_from_slice(&s.prev_seq.to_be_bytes());
+    }
+    put_value(&mut out, details)?;
+    Ok(out)
+}
+
 impl CanonicalEntry {
     /// The canonical bytes. Kinds and subjects are written sorted and
     /// de-duplicated whatever order they are held in.
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
-        let mut out = Vec::with_capacity(128 + self.subjects.len() * 44);
-        out.push(VERSION);
-        out.extend_from_slice(&self.seq.to_be_bytes());
-        out.extend_from_slice(&self.at_ms.to_be_bytes());
-        put_str(&mut out, &self.actor)?;
-        put_str(&mut out, &self.action)?;
-        put_str(&mut out, &self.outcome)?;
-        let mut kinds: Vec<&String> = self.kinds.iter().collect();
-        kinds.sort();
-        kinds.dedup();
-        put_len(&mut out, kinds.len())?;
-        for k in kinds {
-            put_str(&mut out, k)?;
-        }
-        let mut subjects: Vec<&SubjectRef> = self.subjects.iter().collect();
-        subjects.sort();
-        subjects.dedup_by(|a, b| a.token == b.token);
-        put_len(&mut out, subjects.len())?;
-        for s in subjects {
-            put_str(&mut out, &s.token)?;
-            out.extend_from_slice(&s.prev_seq.to_be_bytes());
-        }
-        put_value(&mut out, &self.details)?;
-        Ok(out)
+        encode_parts(
+            self.seq,
+            self.at_ms,
+            &self.actor,
+            &self.action,
+            &self.outcome,
+            &self.kinds,
+            &self.subjects,
+            &self.details,
+        )
     }
 
     /// Strictly decodes canonical bytes (see `ENCODING.md`).

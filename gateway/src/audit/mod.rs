@@ -43,6 +43,25 @@ pub struct AuditEntry {
 }
 
 impl AuditEntry {
+    /// The canonical bytes of this entry at `seq` with the given subject
+    /// back-pointers (the leaf).
+    pub fn encode(
+        &self,
+        seq: u64,
+        subjects: &[SubjectRef],
+    ) -> Result<Vec<u8>, encoding::EncodeError> {
+        encoding::encode_parts(
+            seq,
+            self.at_ms,
+            &self.actor,
+            &self.action,
+            &self.outcome,
+            &self.kinds,
+            subjects,
+            &self.details,
+        )
+    }
+
     /// The canonical entry at `seq` with the given subject back-pointers.
     pub fn canonical(&self, seq: u64, subjects: Vec<SubjectRef>) -> CanonicalEntry {
         CanonicalEntry {

@@ -92,11 +92,7 @@ pub fn verify_file(
     earlier: Option<&str>,
 ) -> Result<gateway::audit::export::Verified, gateway::audit::export::VerifyFailure> {
     let file = std::fs::File::open(path).unwrap();
-    gateway::audit::export::verify(
-        std::io::BufReader::new(file),
-        &verifier(state),
-        earlier,
-    )
+    gateway::audit::export::verify(std::io::BufReader::new(file), &verifier(state), earlier)
 }
 
 pub fn db(state: &ServerState) -> rusqlite::Connection {
@@ -135,4 +131,13 @@ pub fn hashes(raw: &[Vec<u8>]) -> Vec<tlog::Hash> {
     raw.iter()
         .map(|h| h.as_slice().try_into().unwrap())
         .collect()
+}
+
+/// Highest seq in the stored log.
+pub fn log_size(state: &ServerState) -> u64 {
+    db(state)
+        .query_row("SELECT COALESCE(MAX(seq), 0) FROM audit_log", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap() as u64
 }

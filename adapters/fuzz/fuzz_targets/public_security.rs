@@ -1,0 +1,6 @@
+//! Fuzzes the `public_security` adapter: open_batch + parse_row on arbitrary bytes.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    adapters_fuzz::run(adapters::Agency::PublicSecurity, data);
+});

@@ -1,0 +1,161 @@
+//! `gateway pull`: writes what a union consumer receives as JSON Lines or CSV,
+//! shows progress, and resumes from a cursor file, so a screening job can stop
+//! anywhere and carry on later with no gap and no duplicate.
+
+use crate::client;
+use crate::proto::{self, pull_event::Event};
+use adapters::RecordKind;
+use anyhow::{Context as _, bail};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Output format of `gateway pull`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Jsonl,
+    Csv,
+}
+
+pub struct PullJob {
+    pub request: proto::PullRequest,
+    pub out: Option<PathBuf>,
+    pub format: Option<OutputFormat>,
+    pub cursor_file: Option<PathBuf>,
+}
+
+/// Reads a cursor file (a decimal number); a missing file means "from the start".
+pub fn read_cursor(path: &Path) -> anyhow::Result<Option<u64>> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s.trim().parse().with_context(|| {
+            format!("{} does not hold a cursor", path.display())
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Writes the cursor atomically (temporary file, then rename).
+pub fn write_cursor(path: &Path, cursor: u64) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{cursor}\n"))?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+pub async fn run(channel: tonic::transport::Channel, mut job: PullJob) -> anyhow::Result<()> {
+    let format = job.format.unwrap_or(match &job.out {
+        Some(p) if p.extension().is_some_and(|e| e == "csv") => OutputFormat::Csv,
+        _ => OutputFormat::Jsonl,
+    });
+    // CSV has one set of columns: one kind, all its canonical fields (those the
+    // policy does not release stay empty).
+    let columns: Vec<&'static str> = if format == OutputFormat::Csv {
+        let [kind] = job.request.kinds.as_slice() else {
+            bail!("CSV output takes exactly one --kind");
+        };
+        let kind = RecordKind::from_id(kind).with_context(|| format!("unknown kind `{kind}`"))?;
+        kind.schema().iter().map(|f| f.name).collect()
+    } else {
+        Vec::new()
+    };
+    let mut resumed = false;
+    if let Some(cf) = &job.cursor_file
+        && let Some(c) = read_cursor(cf)?
+    {
+        job.request.cursor = c;
+        resumed = true;
+    }
+    let mut out: Box<dyn Write> = match &job.out {
+        Some(p) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(resumed)
+                .write(true)
+                .truncate(!resumed)
+                .open(p)
+                .with_context(|| format!("cannot open {}", p.display()))?;
+            Box::new(std::io::BufWriter::new(f))
+        }
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    if format == OutputFormat::Csv && !resumed {
+        let mut header = vec!["cursor", "kind", "record_id", "changed_at", "removed"];
+        header.extend(&columns);
+        writeln!(out, "{}", header.join(","))?;
+    }
+
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    let follow = job.request.follow;
+    let cursor_file = job.cursor_file.clone();
+    let mut n = 0u64;
+    let start = job.request.cursor;
+    let last = client::pull(channel, job.request, |e| {
+        match format {
+            OutputFormat::Jsonl => {
+                serde_json::to_writer(&mut out, &client::event_json(e))?;
+                out.write_all(b"\n")?;
+            }
+            OutputFormat::Csv => {
+                let (kind, id, at, removed, fields) = match &e.event {
+                    Some(Event::Record(r)) => {
+                        (&r.kind, &r.record_id, &r.changed_at, "", Some(&r.fields))
+                    }
+                    Some(Event::Removed(r)) => (&r.kind, &r.record_id, &r.changed_at, "true", None),
+                    None => return Ok(()),
+                };
+                let mut row = vec![
+                    e.cursor.to_string(),
+                    kind.clone(),
+                    id.clone(),
+                    at.clone(),
+                    removed.into(),
+                ];
+                for c in &columns {
+                    let v = fields
+                        .and_then(|fs| fs.iter().find(|f| f.name == *c))
+                        .map(|f| csv_field(&f.value))
+                        .unwrap_or_default();
+                    row.push(v);
+                }
+                writeln!(out, "{}", row.join(","))?;
+            }
+        }
+        n += 1;
+        bar.set_message(format!("{n} events, cursor {}", e.cursor));
+        bar.tick();
+        // Followers flush as they go and keep the cursor file current, so a
+        // stopped follower resumes exactly where its output ends.
+        if follow || n.is_multiple_of(10_000) {
+            out.flush()?;
+            if let Some(cf) = &cursor_file {
+                write_cursor(cf, e.cursor)?;
+            }
+        }
+        Ok(())
+    })
+    .await;
+    out.flush()?;
+    drop(out);
+    bar.finish_and_clear();
+    let last = last?;
+    if let Some(cf) = &cursor_file {
+        write_cursor(cf, last)?;
+    }
+    eprintln!(
+        "{n} events from cursor {start}; last cursor {last}{}",
+        match &cursor_file {
+            Some(cf) => format!(" (saved in {})", cf.display()),
+            None => format!(" (resume with --cursor {last})"),
+        }
+    );
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! Benchmark of the union side on simulated data (`gateway simulate`): ingest of
+//! all six exports, pull throughput (records/s streamed with the policy applied)
+//! and look-up latency (p50/p99 at 64 concurrent callers), through the real
+//! server over mutual TLS on loopback. Prints one JSON line.
+//!
+//! `cargo run --release -p gateway-tests --example exchange_bench -- [small|wuhu] [lookups]`
+
+use adapters::simulate::{Scale, simulate_to_dir};
+use gateway::client::{PushOptions, push_file};
+use gateway::limits::LimitsConfig;
+use gateway::proto::{LookupRequest, PullRequest, union_exchange_client::UnionExchangeClient};
+use gateway_tests::{ServerState, TestPki, TestServer};
+use std::io::BufRead;
+use std::time::Instant;
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let scale_name = args.next().unwrap_or_else(|| "small".into());
+    let scale = Scale::from_id(&scale_name).expect("scale: small or wuhu");
+    let lookups: usize = args.next().map(|s| s.parse().unwrap()).unwrap_or(6400);
+
+    let data = tempfile::tempdir().unwrap();
+    let t = Instant::now();
+    let stats = simulate_to_dir(data.path(), 20261129, scale).unwrap();
+    let simulate_s = t.elapsed().as_secs_f64();
+
+    let mut pki = TestPki::new();
+    for s in &stats {
+        pki.issue(&format!("agency/{}", s.agency.id()));
+    }
+    pki.issue("union/assistance");
+    let state = ServerState::new();
+    let limits = LimitsConfig {
+        rate_per_second: 1e9,
+        burst: 1_000_000,
+        max_concurrent: 1024,
+        ..Default::default()
+    };
+    let server = TestServer::start_with_limits(&pki, &state, limits).await;
+
+    // Ingest every export, as its agency.
+    let t = Instant::now();
+    let mut rows = 0;
+    for s in &stats {
+        let channel = server
+            .connect(&pki.client(&format!("agency/{}", s.agency.id())))
+            .await
+            .unwrap();
+        let summary = push_file(
+            channel,
+            &data.path().join(&s.file_name),
+            &PushOptions::default(),
+            |_| {},
+        )
+        .await
+        .unwrap();
+        rows += summary.rows;
+    }
+    let ingest_s = t.elapsed().as_secs_f64();
+
+    // Pull every kind the assistance policy releases, policy applied.
+    let union = server
+        .connect(&pki.client("union/assistance"))
+        .await
+        .unwrap();
+    let t = Instant::now();
+    let mut pulled = 0u64;
+    gateway::client::pull(
+        union.clone(),
+        PullRequest {
+            purpose: "hardship_screening".into(),
+            ..Default::default()
+        },
+        |_| {
+            pulled += 1;
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    let pull_s = t.elapsed().as_secs_f64();
+
+    // Identity numbers of simulated residents (synthetic data) to look up.
+    let file = std::fs::File::open(data.path().join("public_security.jsonl")).unwrap();
+    let ids: Vec<String> = std::io::BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
+        .filter_map(|v| v["GMSFHM"].as_str().map(str::to_string))
+        .filter(|id| adapters::rules::parse_identity_number(id).is_ok())
+        .take(2000)
+        .collect();
+    let concurrency: usize = std::env::var("CONCURRENCY")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64);
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..concurrency {
+        let mut client = UnionExchangeClient::new(union.clone());
+        let ids = ids.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            for i in (w..lookups).step_by(concurrency) {
+                let started = Instant::now();
+                let _ = client
+                    .lookup(LookupRequest {
+                        id_number: ids[i % ids.len()].clone(),
+                        case_number: format!("BENCH-{i}"),
+                        purpose: "hardship_application".into(),
+                    })
+                    .await
+                    .unwrap();
+                latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.unwrap());
+    }
+    let lookup_s = t.elapsed().as_secs_f64();
+    latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    println!(
+        "{}",
+        serde_json::json!({
+            "scale": scale_name,
+            "simulate_s": (simulate_s * 10.0).round() / 10.0,
+            "ingest_rows": rows,
+            "ingest_rows_per_s": (rows as f64 / ingest_s).round(),
+            "pulled_records": pulled,
+            "pull_records_per_s": (pulled as f64 / pull_s).round(),
+            "lookups": latencies.len(),
+            "lookup_concurrency": concurrency,
+            "lookups_per_s": (latencies.len() as f64 / lookup_s).round(),
+            "lookup_p50_ms": (pct(0.50) * 100.0).round() / 100.0,
+            "lookup_p99_ms": (pct(0.99) * 100.0).round() / 100.0,
+        })
+    );
+    server.stop().await;
+}
