@@ -455,6 +455,13 @@ async fn push(args: PushArgs) -> anyhow::Result<()> {
     ticker.abort();
     bar.finish_and_clear();
     let summary = result?;
+    // The report first: it is the complete record, the lines below are a digest.
+    let report = args.report.unwrap_or_else(|| {
+        let mut name = args.file.clone().into_os_string();
+        name.push(".rejections.csv");
+        PathBuf::from(name)
+    });
+    client::write_rejection_report(&report, &summary.rejections)?;
     let rejected = summary.rows - summary.accepted;
     println!(
         "{}: {} rows in {} batches in {:.1} s: {} accepted ({} superseded by newer versions), {} rejected{}",
@@ -489,13 +496,7 @@ async fn push(args: PushArgs) -> anyhow::Result<()> {
     if summary.rejections.len() > SHOWN {
         println!("  … and {} more", summary.rejections.len() - SHOWN);
     }
-    let report = args.report.unwrap_or_else(|| {
-        let mut name = args.file.clone().into_os_string();
-        name.push(".rejections.csv");
-        PathBuf::from(name)
-    });
-    client::write_rejection_report(&report, &summary.rejections)?;
-    println!("rejected rows: {}", report.display());
+    println!("report of the rejected rows: {}", report.display());
     if !summary.rejected_batches.is_empty() {
         bail!("{} batches were rejected", summary.rejected_batches.len());
     }

@@ -157,6 +157,65 @@ fn deliver(policy: &Policy, keys: &ConsumerKeys, record: &Record) -> proto::Deli
     }
 }
 
+/// One page of the change feed, shaped for a consumer.
+struct ShapedPage {
+    events: Vec<proto::PullEvent>,
+    records: u64,
+    removed: u64,
+    /// The delivered records' subjects, in the auditors' pseudonym domain (deduplicated).
+    subjects: Vec<String>,
+    /// Commitment (hash) to exactly what is sent, for the audit entry.
+    commitment: String,
+    last_seq: u64,
+}
+
+fn shape_page(
+    gateway: &Gateway,
+    policy: &Policy,
+    keys: &ConsumerKeys,
+    auditors: &Pseudonymiser,
+    page: &[StoredRecord],
+) -> Result<ShapedPage, Status> {
+    let mut events = Vec::with_capacity(page.len());
+    let (mut records, mut removed) = (0u64, 0u64);
+    let mut subjects = Vec::new();
+    for stored in page {
+        let record = open_record(gateway, stored)?;
+        // A cancelled record, or one the policy's row filter no longer admits, is
+        // announced as removed: the consumer learns only which record went.
+        let event = if stored.cancelled || !policy.admits(&record) {
+            removed += 1;
+            proto::pull_event::Event::Removed(proto::RemovedRecord {
+                kind: record.kind.id().to_string(),
+                record_id: keys.pseudonyms.record_id(&record),
+                changed_at: record.changed_at.to_beijing_rfc3339(),
+            })
+        } else {
+            records += 1;
+            if let Some(person) = &record.person {
+                subjects.push(auditors.token(person.expose()));
+            }
+            proto::pull_event::Event::Record(deliver(policy, keys, &record))
+        };
+        events.push(proto::PullEvent {
+            cursor: stored.seq,
+            event: Some(event),
+        });
+    }
+    subjects.sort();
+    subjects.dedup();
+    let encoded: Vec<Vec<u8>> = events.iter().map(prost::Message::encode_to_vec).collect();
+    let commitment = audit::commitment(encoded.iter().map(Vec::as_slice));
+    Ok(ShapedPage {
+        events,
+        records,
+        removed,
+        subjects,
+        commitment,
+        last_seq: page.last().map(|r| r.seq).unwrap_or(0),
+    })
+}
+
 type EventStream = Pin<Box<dyn Stream<Item = Result<proto::PullEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -173,10 +232,11 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
         let (consumer, set) = self
             .authorise(principal.as_ref(), RPC, &req.purpose)
             .await?;
-        let policy = set
-            .get(&consumer)
-            .expect("authorised consumer has a policy")
-            .clone();
+        let policy = Arc::new(
+            set.get(&consumer)
+                .expect("authorised consumer has a policy")
+                .clone(),
+        );
 
         let mut kinds = Vec::new();
         for k in &req.kinds {
@@ -233,21 +293,39 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
                 let store = gateway.store.clone();
                 let ids = kind_ids.clone();
                 let take = PAGE.min(remaining.try_into().unwrap_or(PAGE));
+                // Reading, decrypting and shaping a page is CPU work: it runs on a
+                // blocking thread, never on the async workers.
+                let (gw, pol, k, aud) = (
+                    gateway.clone(),
+                    policy.clone(),
+                    keys.clone(),
+                    auditors.clone(),
+                );
                 let page = tokio::task::spawn_blocking(move || {
                     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-                    store.read_feed(&refs, cursor, take)
+                    let stored = store.read_feed(&refs, cursor, take).map_err(|e| {
+                        tracing::error!(error = %e, "feed read failed");
+                        Status::unavailable("the store is unavailable")
+                    })?;
+                    shape_page(&gw, &pol, &k, &aud, &stored)
                 })
-                .await;
-                let page = match page {
-                    Ok(Ok(p)) => p,
-                    _ => {
-                        let _ = tx
-                            .send(Err(Status::unavailable("the store is unavailable")))
-                            .await;
+                .await
+                .unwrap_or_else(|_| Err(Status::internal("pull task failed")));
+                let ShapedPage {
+                    events,
+                    records,
+                    removed,
+                    subjects,
+                    commitment,
+                    last_seq,
+                } = match page {
+                    Ok(p) => p,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
                         return;
                     }
                 };
-                if page.is_empty() {
+                if events.is_empty() {
                     if !req.follow {
                         return;
                     }
@@ -259,40 +337,7 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
                     }
                     continue;
                 }
-                let mut events = Vec::with_capacity(page.len());
-                let (mut records, mut removed) = (0u64, 0u64);
-                let mut subjects = Vec::new();
-                for stored in &page {
-                    let record = match open_record(&gateway, stored) {
-                        Ok(r) => r,
-                        Err(status) => {
-                            let _ = tx.send(Err(status)).await;
-                            return;
-                        }
-                    };
-                    // A cancelled record, or one the policy's row filter no longer
-                    // admits, is announced as removed: the consumer learns only
-                    // which record went, never its content.
-                    let event = if stored.cancelled || !policy.admits(&record) {
-                        removed += 1;
-                        proto::pull_event::Event::Removed(proto::RemovedRecord {
-                            kind: record.kind.id().to_string(),
-                            record_id: keys.pseudonyms.record_id(&record),
-                            changed_at: record.changed_at.to_beijing_rfc3339(),
-                        })
-                    } else {
-                        records += 1;
-                        if let Some(person) = &record.person {
-                            subjects.push(auditors.token(person.expose()));
-                        }
-                        proto::pull_event::Event::Record(deliver(&policy, &keys, &record))
-                    };
-                    events.push(proto::PullEvent {
-                        cursor: stored.seq,
-                        event: Some(event),
-                    });
-                }
-                let to_cursor = page.last().map(|r| r.seq).unwrap_or(cursor);
+                let to_cursor = last_seq;
                 let entry = RecordsDelivered {
                     consumer: &consumer,
                     purpose: &req.purpose,
@@ -303,14 +348,7 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
                     to_cursor,
                     fields: &forms,
                     policy_version: &policy.version,
-                    content_sha256: audit::commitment(
-                        events
-                            .iter()
-                            .map(prost::Message::encode_to_vec)
-                            .collect::<Vec<_>>()
-                            .iter()
-                            .map(Vec::as_slice),
-                    ),
+                    content_sha256: commitment,
                     subjects,
                 }
                 .entry(&format!("union/{consumer}"));
@@ -324,7 +362,7 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
                         return;
                     }
                 }
-                remaining = remaining.saturating_sub(page.len() as u64);
+                remaining = remaining.saturating_sub(records + removed);
                 cursor = to_cursor;
             }
         });

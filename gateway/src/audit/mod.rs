@@ -61,20 +61,6 @@ impl AuditEntry {
             &self.details,
         )
     }
-
-    /// The canonical entry at `seq` with the given subject back-pointers.
-    pub fn canonical(&self, seq: u64, subjects: Vec<SubjectRef>) -> CanonicalEntry {
-        CanonicalEntry {
-            seq,
-            at_ms: self.at_ms,
-            actor: self.actor.clone(),
-            action: self.action.clone(),
-            outcome: self.outcome.clone(),
-            kinds: self.kinds.clone(),
-            subjects,
-            details: self.details.clone(),
-        }
-    }
 }
 
 /// The auditors' pseudonymiser: subjects in entries are its tokens.
@@ -82,8 +68,9 @@ pub fn auditor_pseudonyms(keys: &crate::keys::Keys) -> policies::Pseudonymiser {
     policies::Pseudonymiser::new(keys.pseudonym_secret(), crate::exchange::AUDIT_DOMAIN)
 }
 
-/// SHA-256 commitment (hex) of what was delivered: the concatenated protobuf
-/// encodings of the messages sent. Holds nothing that would need erasing.
+/// SHA-256 commitment (hex) of what was delivered: the protobuf encodings of
+/// the messages sent, each preceded by its length (u64, big-endian). Holds
+/// nothing that would need erasing.
 pub fn commitment<'a>(messages: impl IntoIterator<Item = &'a [u8]>) -> String {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     for m in messages {

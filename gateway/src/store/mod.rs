@@ -11,6 +11,10 @@
 //!   as superseded); a cancel keeps a tombstone so followers see the removal.
 //! - The change feed: every applied change gets the next `seq`; a record appears
 //!   once in the feed, at the seq of its latest change.
+//! - The audit log is a Merkle tree (RFC 9162): each audit entry is appended as
+//!   a leaf (its canonical bytes, `audit::encoding`), with its subjects'
+//!   back-pointers and the new tree nodes, in the same transaction as the change
+//!   it records; roots and proofs come from stored nodes in O(log n) reads.
 
 pub mod sqlite;
 
