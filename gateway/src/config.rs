@@ -47,6 +47,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub telemetry: TelemetryConfig,
     pub limits: crate::limits::LimitsConfig,
+    /// When the audit log's checkpoints are signed (`[audit]`).
     pub audit: crate::audit::CheckpointPolicy,
 }
 

@@ -194,3 +194,89 @@ impl AuditLog {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{AuditEntry, Value};
+    use crate::store::sqlite::SqliteStore;
+
+    fn entries(n: u64) -> Vec<AuditEntry> {
+        (0..n)
+            .map(|i| AuditEntry {
+                at_ms: i as i64,
+                actor: "gateway".into(),
+                action: "test".into(),
+                outcome: "ok".into(),
+                kinds: vec![],
+                subjects: vec![],
+                details: Value::U64(i),
+            })
+            .collect()
+    }
+
+    fn log(dir: &std::path::Path, policy: CheckpointPolicy) -> (Arc<dyn Store>, Arc<AuditLog>) {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir).unwrap());
+        let log = AuditLog::new(store.clone(), "exchange.wuhu.example", [5; 32], policy).unwrap();
+        (store, Arc::new(log))
+    }
+
+    #[tokio::test]
+    async fn the_checkpointer_signs_after_n_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = CheckpointPolicy {
+            checkpoint_every_entries: 3,
+            checkpoint_every_secs: 3600,
+        };
+        let (store, log) = log(dir.path(), policy);
+        let task = tokio::spawn(log.clone().run_checkpointer());
+        store.append_audit(&entries(2)).unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // The first checkpoint is due as soon as the log is not empty.
+        let first = store.latest_checkpoint().unwrap().unwrap();
+        assert_eq!(first.size, 2);
+        store.append_audit(&entries(1)).unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(
+            store.latest_checkpoint().unwrap().unwrap().size,
+            2,
+            "not yet due"
+        );
+        store.append_audit(&entries(2)).unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let second = store.latest_checkpoint().unwrap().unwrap();
+        assert_eq!(second.size, 5);
+        task.abort();
+        let (cp, _) = tlog::Checkpoint::open(second.note.as_bytes(), &[log.verifier()]).unwrap();
+        assert_eq!(cp.origin(), "exchange.wuhu.example/audit");
+        assert_eq!(*cp.root(), store.audit_root(5).unwrap());
+    }
+
+    #[test]
+    fn it_refuses_to_sign_a_tree_that_does_not_extend_its_last_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, log) = log(dir.path(), CheckpointPolicy::default());
+        store.append_audit(&entries(4)).unwrap();
+        let first = log.checkpoint_now().unwrap();
+        assert_eq!(first.size, 4);
+        // Same size, same tree: the same checkpoint.
+        assert_eq!(log.checkpoint_now().unwrap(), first);
+        // A forged "last checkpoint" with another root at a smaller size.
+        store
+            .save_checkpoint(&StoredCheckpoint {
+                size: 6,
+                root: [1; 32],
+                note: String::new(),
+                signed_ms: 0,
+            })
+            .unwrap();
+        store.append_audit(&entries(3)).unwrap();
+        assert!(matches!(
+            log.checkpoint_now(),
+            Err(LogError::Inconsistent {
+                last_size: 6,
+                size: 7
+            })
+        ));
+    }
+}

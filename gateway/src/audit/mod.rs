@@ -129,9 +129,95 @@ pub trait AuditEvent: Serialize {
             outcome: self.outcome().as_str().to_string(),
             kinds: self.kinds(),
             subjects: self.subjects(),
-            details: Value::from_json(&json).expect("audit events hold no floats"),
+            details: {
+                let mut details = Value::from_json(&json).expect("audit events hold no floats");
+                if redact_identifiers(&mut details, None) {
+                    tracing::warn!(
+                        action = Self::ACTION,
+                        "a personal identifier typed into a request was removed from its audit entry"
+                    );
+                }
+                details
+            },
         }
     }
+}
+
+/// Detail keys whose values are hashes, never free text.
+const HASH_KEYS: [&str; 4] = ["content_sha256", "policy_version", "policies", "serving"];
+
+/// Safety net for caller-typed text (purposes, case numbers, reasons quoting
+/// them): an identity number (18 characters with a valid check character, or
+/// the old 15-digit form) or a mobile number (11 digits, `1[3-9]…`) becomes
+/// `[redacted]`, so no raw identifier reaches the log even if typed into the
+/// wrong field. Returns whether anything was removed.
+pub fn redact_identifiers(v: &mut Value, key: Option<&str>) -> bool {
+    if key.is_some_and(|k| HASH_KEYS.contains(&k)) {
+        return false;
+    }
+    match v {
+        Value::Str(s) => match redact_text(s) {
+            Some(clean) => {
+                *s = clean;
+                true
+            }
+            None => false,
+        },
+        Value::List(items) => items
+            .iter_mut()
+            .fold(false, |hit, item| redact_identifiers(item, None) | hit),
+        Value::Map(m) => m.iter_mut().fold(false, |hit, (k, item)| {
+            redact_identifiers(item, Some(k)) | hit
+        }),
+        _ => false,
+    }
+}
+
+fn looks_like_identifier(run: &[u8]) -> bool {
+    match run.len() {
+        18 => adapters::rules::has_id_checksum(run),
+        15 => run.iter().all(u8::is_ascii_digit),
+        11 => {
+            run[0] == b'1' && (b'3'..=b'9').contains(&run[1]) && run.iter().all(u8::is_ascii_digit)
+        }
+        _ => false,
+    }
+}
+
+/// `None` when `s` holds nothing to redact.
+fn redact_text(s: &str) -> Option<String> {
+    let ascii_digit = |c: char| -> Option<u8> {
+        match c {
+            '0'..='9' => Some(c as u8),
+            '０'..='９' => Some(b'0' + (c as u32 - '０' as u32) as u8),
+            _ => None,
+        }
+    };
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = String::with_capacity(s.len());
+    let (mut i, mut hit) = (0, false);
+    while i < chars.len() {
+        let start = i;
+        let mut run = Vec::new();
+        while let Some(d) = chars.get(i).and_then(|&c| ascii_digit(c)) {
+            run.push(d);
+            i += 1;
+        }
+        if run.len() == 17 && matches!(chars.get(i), Some('X' | 'x' | 'Ｘ' | 'ｘ')) {
+            run.push(b'X');
+            i += 1;
+        }
+        if run.is_empty() {
+            out.push(chars[i]);
+            i += 1;
+        } else if looks_like_identifier(&run) {
+            out.push_str("[redacted]");
+            hit = true;
+        } else {
+            out.extend(&chars[start..i]);
+        }
+    }
+    hit.then_some(out)
 }
 
 /// An agency pushed a batch (committed, duplicate re-send or rejected whole).
@@ -361,4 +447,39 @@ pub async fn record(store: &Arc<dyn Store>, entries: Vec<AuditEntry>) -> Result<
             tracing::error!(error = %e, "audit append failed");
             Status::unavailable("the audit log is unavailable; nothing was done")
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_typed_into_free_text_are_redacted() {
+        let mut v = Value::from_json(&serde_json::json!({
+            "purpose": "purpose `340207197607111133` is not allowed",
+            "case_number": "KN-３４０２０７１９７６０７１１１１３３",
+            "reason": "call 13812345678 or 34020719760711x",
+            "batch_id": "hrss-5f3a9b0c1d2e4f60-0001",
+            "rows": 24,
+            "policy_version": "sha256:13812345678abc",
+            "kinds": ["340207197607111133"],
+        }))
+        .unwrap();
+        assert!(redact_identifiers(&mut v, None));
+        let text = v.to_json().to_string();
+        for leaked in ["340207197607111133", "call 13812345678", "３４０２０７"] {
+            assert!(!text.contains(leaked), "{text}");
+        }
+        assert_eq!(
+            v.str("purpose"),
+            Some("purpose `[redacted]` is not allowed")
+        );
+        assert_eq!(v.str("case_number"), Some("KN-[redacted]"));
+        assert_eq!(v.str("reason"), Some("call [redacted] or 34020719760711x"));
+        assert_eq!(v.str("batch_id"), Some("hrss-5f3a9b0c1d2e4f60-0001"));
+        assert_eq!(v.str("policy_version"), Some("sha256:13812345678abc"));
+        // Case numbers and counts are left alone.
+        let mut clean = Value::from_json(&serde_json::json!({"case": "KN-2026-0042"})).unwrap();
+        assert!(!redact_identifiers(&mut clean, None));
+    }
 }
