@@ -42,7 +42,14 @@ async fn main() {
     // Ingest every export, as its agency.
     let t = Instant::now();
     let mut rows = 0;
+    let only = std::env::var("ONLY").ok();
     for s in &stats {
+        if only
+            .as_deref()
+            .is_some_and(|o| !o.split(',').any(|a| a == s.agency.id()))
+        {
+            continue;
+        }
         let channel = server
             .connect(&pki.client(&format!("agency/{}", s.agency.id())))
             .await

@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS records (
     batch_id      TEXT NOT NULL,
     sealed        BLOB NOT NULL,
     PRIMARY KEY (kind, key_hash)
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS records_by_person ON records (person_index) WHERE person_index IS NOT NULL;
 CREATE INDEX IF NOT EXISTS records_by_enterprise ON records (enterprise, kind) WHERE enterprise IS NOT NULL;
 CREATE INDEX IF NOT EXISTS records_by_batch ON records (agency, batch_id);
@@ -528,9 +528,11 @@ impl Store for SqliteStore {
         self.read(|c| {
             // Kinds are a handful of known identifiers; bind them as parameters.
             let marks = vec!["?"; kinds.len()].join(",");
+            // `+kind` keeps the planner on the seq index (range + order) instead of
+            // the primary key on kind, which would scan and sort the feed per page.
             let sql = format!(
                 "SELECT seq, kind, key_hash, changed_at, cancelled, sealed FROM records
-                 WHERE seq > ? AND kind IN ({marks}) ORDER BY seq LIMIT ?"
+                 WHERE seq > ? AND +kind IN ({marks}) ORDER BY seq LIMIT ?"
             );
             let mut stmt = c.prepare_cached(&sql)?;
             let mut args: Vec<rusqlite::types::Value> = vec![(after as i64).into()];
