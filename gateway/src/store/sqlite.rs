@@ -587,6 +587,18 @@ impl Store for SqliteStore {
         // their ticket's outcome. Each caller still returns only once its own
         // entries are durable.
         let mut g = self.group.lock().unwrap_or_else(|p| p.into_inner());
+        if !g.leader && g.pending.is_empty() {
+            // Uncontended: commit the caller's entries directly, without copying.
+            g.leader = true;
+            drop(g);
+            let outcome = self.write(|tx| insert_audit(tx, entries));
+            let mut g = self.group.lock().unwrap_or_else(|p| p.into_inner());
+            g.leader = false;
+            drop(g);
+            // Appends queued meanwhile elect a new leader.
+            self.group_done.notify_all();
+            return outcome;
+        }
         let ticket = g.next_ticket;
         g.next_ticket += 1;
         g.pending.push((ticket, entries.to_vec()));
@@ -599,9 +611,12 @@ impl Store for SqliteStore {
                 continue;
             }
             g.leader = true;
-            let batch = std::mem::take(&mut g.pending);
+            let mut batch = std::mem::take(&mut g.pending);
             drop(g);
-            let all: Vec<AuditEntry> = batch.iter().flat_map(|(_, e)| e.iter().cloned()).collect();
+            let all: Vec<AuditEntry> = batch
+                .iter_mut()
+                .flat_map(|(_, e)| std::mem::take(e))
+                .collect();
             let outcome = self
                 .write(|tx| insert_audit(tx, &all))
                 .map_err(|e| e.to_string());
