@@ -252,6 +252,15 @@ impl Keys {
     }
 
     /// The secret from which per-consumer pseudonymisation keys are derived.
+    /// The id of the key in use for each purpose (never key material).
+    pub fn active_ids(&self) -> [(&'static str, &str); 3] {
+        [
+            ("encryption", &self.encryption[self.active_encryption].id),
+            ("pseudonym", &self.pseudonym_secret.id),
+            ("index", &self.index.id),
+        ]
+    }
+
     pub fn pseudonym_secret(&self) -> &[u8] {
         &self.pseudonym_secret.key
     }

@@ -46,6 +46,7 @@ use crate::config::Config;
 use crate::keys::Keys;
 use crate::store::Store;
 use policies::PolicySet;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -189,6 +190,44 @@ impl Gateway {
     }
 }
 
+/// Records a `key_rotated` entry for each key whose active id changed since the
+/// last start (rotation = a new key made active in the key file, the old one
+/// kept for reading).
+fn record_key_rotations(gateway: &Gateway) -> Result<(), store::StoreError> {
+    const META: &str = "active_key_ids";
+    let current: BTreeMap<&str, &str> = gateway.keys.active_ids().into_iter().collect();
+    let encoded = current
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let previous = gateway.store.meta_get(META)?;
+    if previous.as_deref() == Some(encoded.as_str()) {
+        return Ok(());
+    }
+    if let Some(previous) = &previous {
+        let old: BTreeMap<&str, &str> = previous
+            .split(',')
+            .filter_map(|p| p.split_once('='))
+            .collect();
+        let entries: Vec<_> = current
+            .iter()
+            .filter(|(kind, id)| old.get(*kind).is_some_and(|o| o != *id))
+            .map(|(kind, id)| {
+                tracing::warn!(key_kind = kind, new_key_id = id, "key rotated");
+                audit::KeyRotated {
+                    key_kind: kind,
+                    old_key_id: old[kind],
+                    new_key_id: id,
+                }
+                .entry(audit::GATEWAY)
+            })
+            .collect();
+        gateway.store.append_audit(&entries)?;
+    }
+    gateway.store.meta_set(META, &encoded)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("gRPC server failed: {0}")]
@@ -208,6 +247,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let policies = gateway.policies();
+    record_key_rotations(&gateway)?;
     gateway.store.append_audit(&[GatewayStarted {
         version: env!("CARGO_PKG_VERSION"),
         dev_mode: gateway.dev_mode,

@@ -71,21 +71,27 @@ async fn main() {
         .connect(&pki.client("union/assistance"))
         .await
         .unwrap();
+    let repeat: u32 = std::env::var("PULL_REPEAT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
     let t = Instant::now();
     let mut pulled = 0u64;
-    gateway::client::pull(
-        union.clone(),
-        PullRequest {
-            purpose: "hardship_screening".into(),
-            ..Default::default()
-        },
-        |_| {
-            pulled += 1;
-            Ok(())
-        },
-    )
-    .await
-    .unwrap();
+    for _ in 0..repeat {
+        gateway::client::pull(
+            union.clone(),
+            PullRequest {
+                purpose: "hardship_screening".into(),
+                ..Default::default()
+            },
+            |_| {
+                pulled += 1;
+                Ok(())
+            },
+        )
+        .await
+        .unwrap();
+    }
     let pull_s = t.elapsed().as_secs_f64();
 
     // Identity numbers of simulated residents (synthetic data) to look up.

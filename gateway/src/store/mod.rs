@@ -216,6 +216,9 @@ pub trait Store: Send + Sync + 'static {
     fn audit_leaves(&self, from: u64, to: u64, limit: usize) -> Result<Vec<AuditLeaf>, StoreError>;
     /// Every entry naming this subject token, in seq order.
     fn audit_subject_entries(&self, subject: &str) -> Result<Vec<StoredAuditEntry>, StoreError>;
+    /// Small durable settings of the gateway itself (e.g. the key ids last in use).
+    fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError>;
+    fn meta_set(&self, key: &str, value: &str) -> Result<(), StoreError>;
     fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError>;
     fn checkpoint_at(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError>;
     fn save_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError>;

@@ -16,6 +16,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS meta (
+    k  TEXT PRIMARY KEY,
+    v  TEXT NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS batches (
     agency        TEXT NOT NULL,
     batch_id      TEXT NOT NULL,
@@ -718,6 +723,27 @@ impl Store for SqliteStore {
             )?;
             let rows = stmt.query_map(params![subject], row_to_audit)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.read(|c| {
+            Ok(
+                c.query_row("SELECT v FROM meta WHERE k = ?1", params![key], |r| {
+                    r.get(0)
+                })
+                .optional()?,
+            )
+        })
+    }
+
+    fn meta_set(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO meta (k, v) VALUES (?1, ?2) ON CONFLICT (k) DO UPDATE SET v = excluded.v",
+                params![key, value],
+            )?;
+            Ok(())
         })
     }
 
