@@ -6,8 +6,8 @@
 
 use crate::check::{Checker, put};
 use crate::json_rows;
-use crate::model::{Date, Record, RecordKind, SourceKey, Value};
-use crate::{Adapter, Agency, BatchError, Format, RowError, RowParser, rules};
+use crate::model::{Record, RecordKind, SourceKey, Value};
+use crate::{Agency, RowError, RowParser, rules};
 use std::collections::BTreeMap;
 
 static KEYS: [&str; 14] = [
@@ -46,36 +46,12 @@ const TYPES: &[&str] = &["1", "2", "3", "4"];
 /// Application status (`SHZT`): applied, approved, housed/paid, exited, rejected.
 const STATUSES: &[&str] = &["1", "2", "3", "4", "5"];
 
-pub struct HousingAdapter;
-
-impl Adapter for HousingAdapter {
-    fn agency(&self) -> Agency {
-        Agency::Housing
-    }
-
-    fn format(&self) -> Format {
-        Format::JsonLines
-    }
-
-    fn kind(&self) -> RecordKind {
-        RecordKind::HousingAssistance
-    }
-
-    fn open_batch(
-        &self,
-        declared: Format,
-        header: Option<&[u8]>,
-    ) -> Result<Box<dyn RowParser>, BatchError> {
-        crate::check_batch(self, declared, header)?;
-        Ok(Box::new(HousingParser {
-            today: rules::today(),
-        }))
-    }
-}
-
-struct HousingParser {
-    today: Date,
-}
+crate::json_adapter!(
+    HousingAdapter,
+    Agency::Housing,
+    RecordKind::HousingAssistance,
+    HousingParser
+);
 
 impl RowParser for HousingParser {
     fn parse_row(&self, row: &[u8]) -> Result<Record, Vec<RowError>> {
@@ -162,6 +138,7 @@ mod tests {
     use super::*;
     use crate::RowErrorCode as E;
     use crate::test_support::{assert_labels, open};
+    use crate::{Adapter, Format};
 
     #[test]
     fn sample_rows_match_their_labels() {

@@ -176,6 +176,46 @@ pub fn adapter_for(agency: Agency) -> Option<&'static dyn Adapter> {
     })
 }
 
+/// Declares a JSON Lines agency's adapter: its agency and record kind, and the
+/// row parser (a struct holding the batch's `today`) it opens for each batch
+/// after the shared batch-level checks.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! json_adapter {
+    ($adapter:ident, $agency:expr, $kind:expr, $parser:ident) => {
+        pub struct $adapter;
+
+        impl $crate::Adapter for $adapter {
+            fn agency(&self) -> $crate::Agency {
+                $agency
+            }
+
+            fn format(&self) -> $crate::Format {
+                $crate::Format::JsonLines
+            }
+
+            fn kind(&self) -> $crate::RecordKind {
+                $kind
+            }
+
+            fn open_batch(
+                &self,
+                declared: $crate::Format,
+                header: Option<&[u8]>,
+            ) -> Result<Box<dyn $crate::RowParser>, $crate::BatchError> {
+                $crate::check_batch(self, declared, header)?;
+                Ok(Box::new($parser {
+                    today: $crate::rules::today(),
+                }))
+            }
+        }
+
+        struct $parser {
+            today: $crate::Date,
+        }
+    };
+}
+
 /// The batch-level checks every adapter shares: the declared format must be the
 /// agency's own, and a CSV batch must carry its header (a JSON Lines batch has none).
 fn check_batch<'h>(

@@ -6,8 +6,8 @@
 
 use crate::check::{Checker, put};
 use crate::json_rows;
-use crate::model::{Date, Record, RecordKind, SourceKey, Value};
-use crate::{Adapter, Agency, BatchError, Format, RowError, RowErrorCode as E, RowParser, rules};
+use crate::model::{Record, RecordKind, SourceKey, Value};
+use crate::{Agency, RowError, RowErrorCode as E, RowParser, rules};
 use std::collections::BTreeMap;
 
 static KEYS: [&str; 14] = [
@@ -61,36 +61,12 @@ fn capital(s: &str) -> Result<i64, E> {
         .ok_or(E::BadAmount)
 }
 
-pub struct MarketRegulationAdapter;
-
-impl Adapter for MarketRegulationAdapter {
-    fn agency(&self) -> Agency {
-        Agency::MarketRegulation
-    }
-
-    fn format(&self) -> Format {
-        Format::JsonLines
-    }
-
-    fn kind(&self) -> RecordKind {
-        RecordKind::Enterprise
-    }
-
-    fn open_batch(
-        &self,
-        declared: Format,
-        header: Option<&[u8]>,
-    ) -> Result<Box<dyn RowParser>, BatchError> {
-        crate::check_batch(self, declared, header)?;
-        Ok(Box::new(EnterpriseParser {
-            today: rules::today(),
-        }))
-    }
-}
-
-struct EnterpriseParser {
-    today: Date,
-}
+crate::json_adapter!(
+    MarketRegulationAdapter,
+    Agency::MarketRegulation,
+    RecordKind::Enterprise,
+    EnterpriseParser
+);
 
 impl RowParser for EnterpriseParser {
     fn parse_row(&self, row: &[u8]) -> Result<Record, Vec<RowError>> {
@@ -173,6 +149,7 @@ impl RowParser for EnterpriseParser {
 mod tests {
     use super::*;
     use crate::test_support::{assert_labels, open};
+    use crate::{Adapter, Format};
 
     #[test]
     fn sample_rows_match_their_labels() {

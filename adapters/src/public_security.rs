@@ -6,8 +6,8 @@
 
 use crate::check::{Checker, put};
 use crate::json_rows;
-use crate::model::{Date, Record, RecordKind, SourceKey, Value};
-use crate::{Adapter, Agency, BatchError, Format, RowError, RowErrorCode as E, RowParser, rules};
+use crate::model::{Record, RecordKind, SourceKey, Value};
+use crate::{Agency, RowError, RowErrorCode as E, RowParser, rules};
 use std::collections::BTreeMap;
 
 static KEYS: [&str; 12] = [
@@ -42,36 +42,12 @@ const RELATIONS: &[&str] = &["01", "02", "10", "50", "99"];
 /// Deceased flag (`SWBS`).
 const FLAGS: &[&str] = &["0", "1"];
 
-pub struct PublicSecurityAdapter;
-
-impl Adapter for PublicSecurityAdapter {
-    fn agency(&self) -> Agency {
-        Agency::PublicSecurity
-    }
-
-    fn format(&self) -> Format {
-        Format::JsonLines
-    }
-
-    fn kind(&self) -> RecordKind {
-        RecordKind::Household
-    }
-
-    fn open_batch(
-        &self,
-        declared: Format,
-        header: Option<&[u8]>,
-    ) -> Result<Box<dyn RowParser>, BatchError> {
-        crate::check_batch(self, declared, header)?;
-        Ok(Box::new(HouseholdParser {
-            today: rules::today(),
-        }))
-    }
-}
-
-struct HouseholdParser {
-    today: Date,
-}
+crate::json_adapter!(
+    PublicSecurityAdapter,
+    Agency::PublicSecurity,
+    RecordKind::Household,
+    HouseholdParser
+);
 
 impl RowParser for HouseholdParser {
     fn parse_row(&self, row: &[u8]) -> Result<Record, Vec<RowError>> {
@@ -176,6 +152,7 @@ mod tests {
     use super::*;
     use crate::model::ChangeType;
     use crate::test_support::{assert_labels, open};
+    use crate::{Adapter, Format, model::Date};
 
     fn parse(row: &str) -> Result<Record, Vec<RowError>> {
         let p = PublicSecurityAdapter

@@ -8,7 +8,7 @@
 use crate::check::{Checker, put};
 use crate::json_rows;
 use crate::model::{Date, Record, RecordKind, SourceKey, Value};
-use crate::{Adapter, Agency, BatchError, Format, RowError, RowParser, rules};
+use crate::{Agency, RowError, RowParser, rules};
 use std::collections::BTreeMap;
 
 static KEYS: [&str; 12] = [
@@ -131,36 +131,12 @@ fn is_legacy_id(run: &[u8]) -> bool {
     rules::identity_number(s, far_future).is_ok()
 }
 
-pub struct WorkSafetyAdapter;
-
-impl Adapter for WorkSafetyAdapter {
-    fn agency(&self) -> Agency {
-        Agency::WorkSafety
-    }
-
-    fn format(&self) -> Format {
-        Format::JsonLines
-    }
-
-    fn kind(&self) -> RecordKind {
-        RecordKind::WorkInjury
-    }
-
-    fn open_batch(
-        &self,
-        declared: Format,
-        header: Option<&[u8]>,
-    ) -> Result<Box<dyn RowParser>, BatchError> {
-        crate::check_batch(self, declared, header)?;
-        Ok(Box::new(WorkInjuryParser {
-            today: rules::today(),
-        }))
-    }
-}
-
-struct WorkInjuryParser {
-    today: Date,
-}
+crate::json_adapter!(
+    WorkSafetyAdapter,
+    Agency::WorkSafety,
+    RecordKind::WorkInjury,
+    WorkInjuryParser
+);
 
 impl RowParser for WorkInjuryParser {
     fn parse_row(&self, row: &[u8]) -> Result<Record, Vec<RowError>> {
