@@ -132,6 +132,17 @@ impl ExchangeService {
     }
 }
 
+/// The case a look-up or re-identification is for: required, at most 64 characters.
+fn case_number(raw: &str) -> Result<&str, Status> {
+    let case = raw.trim();
+    if case.is_empty() || case.len() > 64 {
+        return Err(Status::invalid_argument(
+            "a case number (1–64 characters) is required",
+        ));
+    }
+    Ok(case)
+}
+
 /// Opens a sealed record. A failure here means corruption or a missing key.
 fn open_record(gateway: &Gateway, stored: &StoredRecord) -> Result<Record, Status> {
     let plain = gateway
@@ -384,12 +395,7 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
         let policy = set
             .get(&consumer)
             .expect("authorised consumer has a policy");
-        let case = req.case_number.trim();
-        if case.is_empty() || case.len() > 64 {
-            return Err(Status::invalid_argument(
-                "a case number (1–64 characters) is required",
-            ));
-        }
+        let case = case_number(&req.case_number)?;
         let person = adapters::rules::parse_identity_number(&req.id_number).map_err(|code| {
             Status::invalid_argument(format!("the identity number is not valid ({code})"))
         })?;
@@ -459,7 +465,7 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
             records,
             policy_version: policy.version.clone(),
         };
-        let auditors = Pseudonymiser::new(self.gateway.keys.pseudonym_secret(), AUDIT_DOMAIN);
+        let auditors = audit::auditor_pseudonyms(&self.gateway.keys);
         let entry = PersonLookedUp {
             consumer: &consumer,
             purpose: &req.purpose,
@@ -500,12 +506,7 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
                 .await?;
             return Err(Status::permission_denied(reason));
         }
-        let case = req.case_number.trim();
-        if case.is_empty() || case.len() > 64 {
-            return Err(Status::invalid_argument(
-                "a case number (1–64 characters) is required",
-            ));
-        }
+        let case = case_number(&req.case_number)?;
         let justification = policies::ops::scrub(req.justification.trim());
         if justification.chars().count() < MIN_JUSTIFICATION_CHARS
             || justification.chars().count() > 1000
@@ -535,7 +536,7 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
                 "the token was not issued to this consumer or is damaged",
             ));
         };
-        let auditors = Pseudonymiser::new(self.gateway.keys.pseudonym_secret(), AUDIT_DOMAIN);
+        let auditors = audit::auditor_pseudonyms(&self.gateway.keys);
         let subject = if sealed.subject.is_empty() {
             String::new()
         } else {
