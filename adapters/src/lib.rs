@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod codec;
 pub mod model;
 pub mod rules;
 pub mod simulate;

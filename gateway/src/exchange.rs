@@ -152,8 +152,14 @@ fn open_record(gateway: &Gateway, stored: &StoredRecord) -> Result<Record, Statu
             tracing::error!(seq = stored.seq, error = %e, "cannot open a stored record");
             Status::data_loss("a stored record cannot be decrypted")
         })?;
-    serde_json::from_slice(&plain).map_err(|_| {
-        tracing::error!(seq = stored.seq, "a stored record does not decode");
+    // Records sealed before the binary form (version 1) are JSON.
+    let decoded = match plain.first() {
+        // (serde_json's message may quote the text: not logged.)
+        Some(b'{') => serde_json::from_slice(&plain).map_err(|_| "invalid JSON".to_string()),
+        _ => Record::from_binary(&plain).map_err(|e| e.to_string()),
+    };
+    decoded.map_err(|e| {
+        tracing::error!(seq = stored.seq, error = %e, "a stored record does not decode");
         Status::data_loss("a stored record cannot be decoded")
     })
 }
@@ -177,6 +183,8 @@ struct ShapedPage {
     subjects: Vec<String>,
     /// Commitment (hash) to exactly what is sent, for the audit entry.
     commitment: String,
+    /// The cursor the page was read from, and its last record's.
+    from_cursor: u64,
     last_seq: u64,
 }
 
@@ -185,6 +193,7 @@ fn shape_page(
     policy: &Policy,
     keys: &ConsumerKeys,
     auditors: &Pseudonymiser,
+    from_cursor: u64,
     page: &[StoredRecord],
 ) -> Result<ShapedPage, Status> {
     let mut events = Vec::with_capacity(page.len());
@@ -223,8 +232,133 @@ fn shape_page(
         removed,
         subjects,
         commitment,
-        last_seq: page.last().map(|r| r.seq).unwrap_or(0),
+        from_cursor,
+        last_seq: page.last().map(|r| r.seq).unwrap_or(from_cursor),
     })
+}
+
+/// The first stage of a pull: reads the feed page by page from the request's
+/// cursor, decrypts and shapes each page on a blocking thread, and waits for
+/// new commits when following. Ends at the limit, at the end of the feed (not
+/// following), on shutdown, or when the later stages are gone.
+async fn shape_pages(
+    gateway: Arc<Gateway>,
+    policy: Arc<Policy>,
+    consumer: String,
+    kind_ids: Vec<String>,
+    req: proto::PullRequest,
+    pages: tokio::sync::mpsc::Sender<Result<ShapedPage, Status>>,
+) {
+    let keys = ConsumerKeys::derive(gateway.keys.pseudonym_secret(), &consumer);
+    let auditors = audit::auditor_pseudonyms(&gateway.keys);
+    let mut feed = gateway.feed.subscribe();
+    let mut stopping = gateway.stopping.subscribe();
+    let mut cursor = req.cursor;
+    let mut remaining = if req.limit == 0 {
+        u64::MAX
+    } else {
+        u64::from(req.limit)
+    };
+    while remaining > 0 {
+        let take = PAGE.min(remaining.try_into().unwrap_or(PAGE));
+        // Reading, decrypting and shaping a page is CPU work: it runs on a
+        // blocking thread, never on the async workers.
+        let (gw, pol, k, aud, ids) = (
+            gateway.clone(),
+            policy.clone(),
+            keys.clone(),
+            auditors.clone(),
+            kind_ids.clone(),
+        );
+        let page = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let stored = gw.store.read_feed(&refs, cursor, take).map_err(|e| {
+                tracing::error!(error = %e, "feed read failed");
+                Status::unavailable("the store is unavailable")
+            })?;
+            shape_page(&gw, &pol, &k, &aud, cursor, &stored)
+        })
+        .await
+        .unwrap_or_else(|_| Err(Status::internal("pull task failed")));
+        let page = match page {
+            Ok(p) => p,
+            Err(status) => {
+                let _ = pages.send(Err(status)).await;
+                return;
+            }
+        };
+        if page.events.is_empty() {
+            if !req.follow {
+                return;
+            }
+            // Wait for the next commit (or for the consumer to hang up).
+            tokio::select! {
+                changed = feed.changed() => if changed.is_err() { return },
+                _ = pages.closed() => return,
+                _ = stopping.wait_for(|s| *s) => return,
+            }
+            continue;
+        }
+        remaining = remaining.saturating_sub(page.records + page.removed);
+        cursor = page.last_seq;
+        if pages.send(Ok(page)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// One person's profile for a look-up: their own records, then their
+/// employers' registry and tax records, each shaped by the policy.
+fn gather_profile(
+    gateway: &Gateway,
+    policy: &Policy,
+    consumer: &str,
+    person: &adapters::IdentityNumber,
+) -> Result<Vec<proto::DeliveredRecord>, Status> {
+    let unavailable = |e: crate::store::StoreError| {
+        tracing::error!(error = %e, "lookup failed");
+        Status::unavailable("the store is unavailable")
+    };
+    let keys = ConsumerKeys::derive(gateway.keys.pseudonym_secret(), consumer);
+    let index = gateway.keys.index_hash("person", person.expose().as_bytes());
+    let stored = gateway
+        .store
+        .records_for_person(&index)
+        .map_err(unavailable)?;
+    let mut records = Vec::new();
+    let mut employers: Vec<String> = Vec::new();
+    for s in &stored {
+        let r = open_record(gateway, s)?;
+        if let Some(code) = &r.enterprise
+            && !employers.iter().any(|e| e == code.as_str())
+        {
+            employers.push(code.as_str().to_string());
+        }
+        if policy.releases_kind(r.kind) && policy.admits(&r) {
+            records.push(deliver(policy, &keys, &r));
+        }
+    }
+    // The applicant's employers, as the registry and the tax office know them.
+    let employer_kinds: Vec<&'static str> = [RecordKind::Enterprise, RecordKind::Taxpayer]
+        .into_iter()
+        .filter(|k| policy.releases_kind(*k))
+        .map(RecordKind::id)
+        .collect();
+    if !employer_kinds.is_empty() {
+        for code in &employers {
+            for s in &gateway
+                .store
+                .records_for_enterprise(code, &employer_kinds)
+                .map_err(unavailable)?
+            {
+                let r = open_record(gateway, s)?;
+                if policy.admits(&r) {
+                    records.push(deliver(policy, &keys, &r));
+                }
+            }
+        }
+    }
+    Ok(records)
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<proto::PullEvent, Status>> + Send>>;
@@ -285,96 +419,79 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
             "pull"
         );
 
+        // Three stages, so reading and shaping the next page, the durable audit
+        // entry of this one and sending the previous one overlap: the shaper
+        // reads pages from the feed, the auditor records each page's delivery
+        // before passing it on, the sender streams its events. Every channel
+        // is bounded: a slow consumer stops the shaper (backpressure).
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
+        // Errors travel down the same channels, so they arrive after the pages
+        // before them.
+        let (shaped_tx, mut shaped_rx) = tokio::sync::mpsc::channel(1);
+        let (audited_tx, mut audited_rx) = tokio::sync::mpsc::channel(1);
         let gateway = self.gateway.clone();
+        let kind_ids: Vec<String> = kinds.iter().map(|k| k.id().to_string()).collect();
+        tokio::spawn(shape_pages(
+            gateway.clone(),
+            policy.clone(),
+            consumer.clone(),
+            kind_ids.clone(),
+            req.clone(),
+            shaped_tx,
+        ));
         tokio::spawn(async move {
-            let keys = ConsumerKeys::derive(gateway.keys.pseudonym_secret(), &consumer);
-            let auditors = audit::auditor_pseudonyms(&gateway.keys);
-            let kind_ids: Vec<String> = kinds.iter().map(|k| k.id().to_string()).collect();
             let forms = policy.forms(&kinds);
-            let mut feed = gateway.feed.subscribe();
-            let mut stopping = gateway.stopping.subscribe();
-            let mut cursor = req.cursor;
-            let mut remaining = if req.limit == 0 {
-                u64::MAX
-            } else {
-                u64::from(req.limit)
-            };
-            while remaining > 0 {
-                let store = gateway.store.clone();
-                let ids = kind_ids.clone();
-                let take = PAGE.min(remaining.try_into().unwrap_or(PAGE));
-                // Reading, decrypting and shaping a page is CPU work: it runs on a
-                // blocking thread, never on the async workers.
-                let (gw, pol, k, aud) = (
-                    gateway.clone(),
-                    policy.clone(),
-                    keys.clone(),
-                    auditors.clone(),
-                );
-                let page = tokio::task::spawn_blocking(move || {
-                    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-                    let stored = store.read_feed(&refs, cursor, take).map_err(|e| {
-                        tracing::error!(error = %e, "feed read failed");
-                        Status::unavailable("the store is unavailable")
-                    })?;
-                    shape_page(&gw, &pol, &k, &aud, &stored)
-                })
-                .await
-                .unwrap_or_else(|_| Err(Status::internal("pull task failed")));
-                let ShapedPage {
-                    events,
-                    records,
-                    removed,
-                    subjects,
-                    commitment,
-                    last_seq,
-                } = match page {
-                    Ok(p) => p,
+            while let Some(page) = shaped_rx.recv().await {
+                let page: ShapedPage = match page {
+                    Ok(page) => page,
                     Err(status) => {
-                        let _ = tx.send(Err(status)).await;
+                        let _ = audited_tx.send(Err(status)).await;
                         return;
                     }
                 };
-                if events.is_empty() {
-                    if !req.follow {
-                        return;
-                    }
-                    // Wait for the next commit (or for the consumer to hang up).
-                    tokio::select! {
-                        changed = feed.changed() => if changed.is_err() { return },
-                        _ = tx.closed() => return,
-                        _ = stopping.wait_for(|s| *s) => return,
-                    }
-                    continue;
-                }
-                let to_cursor = last_seq;
                 let entry = RecordsDelivered {
                     consumer: &consumer,
                     purpose: &req.purpose,
                     kinds: &kind_ids,
-                    records,
-                    removed,
-                    from_cursor: cursor,
-                    to_cursor,
+                    records: page.records,
+                    removed: page.removed,
+                    from_cursor: page.from_cursor,
+                    to_cursor: page.last_seq,
                     fields: &forms,
                     policy_version: &policy.version,
-                    content_sha256: commitment,
-                    subjects,
+                    content_sha256: page.commitment,
+                    subjects: page.subjects,
                 }
                 .entry(&format!("union/{consumer}"));
                 // Audited durably before a single record of the page is sent.
                 if let Err(status) = audit::record(&gateway.store, vec![entry]).await {
-                    let _ = tx.send(Err(status)).await;
+                    let _ = audited_tx.send(Err(status)).await;
                     return;
                 }
+                if audited_tx.send(Ok(page.events)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            loop {
+                let events: Vec<proto::PullEvent> = tokio::select! {
+                    page = audited_rx.recv() => match page {
+                        Some(Ok(events)) => events,
+                        Some(Err(status)) => {
+                            let _ = tx.send(Err(status)).await;
+                            return;
+                        }
+                        None => return,
+                    },
+                    // The consumer hung up while the stream waits for changes.
+                    _ = tx.closed() => return,
+                };
                 for e in events {
                     if tx.send(Ok(e)).await.is_err() {
                         return;
                     }
                 }
-                remaining = remaining.saturating_sub(records + removed);
-                cursor = to_cursor;
             }
         });
         Ok(Response::new(Box::pin(
@@ -399,60 +516,17 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
         let person = adapters::rules::parse_identity_number(&req.id_number).map_err(|code| {
             Status::invalid_argument(format!("the identity number is not valid ({code})"))
         })?;
-        let index = self
-            .gateway
-            .keys
-            .index_hash("person", person.expose().as_bytes());
-        let store = self.gateway.store.clone();
-        let stored = tokio::task::spawn_blocking(move || store.records_for_person(&index))
-            .await
-            .map_err(|_| Status::internal("lookup task failed"))?
-            .map_err(|e| {
-                tracing::error!(error = %e, "lookup failed");
-                Status::unavailable("the store is unavailable")
-            })?;
+        // Reading, decrypting and shaping run on one blocking thread.
+        let gateway = self.gateway.clone();
+        let (policy_set, who) = (set.clone(), consumer.clone());
+        let id = person.clone();
+        let records = tokio::task::spawn_blocking(move || {
+            let policy = policy_set.get(&who).expect("authorised consumer has a policy");
+            gather_profile(&gateway, policy, &who, &id)
+        })
+        .await
+        .map_err(|_| Status::internal("lookup task failed"))??;
         let keys = ConsumerKeys::derive(self.gateway.keys.pseudonym_secret(), &consumer);
-        let mut records = Vec::new();
-        let mut employers: Vec<String> = Vec::new();
-        for s in &stored {
-            let r = open_record(&self.gateway, s)?;
-            if let Some(code) = &r.enterprise
-                && !employers.iter().any(|e| e == code.as_str())
-            {
-                employers.push(code.as_str().to_string());
-            }
-            if policy.releases_kind(r.kind) && policy.admits(&r) {
-                records.push(deliver(policy, &keys, &r));
-            }
-        }
-        // The applicant's employers, as the registry and the tax office know them.
-        let employer_kinds: Vec<&'static str> = [RecordKind::Enterprise, RecordKind::Taxpayer]
-            .into_iter()
-            .filter(|k| policy.releases_kind(*k))
-            .map(RecordKind::id)
-            .collect();
-        if !employer_kinds.is_empty() && !employers.is_empty() {
-            let store = self.gateway.store.clone();
-            let found = tokio::task::spawn_blocking(move || {
-                let mut all = Vec::new();
-                for code in &employers {
-                    all.extend(store.records_for_enterprise(code, &employer_kinds)?);
-                }
-                Ok::<_, crate::store::StoreError>(all)
-            })
-            .await
-            .map_err(|_| Status::internal("lookup task failed"))?
-            .map_err(|e| {
-                tracing::error!(error = %e, "employer lookup failed");
-                Status::unavailable("the store is unavailable")
-            })?;
-            for s in &found {
-                let r = open_record(&self.gateway, s)?;
-                if policy.admits(&r) {
-                    records.push(deliver(policy, &keys, &r));
-                }
-            }
-        }
         let mut kinds: Vec<String> = records.iter().map(|r| r.kind.clone()).collect();
         kinds.sort();
         kinds.dedup();

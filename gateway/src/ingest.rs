@@ -122,7 +122,7 @@ pub fn seal_record(gateway: &Gateway, record: &Record) -> RecordWrite {
         .person
         .as_ref()
         .map(|p| gateway.keys.index_hash("person", p.expose().as_bytes()));
-    let plaintext = serde_json::to_vec(record).expect("canonical records serialise");
+    let plaintext = record.to_binary();
     let sealed = gateway.keys.seal(&record_aad(kind, &key_hash), &plaintext);
     RecordWrite {
         kind,

@@ -40,6 +40,7 @@ async fn main() {
     let server = TestServer::start_with_limits(&pki, &state, limits).await;
 
     // Ingest every export, as its agency.
+    eprintln!("phase: ingest");
     let t = Instant::now();
     let mut rows = 0;
     let only = std::env::var("ONLY").ok();
@@ -75,6 +76,7 @@ async fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
+    eprintln!("phase: pull");
     let t = Instant::now();
     let mut pulled = 0u64;
     for _ in 0..repeat {
@@ -108,6 +110,7 @@ async fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(64);
+    eprintln!("phase: lookup");
     let t = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..concurrency {
@@ -135,6 +138,7 @@ async fn main() {
         latencies.extend(t.await.unwrap());
     }
     let lookup_s = t.elapsed().as_secs_f64();
+    eprintln!("phase: done");
     latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
     println!(

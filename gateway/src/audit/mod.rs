@@ -439,9 +439,14 @@ pub const GATEWAY: &str = "gateway";
 /// Appends entries durably off the async runtime. Audit failure is not silent:
 /// the caller decides whether to refuse the operation (it should).
 pub async fn record(store: &Arc<dyn Store>, entries: Vec<AuditEntry>) -> Result<(), Status> {
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || store.append_audit(&entries))
-        .await
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    store.append_audit_queued(
+        entries,
+        Box::new(move |outcome| {
+            let _ = tx.send(outcome);
+        }),
+    );
+    rx.await
         .map_err(|_| Status::internal("audit task failed"))?
         .map_err(|e| {
             tracing::error!(error = %e, "audit append failed");

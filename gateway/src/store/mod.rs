@@ -172,6 +172,9 @@ pub struct StoredCheckpoint {
     pub signed_ms: i64,
 }
 
+/// Called once queued audit entries are durable (or could not be written).
+pub type AuditDone = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
 /// The storage interface. Methods block; async callers use `spawn_blocking`.
 pub trait Store: Send + Sync + 'static {
     fn find_batch(&self, agency: &str, batch_id: &str) -> Result<Option<StoredBatch>, StoreError>;
@@ -199,6 +202,10 @@ pub trait Store: Send + Sync + 'static {
     /// Durably appends audit entries (for events that change nothing else), as
     /// Merkle leaves with their tree nodes, in one transaction (one fsync).
     fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError>;
+    /// Queues audit entries for the next group commit and returns at once:
+    /// concurrent callers share one transaction (one fsync). `done` is called,
+    /// on the store's own thread, once the entries are durable or have failed.
+    fn append_audit_queued(&self, entries: Vec<AuditEntry>, done: AuditDone);
     fn query_audit(&self, filter: &AuditFilter) -> Result<Vec<StoredAuditEntry>, StoreError>;
     /// Number of leaves in the audit tree.
     fn audit_size(&self) -> Result<u64, StoreError>;

@@ -5,15 +5,27 @@
 //! The audit tree keeps leaf hashes in tiles of 256 per row and larger subtrees
 //! as rows of their own, so an append of a batch writes a handful of rows
 //! beyond its entries (schema comments below).
+//!
+//! Audit appends that change nothing else (deliveries, look-ups, denials) are
+//! queued to one committer thread, which writes everything queued in one
+//! transaction and one fsync (group commit) and then answers each caller.
+//! Which entries name which person is a derived index kept in its own file
+//! (`audit-subjects.db`) by an indexer thread, so a delivery naming thousands
+//! of persons costs its commit no random B-tree writes: the back-pointer of
+//! each subject comes from an in-memory map of each subject's latest entry,
+//! rebuilt from the index at start-up. Queries by subject first bring the
+//! index up to the end of the log.
 
 use super::{
-    AuditFilter, AuditLeaf, BatchWrite, CommitOutcome, RecordWrite, Store, StoreError,
+    AuditDone, AuditFilter, AuditLeaf, BatchWrite, CommitOutcome, RecordWrite, Store, StoreError,
     StoredAuditEntry, StoredBatch, StoredCheckpoint, StoredRecord,
 };
 use crate::audit::AuditEntry;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (
@@ -62,12 +74,9 @@ CREATE TABLE IF NOT EXISTS audit_log (
 -- each append a B-tree insert; other filters scan in seq order, page by page.
 CREATE INDEX IF NOT EXISTS audit_log_by_action ON audit_log (action, seq);
 DROP INDEX IF EXISTS audit_log_by_actor;
--- Which entries name which person (auditor-domain pseudonym).
-CREATE TABLE IF NOT EXISTS audit_subjects (
-    subject  TEXT NOT NULL,
-    seq      INTEGER NOT NULL,
-    PRIMARY KEY (subject, seq)
-) WITHOUT ROWID;
+-- Which entries name which person lives in audit-subjects.db (INDEX_SCHEMA),
+-- derived from the entries themselves.
+DROP TABLE IF EXISTS audit_subjects;
 -- The Merkle tree. Leaf hashes live in tiles of 256 (one row per tile, the
 -- last one growing), so an append writes a row per tile, not per leaf; the
 -- complete subtrees below level 8 are recomputed from a tile (at most 128
@@ -92,28 +101,113 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
 );
 "#;
 
+/// The subject index (`audit-subjects.db`): derived from the audit entries,
+/// rebuilt from them if lost, so it is written with `synchronous = NORMAL`.
+const INDEX_SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS audit_subjects (
+    subject  TEXT NOT NULL,     -- auditor-domain pseudonym
+    seq      INTEGER NOT NULL,
+    PRIMARY KEY (subject, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS progress (
+    id               INTEGER PRIMARY KEY CHECK (id = 0),
+    indexed_through  INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO progress (id, indexed_through) VALUES (0, 0);
+"#;
+
+/// Read connections kept open; callers beyond this wait for one.
+const MAX_READERS: usize = 8;
+/// Subject rows the indexer writes per transaction.
+const INDEX_CHUNK: usize = 50_000;
+
 pub struct SqliteStore {
-    path: PathBuf,
-    writer: Mutex<Connection>,
-    readers: Mutex<Vec<Connection>>,
-    /// Group commit of audit appends: concurrent callers share one transaction
-    /// (one fsync) instead of queueing for one each.
-    group: Mutex<GroupCommit>,
-    group_done: std::sync::Condvar,
+    inner: Arc<Inner>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
-/// Audit appends waiting for, or done with, a shared commit.
+struct Inner {
+    path: PathBuf,
+    index_path: PathBuf,
+    writer: Mutex<Writer>,
+    readers: Mutex<ReaderPool>,
+    reader_free: Condvar,
+    /// Audit appends waiting for the committer thread.
+    queue: Mutex<Vec<(Vec<AuditEntry>, AuditDone)>>,
+    queue_ready: Condvar,
+    /// The subject index's own writer connection.
+    index: Mutex<Connection>,
+    index_wake: Mutex<bool>,
+    index_ready: Condvar,
+    stopping: AtomicBool,
+}
+
+struct Writer {
+    conn: Connection,
+    heads: SubjectHeads,
+}
+
 #[derive(Default)]
-struct GroupCommit {
-    next_ticket: u64,
-    pending: Vec<(u64, Vec<AuditEntry>)>,
-    /// Outcome per ticket, taken by its caller (`Err` holds the message).
-    done: std::collections::HashMap<u64, Result<(), String>>,
-    leader: bool,
+struct ReaderPool {
+    idle: Vec<Connection>,
+    open: usize,
+}
+
+/// The latest audit entry naming each subject: the back-pointer the next
+/// entry naming it records. Auditor pseudonyms (32 lowercase hex characters)
+/// are held as 128-bit integers; any other token as text.
+#[derive(Default)]
+struct SubjectHeads {
+    hex: HashMap<u128, u64>,
+    other: HashMap<String, u64>,
+}
+
+impl SubjectHeads {
+    fn key(token: &str) -> Option<u128> {
+        let lower_hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+        if token.len() == 32 && token.bytes().all(lower_hex) {
+            u128::from_str_radix(token, 16).ok()
+        } else {
+            None
+        }
+    }
+
+    fn get(&self, token: &str) -> u64 {
+        match Self::key(token) {
+            Some(k) => self.hex.get(&k).copied(),
+            None => self.other.get(token).copied(),
+        }
+        .unwrap_or(0)
+    }
+
+    fn set(&mut self, token: &str, seq: u64) {
+        match Self::key(token) {
+            Some(k) => self.hex.insert(k, seq),
+            None => self.other.insert(token.to_string(), seq),
+        };
+    }
+}
+
+/// Subject heads as seen inside one write transaction: changes apply to the
+/// shared map only once the transaction has committed.
+struct Staged<'a> {
+    base: &'a SubjectHeads,
+    updates: HashMap<String, u64>,
+}
+
+impl Staged<'_> {
+    fn prev(&self, token: &str) -> u64 {
+        self.updates
+            .get(token)
+            .copied()
+            .unwrap_or_else(|| self.base.get(token))
+    }
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) `gateway.db` under `data_dir`.
+    /// Opens (creating if needed) `gateway.db` and its subject index under
+    /// `data_dir`, brings the index up to the end of the audit log and starts
+    /// the committer and indexer threads (stopped when the store is dropped).
     pub fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
             StoreError::Backend(format!("cannot create {}: {e}", data_dir.display()))
@@ -132,67 +226,296 @@ impl SqliteStore {
         // tails) reach the database file once per checkpoint.
         writer.pragma_update(None, "wal_autocheckpoint", 10_000)?;
         writer.execute_batch(SCHEMA)?;
-        Ok(SqliteStore {
+
+        let index_path = data_dir.join("audit-subjects.db");
+        let index = Connection::open(&index_path)?;
+        index.pragma_update(None, "journal_mode", "WAL")?;
+        index.pragma_update(None, "synchronous", "NORMAL")?;
+        index.busy_timeout(std::time::Duration::from_secs(30))?;
+        index.pragma_update(None, "cache_size", -65536)?;
+        index.execute_batch(INDEX_SCHEMA)?;
+        // A log cut back (restored from a backup, or tampered with) leaves
+        // index rows beyond its end: they go, and indexing resumes there.
+        let size = SqlTree::open(&writer)?.size;
+        index.execute(
+            "DELETE FROM audit_subjects WHERE seq > ?1",
+            params![size as i64],
+        )?;
+        index.execute(
+            "UPDATE progress SET indexed_through = min(indexed_through, ?1)",
+            params![size as i64],
+        )?;
+
+        let inner = Arc::new(Inner {
             path,
-            writer: Mutex::new(writer),
-            readers: Mutex::new(Vec::new()),
-            group: Mutex::default(),
-            group_done: std::sync::Condvar::new(),
+            index_path,
+            writer: Mutex::new(Writer {
+                conn: writer,
+                heads: SubjectHeads::default(),
+            }),
+            readers: Mutex::default(),
+            reader_free: Condvar::new(),
+            queue: Mutex::default(),
+            queue_ready: Condvar::new(),
+            index: Mutex::new(index),
+            index_wake: Mutex::new(false),
+            index_ready: Condvar::new(),
+            stopping: AtomicBool::new(false),
+        });
+        inner.catch_up_index()?;
+        {
+            let index = inner.index.lock().unwrap_or_else(|p| p.into_inner());
+            let mut writer = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let mut stmt =
+                index.prepare("SELECT subject, MAX(seq) FROM audit_subjects GROUP BY subject")?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let token: String = row.get(0)?;
+                writer.heads.set(&token, row.get::<_, i64>(1)? as u64);
+            }
+        }
+        let committer = {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name("audit-committer".into())
+                .spawn(move || inner.run_committer())
+                .map_err(|e| StoreError::Backend(format!("cannot start a thread: {e}")))?
+        };
+        let indexer = {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name("audit-indexer".into())
+                .spawn(move || inner.run_indexer())
+                .map_err(|e| StoreError::Backend(format!("cannot start a thread: {e}")))?
+        };
+        Ok(SqliteStore {
+            inner,
+            threads: vec![committer, indexer],
         })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Runs `f` on a pooled read connection.
-    fn read<T>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let conn = self.readers.lock().expect("reader pool lock").pop();
-        let conn = match conn {
-            Some(c) => c,
-            None => {
-                let c = Connection::open_with_flags(
-                    &self.path,
-                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
-                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )?;
-                c.busy_timeout(std::time::Duration::from_secs(30))?;
-                // Proofs read a few dozen scattered tree nodes: map the file.
-                c.pragma_update(None, "mmap_size", 1i64 << 30)?;
-                c
-            }
-        };
-        let result = f(&conn);
-        let mut pool = self.readers.lock().expect("reader pool lock");
-        if pool.len() < 8 {
-            pool.push(conn);
-        }
-        result
-    }
-
-    fn write<T>(
-        &self,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        Ok(out)
+        &self.inner.path
     }
 
     /// Accepted records per (agency, batch id); used by crash-recovery checks.
     pub fn records_of_batch(&self, agency: &str, batch_id: &str) -> Result<u64, StoreError> {
-        self.read(|c| {
+        self.inner.read(|c| {
             Ok(c.query_row(
                 "SELECT COUNT(*) FROM records WHERE agency = ?1 AND batch_id = ?2",
                 params![agency, batch_id],
                 |r| r.get::<_, i64>(0),
             )? as u64)
         })
+    }
+
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.inner.read(f)
+    }
+
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>, &mut Staged<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.inner.write(f)
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        drop(self.inner.queue.lock().unwrap_or_else(|p| p.into_inner()));
+        self.inner.queue_ready.notify_all();
+        *self.inner.index_wake.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.inner.index_ready.notify_all();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Inner {
+    /// Runs `f` on a pooled read connection, waiting for one when
+    /// [`MAX_READERS`] are busy (more would only contend for the same cores).
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let conn = {
+            let mut pool = self.readers.lock().expect("reader pool lock");
+            loop {
+                if let Some(c) = pool.idle.pop() {
+                    break Some(c);
+                }
+                if pool.open < MAX_READERS {
+                    pool.open += 1;
+                    break None;
+                }
+                pool = self.reader_free.wait(pool).expect("reader pool lock");
+            }
+        };
+        let conn = match conn {
+            Some(c) => c,
+            None => match self.open_reader() {
+                Ok(c) => c,
+                Err(e) => {
+                    self.readers.lock().expect("reader pool lock").open -= 1;
+                    self.reader_free.notify_one();
+                    return Err(e);
+                }
+            },
+        };
+        let result = f(&conn);
+        self.readers.lock().expect("reader pool lock").idle.push(conn);
+        self.reader_free.notify_one();
+        result
+    }
+
+    fn open_reader(&self) -> Result<Connection, StoreError> {
+        let c = Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        c.busy_timeout(std::time::Duration::from_secs(30))?;
+        // Proofs read a few dozen scattered tree nodes: map the file.
+        c.pragma_update(None, "mmap_size", 1i64 << 30)?;
+        c.execute(
+            "ATTACH DATABASE ?1 AS idx",
+            params![self.index_path.to_string_lossy()],
+        )?;
+        Ok(c)
+    }
+
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>, &mut Staged<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let Writer { conn, heads } = &mut *w;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut staged = Staged {
+            base: heads,
+            updates: HashMap::new(),
+        };
+        let out = f(&tx, &mut staged)?;
+        tx.commit()?;
+        let updates = staged.updates;
+        let named_subjects = !updates.is_empty();
+        for (token, seq) in updates {
+            heads.set(&token, seq);
+        }
+        drop(w);
+        if named_subjects {
+            *self.index_wake.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            self.index_ready.notify_one();
+        }
+        Ok(out)
+    }
+
+    /// The committer thread: everything queued meanwhile goes into one
+    /// transaction (one fsync); then each caller hears the outcome.
+    fn run_committer(&self) {
+        loop {
+            let batch = {
+                let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                while q.is_empty() && !self.stopping.load(Ordering::SeqCst) {
+                    q = self.queue_ready.wait(q).unwrap_or_else(|p| p.into_inner());
+                }
+                if q.is_empty() {
+                    return;
+                }
+                std::mem::take(&mut *q)
+            };
+            let mut all = Vec::with_capacity(batch.iter().map(|(e, _)| e.len()).sum());
+            let mut callers = Vec::with_capacity(batch.len());
+            for (entries, done) in batch {
+                all.extend(entries);
+                callers.push(done);
+            }
+            let outcome = self
+                .write(|tx, heads| insert_audit(tx, heads, &all))
+                .map_err(|e| e.to_string());
+            for done in callers {
+                done(outcome.clone().map_err(StoreError::Backend));
+            }
+        }
+    }
+
+    /// The indexer thread: indexes new entries' subjects shortly after they
+    /// commit, in large transactions.
+    fn run_indexer(&self) {
+        loop {
+            {
+                let mut wake = self.index_wake.lock().unwrap_or_else(|p| p.into_inner());
+                if !*wake {
+                    wake = self
+                        .index_ready
+                        .wait_timeout(wake, std::time::Duration::from_secs(5))
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                *wake = false;
+            }
+            if self.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            if let Err(e) = self.catch_up_index() {
+                tracing::error!(error = %e, "audit subject index update failed; retrying");
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        }
+    }
+
+    /// Indexes the subjects of every entry not indexed yet.
+    fn catch_up_index(&self) -> Result<(), StoreError> {
+        let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let through: i64 =
+                index.query_row("SELECT indexed_through FROM progress", [], |r| r.get(0))?;
+            // Whole entries, until about INDEX_CHUNK subject rows.
+            let (pairs, last) = self.read(|c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT seq, entry FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT 256",
+                )?;
+                let mut rows = stmt.query(params![through])?;
+                let (mut pairs, mut last) = (Vec::new(), through);
+                while let Some(row) = rows.next()? {
+                    let seq: i64 = row.get(0)?;
+                    let bytes: Vec<u8> = row.get(1)?;
+                    let entry = crate::audit::CanonicalEntry::decode(&bytes).map_err(|e| {
+                        StoreError::Corrupt(format!("audit entry {seq} does not decode: {e}"))
+                    })?;
+                    pairs.extend(entry.subjects.into_iter().map(|s| (s.token, seq)));
+                    last = seq;
+                    if pairs.len() >= INDEX_CHUNK {
+                        break;
+                    }
+                }
+                Ok((pairs, last))
+            })?;
+            if last == through {
+                return Ok(());
+            }
+            let mut pairs = pairs;
+            pairs.sort_unstable();
+            let tx = index.transaction()?;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO audit_subjects (subject, seq) VALUES (?1, ?2)",
+                )?;
+                for (token, seq) in &pairs {
+                    insert.execute(params![token, seq])?;
+                }
+            }
+            tx.execute(
+                "UPDATE progress SET indexed_through = ?1",
+                params![last],
+            )?;
+            tx.commit()?;
+        }
     }
 }
 
@@ -288,43 +611,34 @@ impl tlog::HashStore for SqlTree<'_> {
 
 /// Appends entries as leaves, with their subject back-pointers and the new
 /// complete-subtree nodes, inside the caller's transaction.
-fn insert_audit(tx: &Transaction<'_>, entries: &[AuditEntry]) -> Result<(), StoreError> {
+fn insert_audit(
+    tx: &Transaction<'_>,
+    heads: &mut Staged<'_>,
+    entries: &[AuditEntry],
+) -> Result<(), StoreError> {
     if entries.is_empty() {
         return Ok(());
     }
     let tree = SqlTree::open(tx)?;
     let size = tree.size;
-    let mut latest: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     let mut leaves = Vec::with_capacity(entries.len());
     {
         let mut insert = tx.prepare_cached(
             "INSERT INTO audit_log (seq, at_ms, actor, action, outcome, kinds, entry)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
-        let mut prev_of =
-            tx.prepare_cached("SELECT MAX(seq) FROM audit_subjects WHERE subject = ?1")?;
-        let mut insert_subject =
-            tx.prepare_cached("INSERT INTO audit_subjects (subject, seq) VALUES (?1, ?2)")?;
         for (i, e) in entries.iter().enumerate() {
             let seq = size + 1 + i as u64;
             let mut tokens: Vec<&String> = e.subjects.iter().collect();
-            tokens.sort();
+            tokens.sort_unstable();
             tokens.dedup();
             let mut subjects = Vec::with_capacity(tokens.len());
             for token in tokens {
-                let prev = match latest.get(token.as_str()) {
-                    Some(&p) => p,
-                    None => prev_of
-                        .query_row(params![token], |r| r.get::<_, Option<i64>>(0))?
-                        .map(|p| p as u64)
-                        .unwrap_or(0),
-                };
                 subjects.push(crate::audit::SubjectRef {
                     token: token.clone(),
-                    prev_seq: prev,
+                    prev_seq: heads.prev(token),
                 });
-                latest.insert(token.clone(), seq);
-                insert_subject.execute(params![token, seq as i64])?;
+                heads.updates.insert(token.clone(), seq);
             }
             let bytes = e
                 .encode(seq, &subjects)
@@ -494,7 +808,7 @@ impl Store for SqliteStore {
     }
 
     fn commit_batch(&self, batch: BatchWrite<'_>) -> Result<CommitOutcome, StoreError> {
-        self.write(|tx| {
+        self.write(|tx, heads| {
             if let Some(done) = find_batch(tx, batch.agency, batch.batch_id)? {
                 return Ok(CommitOutcome::AlreadyCommitted(done));
             }
@@ -519,7 +833,7 @@ impl Store for SqliteStore {
                     crate::audit::now_ms()
                 ],
             )?;
-            insert_audit(tx, &[(batch.audit)(&receipt)])?;
+            insert_audit(tx, heads, &[(batch.audit)(&receipt)])?;
             Ok(CommitOutcome::Committed { receipt, head: seq })
         })
     }
@@ -587,54 +901,25 @@ impl Store for SqliteStore {
     }
 
     fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
-        // Leader/follower group commit: whoever finds no commit in progress
-        // writes every pending append in one transaction; the others wait for
-        // their ticket's outcome. Each caller still returns only once its own
-        // entries are durable.
-        let mut g = self.group.lock().unwrap_or_else(|p| p.into_inner());
-        if !g.leader && g.pending.is_empty() {
-            // Uncontended: commit the caller's entries directly, without copying.
-            g.leader = true;
-            drop(g);
-            let outcome = self.write(|tx| insert_audit(tx, entries));
-            let mut g = self.group.lock().unwrap_or_else(|p| p.into_inner());
-            g.leader = false;
-            drop(g);
-            // Appends queued meanwhile elect a new leader.
-            self.group_done.notify_all();
-            return outcome;
+        self.write(|tx, heads| insert_audit(tx, heads, entries))
+    }
+
+    fn append_audit_queued(&self, entries: Vec<AuditEntry>, done: AuditDone) {
+        if self.inner.stopping.load(Ordering::SeqCst) {
+            return done(Err(StoreError::Backend("the store is closing".into())));
         }
-        let ticket = g.next_ticket;
-        g.next_ticket += 1;
-        g.pending.push((ticket, entries.to_vec()));
-        loop {
-            if let Some(outcome) = g.done.remove(&ticket) {
-                return outcome.map_err(StoreError::Backend);
-            }
-            if g.leader {
-                g = self.group_done.wait(g).unwrap_or_else(|p| p.into_inner());
-                continue;
-            }
-            g.leader = true;
-            let mut batch = std::mem::take(&mut g.pending);
-            drop(g);
-            let all: Vec<AuditEntry> = batch
-                .iter_mut()
-                .flat_map(|(_, e)| std::mem::take(e))
-                .collect();
-            let outcome = self
-                .write(|tx| insert_audit(tx, &all))
-                .map_err(|e| e.to_string());
-            g = self.group.lock().unwrap_or_else(|p| p.into_inner());
-            g.leader = false;
-            for (t, _) in &batch {
-                g.done.insert(*t, outcome.clone());
-            }
-            self.group_done.notify_all();
-        }
+        self.inner
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((entries, done));
+        self.inner.queue_ready.notify_one();
     }
 
     fn query_audit(&self, f: &AuditFilter) -> Result<Vec<StoredAuditEntry>, StoreError> {
+        if f.subject.is_some() {
+            self.inner.catch_up_index()?;
+        }
         self.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT seq, entry FROM audit_log
@@ -643,7 +928,7 @@ impl Store for SqliteStore {
                    AND (?4 IS NULL OR actor = ?4) AND (?5 IS NULL OR action = ?5)
                    AND (?6 IS NULL OR outcome = ?6)
                    AND (?7 IS NULL OR instr(kinds, ',' || ?7 || ',') > 0)
-                   AND (?8 IS NULL OR seq IN (SELECT seq FROM audit_subjects WHERE subject = ?8))
+                   AND (?8 IS NULL OR seq IN (SELECT seq FROM idx.audit_subjects WHERE subject = ?8))
                  ORDER BY seq LIMIT ?9",
             )?;
             let rows = stmt.query_map(
@@ -716,9 +1001,10 @@ impl Store for SqliteStore {
     }
 
     fn audit_subject_entries(&self, subject: &str) -> Result<Vec<StoredAuditEntry>, StoreError> {
+        self.inner.catch_up_index()?;
         self.read(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT s.seq, a.entry FROM audit_subjects s JOIN audit_log a ON a.seq = s.seq
+                "SELECT s.seq, a.entry FROM idx.audit_subjects s JOIN audit_log a ON a.seq = s.seq
                  WHERE s.subject = ?1 ORDER BY s.seq",
             )?;
             let rows = stmt.query_map(params![subject], row_to_audit)?;
@@ -738,7 +1024,7 @@ impl Store for SqliteStore {
     }
 
     fn meta_set(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.write(|tx| {
+        self.write(|tx, _| {
             tx.execute(
                 "INSERT INTO meta (k, v) VALUES (?1, ?2) ON CONFLICT (k) DO UPDATE SET v = excluded.v",
                 params![key, value],
@@ -774,7 +1060,7 @@ impl Store for SqliteStore {
     }
 
     fn save_checkpoint(&self, cp: &StoredCheckpoint) -> Result<(), StoreError> {
-        self.write(|tx| {
+        self.write(|tx, _| {
             tx.execute(
                 "INSERT INTO audit_checkpoints (size, root, note, signed_ms) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (size) DO NOTHING",
