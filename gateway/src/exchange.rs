@@ -224,8 +224,7 @@ fn shape_page(
     }
     subjects.sort();
     subjects.dedup();
-    let encoded: Vec<Vec<u8>> = events.iter().map(prost::Message::encode_to_vec).collect();
-    let commitment = audit::commitment(encoded.iter().map(Vec::as_slice));
+    let commitment = audit::commitment_of(&events);
     Ok(ShapedPage {
         events,
         records,
@@ -237,17 +236,22 @@ fn shape_page(
     })
 }
 
+/// Pages a pull shapes at once (each on its own blocking thread), delivered
+/// in order.
+const SHAPING_AHEAD: usize = 2;
+
 /// The first stage of a pull: reads the feed page by page from the request's
-/// cursor, decrypts and shapes each page on a blocking thread, and waits for
-/// new commits when following. Ends at the limit, at the end of the feed (not
-/// following), on shutdown, or when the later stages are gone.
+/// cursor and hands each page to a blocking thread that decrypts and shapes it
+/// (up to [`SHAPING_AHEAD`] pages at once); the next stage awaits them in
+/// order. Waits for new commits when following. Ends at the limit, at the end
+/// of the feed (not following), on shutdown, or when the later stages are gone.
 async fn shape_pages(
     gateway: Arc<Gateway>,
     policy: Arc<Policy>,
     consumer: String,
     kind_ids: Vec<String>,
     req: proto::PullRequest,
-    pages: tokio::sync::mpsc::Sender<Result<ShapedPage, Status>>,
+    pages: tokio::sync::mpsc::Sender<ShapingPage>,
 ) {
     let keys = ConsumerKeys::derive(gateway.keys.pseudonym_secret(), &consumer);
     let auditors = audit::auditor_pseudonyms(&gateway.keys);
@@ -261,33 +265,27 @@ async fn shape_pages(
     };
     while remaining > 0 {
         let take = PAGE.min(remaining.try_into().unwrap_or(PAGE));
-        // Reading, decrypting and shaping a page is CPU work: it runs on a
-        // blocking thread, never on the async workers.
-        let (gw, pol, k, aud, ids) = (
-            gateway.clone(),
-            policy.clone(),
-            keys.clone(),
-            auditors.clone(),
-            kind_ids.clone(),
-        );
-        let page = tokio::task::spawn_blocking(move || {
+        let (store, ids) = (gateway.store.clone(), kind_ids.clone());
+        let stored = tokio::task::spawn_blocking(move || {
             let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-            let stored = gw.store.read_feed(&refs, cursor, take).map_err(|e| {
-                tracing::error!(error = %e, "feed read failed");
-                Status::unavailable("the store is unavailable")
-            })?;
-            shape_page(&gw, &pol, &k, &aud, cursor, &stored)
+            store.read_feed(&refs, cursor, take)
         })
-        .await
-        .unwrap_or_else(|_| Err(Status::internal("pull task failed")));
-        let page = match page {
-            Ok(p) => p,
-            Err(status) => {
-                let _ = pages.send(Err(status)).await;
+        .await;
+        let stored = match stored {
+            Ok(Ok(stored)) => stored,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "feed read failed");
+                let _ = pages
+                    .send(Err(Status::unavailable("the store is unavailable")))
+                    .await;
+                return;
+            }
+            Err(_) => {
+                let _ = pages.send(Err(Status::internal("pull task failed"))).await;
                 return;
             }
         };
-        if page.events.is_empty() {
+        let Some(last) = stored.last() else {
             if !req.follow {
                 return;
             }
@@ -298,14 +296,29 @@ async fn shape_pages(
                 _ = stopping.wait_for(|s| *s) => return,
             }
             continue;
-        }
-        remaining = remaining.saturating_sub(page.records + page.removed);
-        cursor = page.last_seq;
-        if pages.send(Ok(page)).await.is_err() {
+        };
+        let from_cursor = cursor;
+        cursor = last.seq;
+        remaining = remaining.saturating_sub(stored.len() as u64);
+        // Decrypting and shaping is CPU work: blocking threads, never the
+        // async workers.
+        let (gw, pol, k, aud) = (
+            gateway.clone(),
+            policy.clone(),
+            keys.clone(),
+            auditors.clone(),
+        );
+        let shaping = tokio::task::spawn_blocking(move || {
+            shape_page(&gw, &pol, &k, &aud, from_cursor, &stored)
+        });
+        if pages.send(Ok(shaping)).await.is_err() {
             return;
         }
     }
 }
+
+/// A page being shaped, or why the feed could not be read.
+type ShapingPage = Result<tokio::task::JoinHandle<Result<ShapedPage, Status>>, Status>;
 
 /// One person's profile for a look-up: their own records, then their
 /// employers' registry and tax records, each shaped by the policy.
@@ -427,7 +440,7 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
         // Errors travel down the same channels, so they arrive after the pages
         // before them.
-        let (shaped_tx, mut shaped_rx) = tokio::sync::mpsc::channel(1);
+        let (shaped_tx, mut shaped_rx) = tokio::sync::mpsc::channel(SHAPING_AHEAD - 1);
         let (audited_tx, mut audited_rx) = tokio::sync::mpsc::channel(1);
         let gateway = self.gateway.clone();
         let kind_ids: Vec<String> = kinds.iter().map(|k| k.id().to_string()).collect();
@@ -442,6 +455,12 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
         tokio::spawn(async move {
             let forms = policy.forms(&kinds);
             while let Some(page) = shaped_rx.recv().await {
+                let page = match page {
+                    Ok(shaping) => shaping
+                        .await
+                        .unwrap_or_else(|_| Err(Status::internal("pull task failed"))),
+                    Err(status) => Err(status),
+                };
                 let page: ShapedPage = match page {
                     Ok(page) => page,
                     Err(status) => {

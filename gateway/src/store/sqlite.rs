@@ -120,6 +120,15 @@ INSERT OR IGNORE INTO progress (id, indexed_through) VALUES (0, 0);
 const MAX_READERS: usize = 8;
 /// Subject rows the indexer writes per transaction.
 const INDEX_CHUNK: usize = 50_000;
+/// How often the checkpointer copies the WAL into the database (if anything
+/// was committed).
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+/// WAL frames (4 KiB pages) past which the checkpointer restarts the WAL.
+const WAL_RESTART_FRAMES: i64 = 4096;
+/// The pause in appends the indexer waits for before indexing.
+const INDEX_QUIET: std::time::Duration = std::time::Duration::from_millis(300);
+/// Unindexed subject rows beyond which the indexer stops waiting for a pause.
+const INDEX_MAX_BACKLOG: usize = 2_000_000;
 
 pub struct SqliteStore {
     inner: Arc<Inner>,
@@ -139,6 +148,12 @@ struct Inner {
     index: Mutex<Connection>,
     index_wake: Mutex<bool>,
     index_ready: Condvar,
+    /// Commits so far (the checkpointer's cue), and its wake-up for stopping.
+    commits: std::sync::atomic::AtomicU64,
+    checkpoint_stop: Mutex<()>,
+    checkpoint_ready: Condvar,
+    /// Subject rows committed but not indexed yet (an estimate).
+    index_backlog: std::sync::atomic::AtomicUsize,
     stopping: AtomicBool,
 }
 
@@ -158,32 +173,73 @@ struct ReaderPool {
 /// are held as 128-bit integers; any other token as text.
 #[derive(Default)]
 struct SubjectHeads {
-    hex: HashMap<u128, u64>,
+    hex: HashMap<u128, u64, BuildTokenHasher>,
     other: HashMap<String, u64>,
 }
 
-impl SubjectHeads {
-    fn key(token: &str) -> Option<u128> {
+/// A subject token as [`SubjectHeads`] keys it.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum SubjectKey {
+    Hex(u128),
+    Text(String),
+}
+
+impl SubjectKey {
+    fn of(token: &str) -> SubjectKey {
         let lower_hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
-        if token.len() == 32 && token.bytes().all(lower_hex) {
-            u128::from_str_radix(token, 16).ok()
-        } else {
-            None
+        if token.len() == 32
+            && token.bytes().all(lower_hex)
+            && let Ok(k) = u128::from_str_radix(token, 16)
+        {
+            return SubjectKey::Hex(k);
+        }
+        SubjectKey::Text(token.to_string())
+    }
+}
+
+/// Pseudonyms are HMAC outputs, uniformly distributed already: their low 64
+/// bits are a good hash, and far cheaper than SipHash.
+#[derive(Default, Clone, Copy)]
+struct BuildTokenHasher;
+
+#[derive(Default)]
+struct TokenHasher(u64);
+
+impl std::hash::BuildHasher for BuildTokenHasher {
+    type Hasher = TokenHasher;
+    fn build_hasher(&self) -> TokenHasher {
+        TokenHasher(0)
+    }
+}
+
+impl std::hash::Hasher for TokenHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used for u128 keys; a plain FNV-1a keeps it correct anyway.
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
         }
     }
+    fn write_u128(&mut self, k: u128) {
+        self.0 = k as u64;
+    }
+}
 
-    fn get(&self, token: &str) -> u64 {
-        match Self::key(token) {
-            Some(k) => self.hex.get(&k).copied(),
-            None => self.other.get(token).copied(),
+impl SubjectHeads {
+    fn get(&self, key: &SubjectKey) -> u64 {
+        match key {
+            SubjectKey::Hex(k) => self.hex.get(k).copied(),
+            SubjectKey::Text(t) => self.other.get(t).copied(),
         }
         .unwrap_or(0)
     }
 
-    fn set(&mut self, token: &str, seq: u64) {
-        match Self::key(token) {
-            Some(k) => self.hex.insert(k, seq),
-            None => self.other.insert(token.to_string(), seq),
+    fn set(&mut self, key: SubjectKey, seq: u64) {
+        match key {
+            SubjectKey::Hex(k) => self.hex.insert(k, seq),
+            SubjectKey::Text(t) => self.other.insert(t, seq),
         };
     }
 }
@@ -192,15 +248,15 @@ impl SubjectHeads {
 /// shared map only once the transaction has committed.
 struct Staged<'a> {
     base: &'a SubjectHeads,
-    updates: HashMap<String, u64>,
+    updates: HashMap<SubjectKey, u64, BuildTokenHasher>,
 }
 
 impl Staged<'_> {
-    fn prev(&self, token: &str) -> u64 {
+    fn prev(&self, key: &SubjectKey) -> u64 {
         self.updates
-            .get(token)
+            .get(key)
             .copied()
-            .unwrap_or_else(|| self.base.get(token))
+            .unwrap_or_else(|| self.base.get(key))
     }
 }
 
@@ -221,10 +277,10 @@ impl SqliteStore {
         // A 64 MiB page cache keeps the right edges of the audit tables and
         // indexes in memory, so appends do not re-read pages from the OS.
         writer.pragma_update(None, "cache_size", -65536)?;
-        // Checkpoint the WAL into the database every ~40 MiB rather than 4 MiB:
-        // pages rewritten by consecutive commits (the tree's right edge, index
-        // tails) reach the database file once per checkpoint.
-        writer.pragma_update(None, "wal_autocheckpoint", 10_000)?;
+        // No checkpoint on the commit path (one there stalls every caller
+        // waiting on that commit for as long as it copies): the checkpointer
+        // thread copies the WAL into the database beside the writer.
+        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         writer.execute_batch(SCHEMA)?;
 
         let index_path = data_dir.join("audit-subjects.db");
@@ -260,10 +316,15 @@ impl SqliteStore {
             index: Mutex::new(index),
             index_wake: Mutex::new(false),
             index_ready: Condvar::new(),
+            index_backlog: Default::default(),
+            commits: Default::default(),
+            checkpoint_stop: Mutex::new(()),
+            checkpoint_ready: Condvar::new(),
             stopping: AtomicBool::new(false),
         });
-        inner.catch_up_index()?;
-        {
+        // Subject heads: each subject's latest indexed entry, then the entries
+        // the indexer had not reached (it catches up in the background).
+        let through = {
             let index = inner.index.lock().unwrap_or_else(|p| p.into_inner());
             let mut writer = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
             let mut stmt =
@@ -271,9 +332,25 @@ impl SqliteStore {
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
                 let token: String = row.get(0)?;
-                writer.heads.set(&token, row.get::<_, i64>(1)? as u64);
+                writer
+                    .heads
+                    .set(SubjectKey::of(&token), row.get::<_, i64>(1)? as u64);
             }
-        }
+            index.query_row("SELECT indexed_through FROM progress", [], |r| {
+                r.get::<_, i64>(0)
+            })?
+        };
+        let mut backlog = 0;
+        inner.for_each_entry_after(through, |seq, entry| {
+            let mut writer = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+            for s in entry.subjects {
+                writer.heads.set(SubjectKey::of(&s.token), seq as u64);
+                backlog += 1;
+            }
+            true
+        })?;
+        inner.index_backlog.store(backlog, Ordering::Relaxed);
+        *inner.index_wake.lock().unwrap_or_else(|p| p.into_inner()) = backlog > 0;
         let committer = {
             let inner = inner.clone();
             std::thread::Builder::new()
@@ -288,9 +365,16 @@ impl SqliteStore {
                 .spawn(move || inner.run_indexer())
                 .map_err(|e| StoreError::Backend(format!("cannot start a thread: {e}")))?
         };
+        let checkpointer = {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name("wal-checkpointer".into())
+                .spawn(move || inner.run_checkpointer())
+                .map_err(|e| StoreError::Backend(format!("cannot start a thread: {e}")))?
+        };
         Ok(SqliteStore {
             inner,
-            threads: vec![committer, indexer],
+            threads: vec![committer, indexer, checkpointer],
         })
     }
 
@@ -331,6 +415,8 @@ impl Drop for SqliteStore {
         self.inner.queue_ready.notify_all();
         *self.inner.index_wake.lock().unwrap_or_else(|p| p.into_inner()) = true;
         self.inner.index_ready.notify_all();
+        drop(self.inner.checkpoint_stop.lock().unwrap_or_else(|p| p.into_inner()));
+        self.inner.checkpoint_ready.notify_all();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -398,17 +484,21 @@ impl Inner {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut staged = Staged {
             base: heads,
-            updates: HashMap::new(),
+            updates: HashMap::default(),
         };
         let out = f(&tx, &mut staged)?;
         tx.commit()?;
+        self.commits.fetch_add(1, Ordering::Relaxed);
         let updates = staged.updates;
         let named_subjects = !updates.is_empty();
-        for (token, seq) in updates {
-            heads.set(&token, seq);
+        let named = updates.len();
+        heads.hex.reserve(named);
+        for (key, seq) in updates {
+            heads.set(key, seq);
         }
         drop(w);
         if named_subjects {
+            self.index_backlog.fetch_add(named, Ordering::Relaxed);
             *self.index_wake.lock().unwrap_or_else(|p| p.into_inner()) = true;
             self.index_ready.notify_one();
         }
@@ -444,8 +534,10 @@ impl Inner {
         }
     }
 
-    /// The indexer thread: indexes new entries' subjects shortly after they
-    /// commit, in large transactions.
+    /// The indexer thread: indexes new entries' subjects in large
+    /// transactions once appends pause for [`INDEX_QUIET`] (or the backlog
+    /// passes [`INDEX_MAX_BACKLOG`] rows), so that during a bulk pull it does
+    /// not compete with serving for the cores.
     fn run_indexer(&self) {
         loop {
             {
@@ -454,6 +546,18 @@ impl Inner {
                     wake = self
                         .index_ready
                         .wait_timeout(wake, std::time::Duration::from_secs(5))
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                // Wait for a pause in appends naming subjects.
+                while *wake
+                    && !self.stopping.load(Ordering::SeqCst)
+                    && self.index_backlog.load(Ordering::Relaxed) < INDEX_MAX_BACKLOG
+                {
+                    *wake = false;
+                    wake = self
+                        .index_ready
+                        .wait_timeout(wake, INDEX_QUIET)
                         .unwrap_or_else(|p| p.into_inner())
                         .0;
                 }
@@ -469,37 +573,103 @@ impl Inner {
         }
     }
 
+    /// The checkpointer thread: after commits, copies the WAL into the
+    /// database (PASSIVE: never blocks the writer or readers), at most every
+    /// [`CHECKPOINT_EVERY`].
+    fn run_checkpointer(&self) {
+        let conn = match Connection::open(&self.path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "WAL checkpointer cannot open the database");
+                return;
+            }
+        };
+        let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
+        let mut seen = self.commits.load(Ordering::Relaxed);
+        loop {
+            {
+                let guard = self.checkpoint_stop.lock().unwrap_or_else(|p| p.into_inner());
+                if self.stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                let _ = self
+                    .checkpoint_ready
+                    .wait_timeout(guard, CHECKPOINT_EVERY)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+            if self.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            let now = self.commits.load(Ordering::Relaxed);
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            let passive = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                r.get::<_, i64>(1)
+            });
+            match passive {
+                // Under a steady stream of commits the WAL never drains on its
+                // own (a writer restarts it only when it was fully copied), and
+                // a long WAL slows every read. Past a bound, writes pause for
+                // the few frames written since the passive copy, and the WAL
+                // starts again from its beginning.
+                Ok(frames) if frames >= WAL_RESTART_FRAMES => {
+                    let _writes_paused = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Err(e) =
+                        conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))
+                    {
+                        tracing::warn!(error = %e, "WAL restart failed; retrying later");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; retrying later"),
+            }
+        }
+    }
+
+    /// Calls `f(seq, entry)` for each audit entry after `seq`, in order, until
+    /// it returns false.
+    fn for_each_entry_after(
+        &self,
+        after: i64,
+        mut f: impl FnMut(i64, crate::audit::CanonicalEntry) -> bool,
+    ) -> Result<(), StoreError> {
+        self.read(|c| {
+            let mut stmt =
+                c.prepare_cached("SELECT seq, entry FROM audit_log WHERE seq > ?1 ORDER BY seq")?;
+            let mut rows = stmt.query(params![after])?;
+            while let Some(row) = rows.next()? {
+                let seq: i64 = row.get(0)?;
+                let bytes: Vec<u8> = row.get(1)?;
+                let entry = crate::audit::CanonicalEntry::decode(&bytes).map_err(|e| {
+                    StoreError::Corrupt(format!("audit entry {seq} does not decode: {e}"))
+                })?;
+                if !f(seq, entry) {
+                    break;
+                }
+            }
+            Ok(())
+        })
+    }
+
     /// Indexes the subjects of every entry not indexed yet.
     fn catch_up_index(&self) -> Result<(), StoreError> {
         let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             let through: i64 =
                 index.query_row("SELECT indexed_through FROM progress", [], |r| r.get(0))?;
+            self.index_backlog.store(0, Ordering::Relaxed);
             // Whole entries, until about INDEX_CHUNK subject rows.
-            let (pairs, last) = self.read(|c| {
-                let mut stmt = c.prepare_cached(
-                    "SELECT seq, entry FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT 256",
-                )?;
-                let mut rows = stmt.query(params![through])?;
-                let (mut pairs, mut last) = (Vec::new(), through);
-                while let Some(row) = rows.next()? {
-                    let seq: i64 = row.get(0)?;
-                    let bytes: Vec<u8> = row.get(1)?;
-                    let entry = crate::audit::CanonicalEntry::decode(&bytes).map_err(|e| {
-                        StoreError::Corrupt(format!("audit entry {seq} does not decode: {e}"))
-                    })?;
-                    pairs.extend(entry.subjects.into_iter().map(|s| (s.token, seq)));
-                    last = seq;
-                    if pairs.len() >= INDEX_CHUNK {
-                        break;
-                    }
-                }
-                Ok((pairs, last))
+            let (mut pairs, mut last) = (Vec::new(), through);
+            self.for_each_entry_after(through, |seq, entry| {
+                pairs.extend(entry.subjects.into_iter().map(|s| (s.token, seq)));
+                last = seq;
+                pairs.len() < INDEX_CHUNK
             })?;
             if last == through {
                 return Ok(());
             }
-            let mut pairs = pairs;
             pairs.sort_unstable();
             let tx = index.transaction()?;
             {
@@ -634,11 +804,12 @@ fn insert_audit(
             tokens.dedup();
             let mut subjects = Vec::with_capacity(tokens.len());
             for token in tokens {
+                let key = SubjectKey::of(token);
                 subjects.push(crate::audit::SubjectRef {
                     token: token.clone(),
-                    prev_seq: heads.prev(token),
+                    prev_seq: heads.prev(&key),
                 });
-                heads.updates.insert(token.clone(), seq);
+                heads.updates.insert(key, seq);
             }
             let bytes = e
                 .encode(seq, &subjects)
@@ -1141,5 +1312,72 @@ mod audit_tree_tests {
             store.audit_root(n + 1),
             Err(StoreError::Proof(tlog::ProofError::SizeBeyondStore { .. }))
         ));
+    }
+
+    /// Back-pointers and the subject index stay right across restarts, with
+    /// entries appended directly and through the committer, whether or not
+    /// the indexer had reached them before the store closed.
+    #[test]
+    fn subject_chains_survive_restarts_and_an_unindexed_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = |i: u64| format!("{:032x}", i % 5);
+        let mut n = 0u64;
+        for round in 0..3 {
+            let store = SqliteStore::open(dir.path()).unwrap();
+            for _ in 0..4 {
+                let entries: Vec<AuditEntry> = (n..n + 7)
+                    .map(|i| entry(i, (i % 2 == 0).then(|| token(i))))
+                    .collect();
+                n += 7;
+                if round == 1 {
+                    let (tx, rx) = std::sync::mpsc::channel();
+                    store.append_audit_queued(
+                        entries,
+                        Box::new(move |r| tx.send(r.is_ok()).unwrap()),
+                    );
+                    assert!(rx.recv().unwrap());
+                } else {
+                    store.append_audit(&entries).unwrap();
+                }
+            }
+            // One text token (not a 32-hex pseudonym) too.
+            store
+                .append_audit(&[entry(n, Some("someone-else".into()))])
+                .unwrap();
+            n += 1;
+            if round == 0 {
+                // Indexed before closing; later rounds close with a tail.
+                store.inner.catch_up_index().unwrap();
+            }
+        }
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let leaves = store.audit_leaves(0, n, usize::MAX).unwrap();
+        let mut expected: std::collections::HashMap<String, Vec<u64>> = Default::default();
+        for l in &leaves {
+            let e = CanonicalEntry::decode(l.entry.as_ref().unwrap()).unwrap();
+            for s in e.subjects {
+                let seqs = expected.entry(s.token).or_default();
+                assert_eq!(s.prev_seq, seqs.last().copied().unwrap_or(0));
+                seqs.push(e.seq);
+            }
+        }
+        assert_eq!(expected.len(), 6);
+        for (token, seqs) in &expected {
+            let found: Vec<u64> = store
+                .audit_subject_entries(token)
+                .unwrap()
+                .iter()
+                .map(|e| e.seq)
+                .collect();
+            assert_eq!(&found, seqs, "{token}");
+        }
+        let filtered = store
+            .query_audit(&AuditFilter {
+                subject: Some(token(0)),
+                limit: 1000,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(filtered.len(), expected[&token(0)].len());
     }
 }
