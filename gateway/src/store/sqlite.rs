@@ -274,6 +274,9 @@ impl SqliteStore {
         writer.pragma_update(None, "synchronous", "FULL")?;
         writer.pragma_update(None, "foreign_keys", "ON")?;
         writer.busy_timeout(std::time::Duration::from_secs(30))?;
+        // One plan per statement (see `open_reader`): ingest's per-row version
+        // check was re-prepared at every row too.
+        writer.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
         // A 64 MiB page cache keeps the right edges of the audit tables and
         // indexes in memory, so appends do not re-read pages from the OS.
         writer.pragma_update(None, "cache_size", -65536)?;
@@ -466,13 +469,29 @@ impl Inner {
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         c.busy_timeout(std::time::Duration::from_secs(30))?;
-        // Proofs read a few dozen scattered tree nodes: map the file.
-        c.pragma_update(None, "mmap_size", 1i64 << 30)?;
+        // One plan per statement whatever the bound values: otherwise SQLite
+        // re-prepares a look-up at every new binding (a third of its time).
+        c.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+        // No memory map: the file grows with every commit, and a mapped
+        // reader would remap (munmap + mmap) at nearly every transaction.
+        Ok(c)
+    }
+
+    /// Runs `f` on a connection that also sees the subject index as `idx`,
+    /// brought up to the end of the log first (rare: subject reports and
+    /// queries). Not pooled: a second database attached to the pooled readers
+    /// made their statements re-prepare.
+    fn read_with_index<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.catch_up_index()?;
+        let c = self.open_reader()?;
         c.execute(
             "ATTACH DATABASE ?1 AS idx",
             params![self.index_path.to_string_lossy()],
         )?;
-        Ok(c)
+        f(&c)
     }
 
     fn write<T>(
@@ -566,9 +585,21 @@ impl Inner {
             if self.stopping.load(Ordering::SeqCst) {
                 return;
             }
-            if let Err(e) = self.catch_up_index() {
-                tracing::error!(error = %e, "audit subject index update failed; retrying");
-                std::thread::sleep(std::time::Duration::from_secs(1));
+            // Half a core at most: after each chunk, rest as long as it took,
+            // so serving keeps the cores while a large backlog is indexed.
+            loop {
+                let started = std::time::Instant::now();
+                match self.index_chunk() {
+                    Ok(true) if !self.stopping.load(Ordering::SeqCst) => {
+                        std::thread::sleep(started.elapsed())
+                    }
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, "audit subject index update failed; retrying");
+                        std::thread::sleep(std::time::Duration::from_secs(1));
+                        break;
+                    }
+                }
             }
         }
     }
@@ -609,17 +640,19 @@ impl Inner {
                 r.get::<_, i64>(1)
             });
             match passive {
-                // Under a steady stream of commits the WAL never drains on its
-                // own (a writer restarts it only when it was fully copied), and
-                // a long WAL slows every read. Past a bound, writes pause for
-                // the few frames written since the passive copy, and the WAL
-                // starts again from its beginning.
+                // Under a steady stream of commits the WAL is never copied to
+                // its end (commits land during every copy), so no writer may
+                // start it again from its beginning, and a long WAL slows every
+                // read. Past a bound, writes pause for a second passive copy of
+                // the few frames since the first; the next commit then starts
+                // the WAL again. (PASSIVE never waits for readers: a RESTART
+                // here held every commit up for the busy handler's sleeps.)
                 Ok(frames) if frames >= WAL_RESTART_FRAMES => {
                     let _writes_paused = self.writer.lock().unwrap_or_else(|p| p.into_inner());
                     if let Err(e) =
-                        conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))
+                        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
                     {
-                        tracing::warn!(error = %e, "WAL restart failed; retrying later");
+                        tracing::warn!(error = %e, "WAL checkpoint failed; retrying later");
                     }
                 }
                 Ok(_) => {}
@@ -655,37 +688,42 @@ impl Inner {
 
     /// Indexes the subjects of every entry not indexed yet.
     fn catch_up_index(&self) -> Result<(), StoreError> {
+        while self.index_chunk()? {}
+        Ok(())
+    }
+
+    /// Indexes one chunk (whole entries, about [`INDEX_CHUNK`] subject rows);
+    /// false when there was nothing left to index.
+    fn index_chunk(&self) -> Result<bool, StoreError> {
         let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            let through: i64 =
-                index.query_row("SELECT indexed_through FROM progress", [], |r| r.get(0))?;
-            self.index_backlog.store(0, Ordering::Relaxed);
-            // Whole entries, until about INDEX_CHUNK subject rows.
-            let (mut pairs, mut last) = (Vec::new(), through);
-            self.for_each_entry_after(through, |seq, entry| {
-                pairs.extend(entry.subjects.into_iter().map(|s| (s.token, seq)));
-                last = seq;
-                pairs.len() < INDEX_CHUNK
-            })?;
-            if last == through {
-                return Ok(());
-            }
-            pairs.sort_unstable();
-            let tx = index.transaction()?;
-            {
-                let mut insert = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO audit_subjects (subject, seq) VALUES (?1, ?2)",
-                )?;
-                for (token, seq) in &pairs {
-                    insert.execute(params![token, seq])?;
-                }
-            }
-            tx.execute(
-                "UPDATE progress SET indexed_through = ?1",
-                params![last],
-            )?;
-            tx.commit()?;
+        let through: i64 =
+            index.query_row("SELECT indexed_through FROM progress", [], |r| r.get(0))?;
+        self.index_backlog.store(0, Ordering::Relaxed);
+        let (mut pairs, mut last) = (Vec::new(), through);
+        self.for_each_entry_after(through, |seq, entry| {
+            pairs.extend(entry.subjects.into_iter().map(|s| (s.token, seq)));
+            last = seq;
+            pairs.len() < INDEX_CHUNK
+        })?;
+        if last == through {
+            return Ok(false);
         }
+        pairs.sort_unstable();
+        let tx = index.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO audit_subjects (subject, seq) VALUES (?1, ?2)",
+            )?;
+            for (token, seq) in &pairs {
+                insert.execute(params![token, seq])?;
+            }
+        }
+        tx.execute(
+            "UPDATE progress SET indexed_through = ?1",
+            params![last],
+        )?;
+        tx.commit()?;
+        Ok(true)
     }
 }
 
@@ -1088,20 +1126,22 @@ impl Store for SqliteStore {
     }
 
     fn query_audit(&self, f: &AuditFilter) -> Result<Vec<StoredAuditEntry>, StoreError> {
-        if f.subject.is_some() {
-            self.inner.catch_up_index()?;
-        }
-        self.read(|c| {
-            let mut stmt = c.prepare_cached(
+        let query = |c: &Connection| {
+            let by_subject = if f.subject.is_some() {
+                "AND seq IN (SELECT seq FROM idx.audit_subjects WHERE subject = ?8)"
+            } else {
+                "AND ?8 IS NULL"
+            };
+            let mut stmt = c.prepare_cached(&format!(
                 "SELECT seq, entry FROM audit_log
                  WHERE seq > ?1
                    AND (?2 IS NULL OR at_ms >= ?2) AND (?3 IS NULL OR at_ms < ?3)
                    AND (?4 IS NULL OR actor = ?4) AND (?5 IS NULL OR action = ?5)
                    AND (?6 IS NULL OR outcome = ?6)
                    AND (?7 IS NULL OR instr(kinds, ',' || ?7 || ',') > 0)
-                   AND (?8 IS NULL OR seq IN (SELECT seq FROM idx.audit_subjects WHERE subject = ?8))
-                 ORDER BY seq LIMIT ?9",
-            )?;
+                   {by_subject}
+                 ORDER BY seq LIMIT ?9"
+            ))?;
             let rows = stmt.query_map(
                 params![
                     f.after_seq as i64,
@@ -1117,7 +1157,12 @@ impl Store for SqliteStore {
                 row_to_audit,
             )?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
+        };
+        if f.subject.is_some() {
+            self.inner.read_with_index(query)
+        } else {
+            self.read(query)
+        }
     }
 
     fn audit_size(&self) -> Result<u64, StoreError> {
@@ -1172,8 +1217,7 @@ impl Store for SqliteStore {
     }
 
     fn audit_subject_entries(&self, subject: &str) -> Result<Vec<StoredAuditEntry>, StoreError> {
-        self.inner.catch_up_index()?;
-        self.read(|c| {
+        self.inner.read_with_index(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT s.seq, a.entry FROM idx.audit_subjects s JOIN audit_log a ON a.seq = s.seq
                  WHERE s.subject = ?1 ORDER BY s.seq",
