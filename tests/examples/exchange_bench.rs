@@ -6,7 +6,8 @@
 //! `cargo run --release -p gateway-tests --example exchange_bench -- [small|wuhu] [lookups]`
 //! (lookups default to 32,000, after 200 uncounted warm-up look-ups). Env:
 //! `ONLY=agency,…` ingests only those exports; `PULL_REPEAT=n` pulls n times;
-//! `CONCURRENCY=n` look-up callers (default 64). Phases are 2 s apart, so
+//! `CONCURRENCY=n` look-up callers (default 64) over `CONNECTIONS=n`
+//! connections (default 1). Phases are 2 s apart, so
 //! background work of one (subject indexing, WAL checkpoints) settles first.
 
 use adapters::simulate::{Scale, simulate_to_dir};
@@ -130,11 +131,28 @@ async fn main() {
             .await
             .unwrap();
     }
+    // Callers share CONNECTIONS connections (default 1: all 64 callers
+    // multiplexed on one HTTP/2 connection, the hardest case for the server's
+    // connection task; 64 is one connection per caller, as 64 officers'
+    // desktops would have).
+    let connections: usize = std::env::var("CONNECTIONS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let mut channels = vec![union.clone()];
+    for _ in 1..connections {
+        channels.push(
+            server
+                .connect(&pki.client("union/assistance"))
+                .await
+                .unwrap(),
+        );
+    }
     eprintln!("phase: lookup");
     let t = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..concurrency {
-        let mut client = UnionExchangeClient::new(union.clone());
+        let mut client = UnionExchangeClient::new(channels[w % channels.len()].clone());
         let ids = ids.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
@@ -172,6 +190,7 @@ async fn main() {
             "pull_records_per_s": (pulled as f64 / pull_s).round(),
             "lookups": latencies.len(),
             "lookup_concurrency": concurrency,
+            "lookup_connections": connections,
             "lookups_per_s": (latencies.len() as f64 / lookup_s).round(),
             "lookup_p50_ms": (pct(0.50) * 100.0).round() / 100.0,
             "lookup_p99_ms": (pct(0.99) * 100.0).round() / 100.0,
