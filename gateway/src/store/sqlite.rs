@@ -276,7 +276,10 @@ impl SqliteStore {
         writer.busy_timeout(std::time::Duration::from_secs(30))?;
         // One plan per statement (see `open_reader`): ingest's per-row version
         // check was re-prepared at every row too.
-        writer.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+        writer.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )?;
         // A 64 MiB page cache keeps the right edges of the audit tables and
         // indexes in memory, so appends do not re-read pages from the OS.
         writer.pragma_update(None, "cache_size", -65536)?;
@@ -416,9 +419,18 @@ impl Drop for SqliteStore {
         self.inner.stopping.store(true, Ordering::SeqCst);
         drop(self.inner.queue.lock().unwrap_or_else(|p| p.into_inner()));
         self.inner.queue_ready.notify_all();
-        *self.inner.index_wake.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        *self
+            .inner
+            .index_wake
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = true;
         self.inner.index_ready.notify_all();
-        drop(self.inner.checkpoint_stop.lock().unwrap_or_else(|p| p.into_inner()));
+        drop(
+            self.inner
+                .checkpoint_stop
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
         self.inner.checkpoint_ready.notify_all();
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -458,7 +470,11 @@ impl Inner {
             },
         };
         let result = f(&conn);
-        self.readers.lock().expect("reader pool lock").idle.push(conn);
+        self.readers
+            .lock()
+            .expect("reader pool lock")
+            .idle
+            .push(conn);
         self.reader_free.notify_one();
         result
     }
@@ -471,7 +487,10 @@ impl Inner {
         c.busy_timeout(std::time::Duration::from_secs(30))?;
         // One plan per statement whatever the bound values: otherwise SQLite
         // re-prepares a look-up at every new binding (a third of its time).
-        c.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+        c.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )?;
         // No memory map: the file grows with every commit, and a mapped
         // reader would remap (munmap + mmap) at nearly every transaction.
         Ok(c)
@@ -619,7 +638,10 @@ impl Inner {
         let mut seen = self.commits.load(Ordering::Relaxed);
         loop {
             {
-                let guard = self.checkpoint_stop.lock().unwrap_or_else(|p| p.into_inner());
+                let guard = self
+                    .checkpoint_stop
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
                 if self.stopping.load(Ordering::SeqCst) {
                     return;
                 }
@@ -636,9 +658,8 @@ impl Inner {
                 continue;
             }
             seen = now;
-            let passive = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                r.get::<_, i64>(1)
-            });
+            let passive =
+                conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1));
             match passive {
                 // Under a steady stream of commits the WAL is never copied to
                 // its end (commits land during every copy), so no writer may
@@ -649,8 +670,7 @@ impl Inner {
                 // here held every commit up for the busy handler's sleeps.)
                 Ok(frames) if frames >= WAL_RESTART_FRAMES => {
                     let _writes_paused = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-                    if let Err(e) =
-                        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
                     {
                         tracing::warn!(error = %e, "WAL checkpoint failed; retrying later");
                     }
@@ -718,10 +738,7 @@ impl Inner {
                 insert.execute(params![token, seq])?;
             }
         }
-        tx.execute(
-            "UPDATE progress SET indexed_through = ?1",
-            params![last],
-        )?;
+        tx.execute("UPDATE progress SET indexed_through = ?1", params![last])?;
         tx.commit()?;
         Ok(true)
     }
