@@ -157,6 +157,9 @@ struct Inner {
     stopping: AtomicBool,
 }
 
+/// The body of one of the store's threads.
+type StoreThread = fn(&Inner);
+
 struct Writer {
     conn: Connection,
     heads: SubjectHeads,
@@ -357,31 +360,22 @@ impl SqliteStore {
         })?;
         inner.index_backlog.store(backlog, Ordering::Relaxed);
         *inner.index_wake.lock().unwrap_or_else(|p| p.into_inner()) = backlog > 0;
-        let committer = {
+        let mut threads = Vec::new();
+        let jobs: [(&str, StoreThread); 3] = [
+            ("audit-committer", Inner::run_committer),
+            ("audit-indexer", Inner::run_indexer),
+            ("wal-checkpointer", Inner::run_checkpointer),
+        ];
+        for (name, job) in jobs {
             let inner = inner.clone();
-            std::thread::Builder::new()
-                .name("audit-committer".into())
-                .spawn(move || inner.run_committer())
-                .map_err(|e| StoreError::Backend(format!("cannot start a thread: {e}")))?
-        };
-        let indexer = {
-            let inner = inner.clone();
-            std::thread::Builder::new()
-                .name("audit-indexer".into())
-                .spawn(move || inner.run_indexer())
-                .map_err(|e| StoreError::Backend(format!("cannot start a thread: {e}")))?
-        };
-        let checkpointer = {
-            let inner = inner.clone();
-            std::thread::Builder::new()
-                .name("wal-checkpointer".into())
-                .spawn(move || inner.run_checkpointer())
-                .map_err(|e| StoreError::Backend(format!("cannot start a thread: {e}")))?
-        };
-        Ok(SqliteStore {
-            inner,
-            threads: vec![committer, indexer, checkpointer],
-        })
+            threads.push(
+                std::thread::Builder::new()
+                    .name(name.into())
+                    .spawn(move || job(&inner))
+                    .map_err(|e| StoreError::Backend(format!("cannot start a thread: {e}")))?,
+            );
+        }
+        Ok(SqliteStore { inner, threads })
     }
 
     pub fn path(&self) -> &Path {
