@@ -329,14 +329,13 @@ type ShapingPage = Result<tokio::task::JoinHandle<Result<ShapedPage, Status>>, S
 fn gather_profile(
     gateway: &Gateway,
     policy: &Policy,
-    consumer: &str,
+    keys: &ConsumerKeys,
     person: &adapters::IdentityNumber,
 ) -> Result<Vec<proto::DeliveredRecord>, Status> {
     let unavailable = |e: crate::store::StoreError| {
         tracing::error!(error = %e, "lookup failed");
         Status::unavailable("the store is unavailable")
     };
-    let keys = ConsumerKeys::derive(gateway.keys.pseudonym_secret(), consumer);
     let index = gateway
         .keys
         .index_hash("person", person.expose().as_bytes());
@@ -354,7 +353,7 @@ fn gather_profile(
             employers.push(code.as_str().to_string());
         }
         if policy.releases_kind(r.kind) && policy.admits(&r) {
-            records.push(deliver(policy, &keys, &r));
+            records.push(deliver(policy, keys, &r));
         }
     }
     // The applicant's employers, as the registry and the tax office know them.
@@ -372,7 +371,7 @@ fn gather_profile(
             {
                 let r = open_record(gateway, s)?;
                 if policy.admits(&r) {
-                    records.push(deliver(policy, &keys, &r));
+                    records.push(deliver(policy, keys, &r));
                 }
             }
         }
@@ -541,19 +540,19 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
         let person = adapters::rules::parse_identity_number(&req.id_number).map_err(|code| {
             Status::invalid_argument(format!("the identity number is not valid ({code})"))
         })?;
+        let keys = ConsumerKeys::derive(self.gateway.keys.pseudonym_secret(), &consumer);
         // Reading, decrypting and shaping run on one blocking thread.
         let gateway = self.gateway.clone();
-        let (policy_set, who) = (set.clone(), consumer.clone());
+        let (policy_set, who, k) = (set.clone(), consumer.clone(), keys.clone());
         let id = person.clone();
         let records = tokio::task::spawn_blocking(move || {
             let policy = policy_set
                 .get(&who)
                 .expect("authorised consumer has a policy");
-            gather_profile(&gateway, policy, &who, &id)
+            gather_profile(&gateway, policy, &k, &id)
         })
         .await
         .map_err(|_| Status::internal("lookup task failed"))??;
-        let keys = ConsumerKeys::derive(self.gateway.keys.pseudonym_secret(), &consumer);
         let mut kinds: Vec<String> = records.iter().map(|r| r.kind.clone()).collect();
         kinds.sort();
         kinds.dedup();

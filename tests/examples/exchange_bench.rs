@@ -73,14 +73,9 @@ async fn main() {
     let ingest_s = t.elapsed().as_secs_f64();
 
     // Pull every kind the assistance policy releases, policy applied.
-    let union = server
-        .connect(&pki.client("union/assistance"))
-        .await
-        .unwrap();
-    let repeat: u32 = std::env::var("PULL_REPEAT")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
+    let union_identity = pki.client("union/assistance");
+    let union = server.connect(&union_identity).await.unwrap();
+    let repeat: u32 = env_or("PULL_REPEAT", 1);
     // Each phase is measured on its own: background work left by the previous
     // one (the audit subject index, WAL checkpoints) settles first.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
@@ -114,10 +109,7 @@ async fn main() {
         .filter(|id| adapters::rules::parse_identity_number(id).is_ok())
         .take(2000)
         .collect();
-    let concurrency: usize = std::env::var("CONCURRENCY")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(64);
+    let concurrency: usize = env_or("CONCURRENCY", 64);
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     // Warm-up (connections, HTTP/2 windows, blocking threads), not counted.
     let mut client = UnionExchangeClient::new(union.clone());
@@ -135,18 +127,10 @@ async fn main() {
     // multiplexed on one HTTP/2 connection, the hardest case for the server's
     // connection task; 64 is one connection per caller, as 64 officers'
     // desktops would have).
-    let connections: usize = std::env::var("CONNECTIONS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
+    let connections: usize = env_or("CONNECTIONS", 1);
     let mut channels = vec![union.clone()];
     for _ in 1..connections {
-        channels.push(
-            server
-                .connect(&pki.client("union/assistance"))
-                .await
-                .unwrap(),
-        );
+        channels.push(server.connect(&union_identity).await.unwrap());
     }
     eprintln!("phase: lookup");
     let t = Instant::now();
@@ -199,4 +183,12 @@ async fn main() {
         })
     );
     server.stop().await;
+}
+
+/// A number from the environment, or its default.
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
 }

@@ -13,7 +13,7 @@
 //! (`audit-subjects.db`) by an indexer thread, so a delivery naming thousands
 //! of persons costs its commit no random B-tree writes: the back-pointer of
 //! each subject comes from an in-memory map of each subject's latest entry,
-//! rebuilt from the index at start-up. Queries by subject first bring the
+//! rebuilt at start-up from the index and the entries it had not reached. Queries by subject first bring the
 //! index up to the end of the log.
 
 use super::{
@@ -157,6 +157,20 @@ struct Inner {
     stopping: AtomicBool,
 }
 
+/// Settings every connection to `gateway.db` shares.
+fn configure(c: &Connection) -> Result<(), StoreError> {
+    c.busy_timeout(std::time::Duration::from_secs(30))?;
+    // One plan per statement whatever the bound values: checking whether
+    // `col = ?` implies a partial index's condition otherwise marks a
+    // statement to be re-prepared at every new binding (look-ups spent about
+    // half their store work re-parsing SQL).
+    c.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
+    Ok(())
+}
+
 /// The body of one of the store's threads.
 type StoreThread = fn(&Inner);
 
@@ -265,8 +279,9 @@ impl Staged<'_> {
 
 impl SqliteStore {
     /// Opens (creating if needed) `gateway.db` and its subject index under
-    /// `data_dir`, brings the index up to the end of the audit log and starts
-    /// the committer and indexer threads (stopped when the store is dropped).
+    /// `data_dir`, loads each subject's latest entry, and starts the
+    /// committer, indexer and checkpointer threads (stopped when the store is
+    /// dropped).
     pub fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
             StoreError::Backend(format!("cannot create {}: {e}", data_dir.display()))
@@ -276,13 +291,7 @@ impl SqliteStore {
         writer.pragma_update(None, "journal_mode", "WAL")?;
         writer.pragma_update(None, "synchronous", "FULL")?;
         writer.pragma_update(None, "foreign_keys", "ON")?;
-        writer.busy_timeout(std::time::Duration::from_secs(30))?;
-        // One plan per statement (see `open_reader`): ingest's per-row version
-        // check was re-prepared at every row too.
-        writer.set_db_config(
-            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
-            true,
-        )?;
+        configure(&writer)?;
         // A 64 MiB page cache keeps the right edges of the audit tables and
         // indexes in memory, so appends do not re-read pages from the OS.
         writer.pragma_update(None, "cache_size", -65536)?;
@@ -350,14 +359,16 @@ impl SqliteStore {
             })?
         };
         let mut backlog = 0;
-        inner.for_each_entry_after(through, |seq, entry| {
+        {
             let mut writer = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
-            for s in entry.subjects {
-                writer.heads.set(SubjectKey::of(&s.token), seq as u64);
-                backlog += 1;
-            }
-            true
-        })?;
+            inner.for_each_entry_after(through, |seq, entry| {
+                for s in entry.subjects {
+                    writer.heads.set(SubjectKey::of(&s.token), seq as u64);
+                    backlog += 1;
+                }
+                true
+            })?;
+        }
         inner.index_backlog.store(backlog, Ordering::Relaxed);
         *inner.index_wake.lock().unwrap_or_else(|p| p.into_inner()) = backlog > 0;
         let mut threads = Vec::new();
@@ -478,22 +489,15 @@ impl Inner {
             &self.path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        c.busy_timeout(std::time::Duration::from_secs(30))?;
-        // One plan per statement whatever the bound values: otherwise SQLite
-        // re-prepares a look-up at every new binding (a third of its time).
-        c.set_db_config(
-            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
-            true,
-        )?;
+        configure(&c)?;
         // No memory map: the file grows with every commit, and a mapped
         // reader would remap (munmap + mmap) at nearly every transaction.
         Ok(c)
     }
 
     /// Runs `f` on a connection that also sees the subject index as `idx`,
-    /// brought up to the end of the log first (rare: subject reports and
-    /// queries). Not pooled: a second database attached to the pooled readers
-    /// made their statements re-prepare.
+    /// brought up to the end of the log first. Not pooled: subject reports and
+    /// queries are rare, and the pooled readers stay plain.
     fn read_with_index<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
@@ -522,14 +526,13 @@ impl Inner {
         tx.commit()?;
         self.commits.fetch_add(1, Ordering::Relaxed);
         let updates = staged.updates;
-        let named_subjects = !updates.is_empty();
         let named = updates.len();
         heads.hex.reserve(named);
         for (key, seq) in updates {
             heads.set(key, seq);
         }
         drop(w);
-        if named_subjects {
+        if named > 0 {
             self.index_backlog.fetch_add(named, Ordering::Relaxed);
             *self.index_wake.lock().unwrap_or_else(|p| p.into_inner()) = true;
             self.index_ready.notify_one();
