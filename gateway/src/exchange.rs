@@ -32,7 +32,14 @@ pub struct ExchangeService {
     /// Re-identifications per consumer: (window start, count).
     reidentifications:
         std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, u32)>>,
+    /// Look-ups gathering from the store at once; the others wait their turn
+    /// in arrival order (fair, and no more blocking threads than cores can
+    /// serve: each gathering holds a read connection and a core).
+    gathering: tokio::sync::Semaphore,
 }
+
+/// Look-ups that read, decrypt and shape at the same time.
+const GATHERING_AT_ONCE: usize = 4;
 
 /// Re-identifications a consumer may make per hour (on top of the general limits).
 pub const REIDENTIFICATIONS_PER_HOUR: u32 = 20;
@@ -44,6 +51,7 @@ impl ExchangeService {
         ExchangeService {
             gateway,
             reidentifications: Default::default(),
+            gathering: tokio::sync::Semaphore::new(GATHERING_AT_ONCE),
         }
     }
 
@@ -545,6 +553,11 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
         let gateway = self.gateway.clone();
         let (policy_set, who, k) = (set.clone(), consumer.clone(), keys.clone());
         let id = person.clone();
+        let turn = self
+            .gathering
+            .acquire()
+            .await
+            .map_err(|_| Status::unavailable("the gateway is stopping"))?;
         let records = tokio::task::spawn_blocking(move || {
             let policy = policy_set
                 .get(&who)
@@ -553,6 +566,7 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
         })
         .await
         .map_err(|_| Status::internal("lookup task failed"))??;
+        drop(turn);
         let mut kinds: Vec<String> = records.iter().map(|r| r.kind.clone()).collect();
         kinds.sort();
         kinds.dedup();

@@ -4,7 +4,7 @@
 //! server over mutual TLS on loopback. Prints one JSON line.
 //!
 //! `cargo run --release -p gateway-tests --example exchange_bench -- [small|wuhu] [lookups]`
-//! (lookups default to 32,000, after 200 uncounted warm-up look-ups). Env:
+//! (lookups default to 32,000, after five uncounted warm-up look-ups per caller). Env:
 //! `ONLY=agency,…` ingests only those exports; `PULL_REPEAT=n` pulls n times;
 //! `CONCURRENCY=n` look-up callers (default 64) over `CONNECTIONS=n`
 //! connections (default 1). Phases are 2 s apart, so
@@ -17,6 +17,10 @@ use gateway::proto::{LookupRequest, PullRequest, union_exchange_client::UnionExc
 use gateway_tests::{ServerState, TestPki, TestServer};
 use std::io::BufRead;
 use std::time::Instant;
+
+// The gateway binary's allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
@@ -111,17 +115,34 @@ async fn main() {
         .collect();
     let concurrency: usize = env_or("CONCURRENCY", 64);
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    // Warm-up (connections, HTTP/2 windows, blocking threads), not counted.
-    let mut client = UnionExchangeClient::new(union.clone());
-    for id in ids.iter().take(200) {
-        client
-            .lookup(LookupRequest {
-                id_number: id.clone(),
-                case_number: "BENCH-WARMUP".into(),
-                purpose: "hardship_application".into(),
-            })
-            .await
-            .unwrap();
+    // Warm-up, not counted: every caller makes a few look-ups first, so the
+    // server has its blocking threads, read connections and their page caches
+    // as a server in service would.
+    let mut warmups = Vec::new();
+    for w in 0..concurrency {
+        let mut client = UnionExchangeClient::new(union.clone());
+        let ids: Vec<String> = ids
+            .iter()
+            .skip(w)
+            .step_by(concurrency)
+            .take(5)
+            .cloned()
+            .collect();
+        warmups.push(tokio::spawn(async move {
+            for id in ids {
+                client
+                    .lookup(LookupRequest {
+                        id_number: id,
+                        case_number: "BENCH-WARMUP".into(),
+                        purpose: "hardship_application".into(),
+                    })
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for w in warmups {
+        w.await.unwrap();
     }
     // Callers share CONNECTIONS connections (default 1: all 64 callers
     // multiplexed on one HTTP/2 connection, the hardest case for the server's

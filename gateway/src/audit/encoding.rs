@@ -68,23 +68,26 @@ pub enum Value {
 }
 
 impl Value {
-    /// From a JSON value (floats are refused: details are counts, codes, names).
-    pub fn from_json(v: &serde_json::Value) -> Result<Value, EncodeError> {
+    /// From a JSON value (floats are refused: details are counts, codes,
+    /// names). Takes the value, so its strings move rather than copy.
+    pub fn from_json(v: serde_json::Value) -> Result<Value, EncodeError> {
         Ok(match v {
             serde_json::Value::Null => Value::Null,
-            serde_json::Value::Bool(b) => Value::Bool(*b),
+            serde_json::Value::Bool(b) => Value::Bool(b),
             serde_json::Value::Number(n) => match (n.as_u64(), n.as_i64()) {
                 (Some(u), _) => Value::U64(u),
                 (None, Some(i)) => Value::Neg(i),
                 _ => return Err(EncodeError::Float),
             },
-            serde_json::Value::String(s) => Value::Str(s.clone()),
-            serde_json::Value::Array(a) => {
-                Value::List(a.iter().map(Value::from_json).collect::<Result<_, _>>()?)
-            }
+            serde_json::Value::String(s) => Value::Str(s),
+            serde_json::Value::Array(a) => Value::List(
+                a.into_iter()
+                    .map(Value::from_json)
+                    .collect::<Result<_, _>>()?,
+            ),
             serde_json::Value::Object(o) => Value::Map(
-                o.iter()
-                    .map(|(k, v)| Ok((k.clone(), Value::from_json(v)?)))
+                o.into_iter()
+                    .map(|(k, v)| Ok((k, Value::from_json(v)?)))
                     .collect::<Result<_, _>>()?,
             ),
         })
@@ -399,7 +402,7 @@ mod tests {
     use super::*;
 
     fn sample() -> CanonicalEntry {
-        let details = Value::from_json(&serde_json::json!({
+        let details = Value::from_json(serde_json::json!({
             "purpose": "hardship_screening",
             "records": 3,
             "offset": -2,
@@ -509,7 +512,7 @@ mod tests {
     #[test]
     fn floats_are_refused() {
         assert_eq!(
-            Value::from_json(&serde_json::json!({"x": 1.5})),
+            Value::from_json(serde_json::json!({"x": 1.5})),
             Err(EncodeError::Float)
         );
     }

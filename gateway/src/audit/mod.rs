@@ -143,7 +143,7 @@ pub trait AuditEvent: Serialize {
             kinds: self.kinds(),
             subjects: self.subjects(),
             details: {
-                let mut details = Value::from_json(&json).expect("audit events hold no floats");
+                let mut details = Value::from_json(json).expect("audit events hold no floats");
                 if redact_identifiers(&mut details, None) {
                     tracing::warn!(
                         action = Self::ACTION,
@@ -490,7 +490,7 @@ mod tests {
 
     #[test]
     fn identifiers_typed_into_free_text_are_redacted() {
-        let mut v = Value::from_json(&serde_json::json!({
+        let mut v = Value::from_json(serde_json::json!({
             "purpose": "purpose `340207197607111133` is not allowed",
             "case_number": "KN-３４０２０７１９７６０７１１１１３３",
             "reason": "call 13812345678 or 34020719760711x",
@@ -514,7 +514,7 @@ mod tests {
         assert_eq!(v.str("batch_id"), Some("hrss-5f3a9b0c1d2e4f60-0001"));
         assert_eq!(v.str("policy_version"), Some("sha256:13812345678abc"));
         // Case numbers and counts are left alone.
-        let mut clean = Value::from_json(&serde_json::json!({"case": "KN-2026-0042"})).unwrap();
+        let mut clean = Value::from_json(serde_json::json!({"case": "KN-2026-0042"})).unwrap();
         assert!(!redact_identifiers(&mut clean, None));
     }
 }

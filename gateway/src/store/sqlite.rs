@@ -77,15 +77,21 @@ DROP INDEX IF EXISTS audit_log_by_actor;
 -- Which entries name which person lives in audit-subjects.db (INDEX_SCHEMA),
 -- derived from the entries themselves.
 DROP TABLE IF EXISTS audit_subjects;
--- The Merkle tree. Leaf hashes live in tiles of 256 (one row per tile, the
--- last one growing), so an append writes a row per tile, not per leaf; the
--- complete subtrees below level 8 are recomputed from a tile (at most 128
--- hashes), and every complete subtree at level 8 and above is a row of
--- audit_nodes. Leaf hashes stay when an entry is erased, so the tree does not
--- break.
+-- The Merkle tree. Leaf hashes live in complete tiles of 256 (one row per
+-- tile); the leaves of the last, incomplete tile are rows of audit_leaves
+-- until it completes, so an append adds small rows instead of rewriting a
+-- growing 8 KiB tile. The complete subtrees below level 8 are recomputed
+-- from a tile (at most 128 hashes), and every complete subtree at level 8
+-- and above is a row of audit_nodes. Leaf hashes stay when an entry is
+-- erased, so the tree does not break.
 CREATE TABLE IF NOT EXISTS audit_tiles (
     idx      INTEGER PRIMARY KEY,   -- first leaf index of the tile (a multiple of 256)
-    hashes   BLOB NOT NULL          -- up to 256 leaf hashes of 32 bytes, in order
+    hashes   BLOB NOT NULL          -- 256 leaf hashes of 32 bytes, in order (stores
+                                    -- written before audit_leaves: the last one may be shorter)
+);
+CREATE TABLE IF NOT EXISTS audit_leaves (
+    idx      INTEGER PRIMARY KEY,   -- leaf index, in the last, incomplete tile
+    hash     BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS audit_nodes (
     level    INTEGER NOT NULL,
@@ -118,13 +124,26 @@ INSERT OR IGNORE INTO progress (id, indexed_through) VALUES (0, 0);
 
 /// Read connections kept open; callers beyond this wait for one.
 const MAX_READERS: usize = 8;
+/// Page cache of each read connection (KiB): the records' interior pages.
+const READER_CACHE_KIB: i64 = 16 * 1024;
+/// How long a records snapshot may stay open (it holds WAL frames back from
+/// the checkpointer meanwhile).
+const SNAPSHOT_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(200);
 /// Subject rows the indexer writes per transaction.
 const INDEX_CHUNK: usize = 50_000;
 /// How often the checkpointer copies the WAL into the database (if anything
 /// was committed).
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
-/// WAL frames (4 KiB pages) past which the checkpointer restarts the WAL.
-const WAL_RESTART_FRAMES: i64 = 4096;
+/// WAL frames (4 KiB pages) past which the checkpointer restarts the WAL
+/// with writes paused (256 MiB). Each restart pauses every commit for the
+/// copy of the last frames and a database fsync (10–40 ms seen here), so
+/// under a steady stream of commits it should be rare: at 4,096 frames it
+/// came every half second of look-ups and set their p99. In quieter times
+/// the WAL starts again by itself, once copied to its end.
+const WAL_RESTART_FRAMES: i64 = 65536;
+/// Quarter-milliseconds the checkpointer waits, writes paused, for busy
+/// readers to end their snapshots before starting the WAL again.
+const DRAIN_WAITS: usize = 20;
 /// The pause in appends the indexer waits for before indexing.
 const INDEX_QUIET: std::time::Duration = std::time::Duration::from_millis(300);
 /// Unindexed subject rows beyond which the indexer stops waiting for a pause.
@@ -152,6 +171,13 @@ struct Inner {
     commits: std::sync::atomic::AtomicU64,
     checkpoint_stop: Mutex<()>,
     checkpoint_ready: Condvar,
+    /// Commits that may have changed records (not audit-only ones): records
+    /// snapshots taken before the latest are stale.
+    records_generation: std::sync::atomic::AtomicU64,
+    /// Readers holding a snapshot open, and whether they must not (the
+    /// checkpointer is about to start the WAL again).
+    snapshots_held: std::sync::atomic::AtomicUsize,
+    draining: AtomicBool,
     /// Subject rows committed but not indexed yet (an estimate).
     index_backlog: std::sync::atomic::AtomicUsize,
     stopping: AtomicBool,
@@ -181,8 +207,27 @@ struct Writer {
 
 #[derive(Default)]
 struct ReaderPool {
-    idle: Vec<Connection>,
+    idle: Vec<Reader>,
     open: usize,
+}
+
+/// A pooled read connection and, when it is kept open across calls, its
+/// records snapshot.
+struct Reader {
+    conn: Connection,
+    snapshot: Option<Snapshot>,
+}
+
+/// A read transaction left open so that the connection's page cache stays
+/// warm: SQLite empties a connection's cache whenever another connection has
+/// committed since its last transaction, and the audit log commits about a
+/// thousand times a second under load. Records change only through
+/// [`Inner::write`] (which counts them in `records_generation`), so a
+/// snapshot taken at generation `g` holds the current records for as long as
+/// the generation stays `g`.
+struct Snapshot {
+    generation: u64,
+    began: std::time::Instant,
 }
 
 /// The latest audit entry naming each subject: the back-pointer the next
@@ -287,7 +332,7 @@ impl SqliteStore {
             StoreError::Backend(format!("cannot create {}: {e}", data_dir.display()))
         })?;
         let path = data_dir.join("gateway.db");
-        let writer = Connection::open(&path)?;
+        let mut writer = Connection::open(&path)?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
         writer.pragma_update(None, "synchronous", "FULL")?;
         writer.pragma_update(None, "foreign_keys", "ON")?;
@@ -300,6 +345,7 @@ impl SqliteStore {
         // thread copies the WAL into the database beside the writer.
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         writer.execute_batch(SCHEMA)?;
+        move_partial_tile_to_leaves(&mut writer)?;
 
         let index_path = data_dir.join("audit-subjects.db");
         let index = Connection::open(&index_path)?;
@@ -328,6 +374,9 @@ impl SqliteStore {
                 heads: SubjectHeads::default(),
             }),
             readers: Mutex::default(),
+            records_generation: Default::default(),
+            snapshots_held: Default::default(),
+            draining: AtomicBool::new(false),
             reader_free: Condvar::new(),
             queue: Mutex::default(),
             queue_ready: Condvar::new(),
@@ -446,15 +495,103 @@ impl Drop for SqliteStore {
 impl Inner {
     /// Runs `f` on a pooled read connection, waiting for one when
     /// [`MAX_READERS`] are busy (more would only contend for the same cores).
+    /// `f` sees everything committed before the call.
     fn read<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let conn = {
+        self.with_reader(|r| {
+            self.end_snapshot(r);
+            f(&r.conn)
+        })
+    }
+
+    /// Like [`Inner::read`] for queries of the `records` table only: runs in
+    /// the connection's open snapshot when no records were committed since it
+    /// began (and it is younger than [`SNAPSHOT_MAX_AGE`]), else in a new one
+    /// left open for the next call. `f` sees every record committed before
+    /// the call; audit tables may be stale in it.
+    fn read_records<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.with_reader(|r| {
+            if self.draining.load(Ordering::SeqCst) {
+                self.end_snapshot(r);
+                return f(&r.conn);
+            }
+            let current = r.snapshot.as_ref().is_some_and(|s| {
+                s.generation == self.records_generation.load(Ordering::SeqCst)
+                    && s.began.elapsed() < SNAPSHOT_MAX_AGE
+            });
+            if !current {
+                self.end_snapshot(r);
+                // Read before the snapshot starts (at `f`'s first read), so
+                // the snapshot holds at least the generation it is marked with.
+                let generation = self.records_generation.load(Ordering::SeqCst);
+                r.conn.execute_batch("BEGIN")?;
+                r.snapshot = Some(Snapshot {
+                    generation,
+                    began: std::time::Instant::now(),
+                });
+                self.snapshots_held.fetch_add(1, Ordering::SeqCst);
+            }
+            let out = f(&r.conn);
+            // Stale already (records committed, or the checkpointer waits):
+            // not worth holding WAL frames for.
+            if out.is_err()
+                || self.draining.load(Ordering::SeqCst)
+                || r.snapshot
+                    .as_ref()
+                    .is_some_and(|s| s.generation != self.records_generation.load(Ordering::SeqCst))
+            {
+                self.end_snapshot(r);
+            }
+            out
+        })
+    }
+
+    /// Ends the snapshots of idle readers older than [`SNAPSHOT_MAX_AGE`], so
+    /// that the checkpointer can copy the whole WAL when look-ups stop.
+    fn end_stale_snapshots(&self) {
+        self.end_stale_snapshots_of(Some(SNAPSHOT_MAX_AGE))
+    }
+
+    /// Ends the snapshots of idle readers at least `age` old (all of them
+    /// without an age).
+    fn end_stale_snapshots_of(&self, age: Option<std::time::Duration>) {
+        let mut pool = self.readers.lock().expect("reader pool lock");
+        for r in pool.idle.iter_mut() {
+            if r.snapshot
+                .as_ref()
+                .is_some_and(|s| age.is_none_or(|a| s.began.elapsed() >= a))
+            {
+                self.end_snapshot(r);
+            }
+        }
+    }
+
+    /// Ends a reader's open snapshot, if any.
+    fn end_snapshot(&self, r: &mut Reader) {
+        if r.snapshot.take().is_some() {
+            self.snapshots_held.fetch_sub(1, Ordering::SeqCst);
+            if !r.conn.is_autocommit() {
+                // A read transaction ends without writing: COMMIT cannot fail
+                // here but for a broken connection, which its next use reports.
+                let _ = r.conn.execute_batch("COMMIT");
+            }
+        }
+    }
+
+    fn with_reader<T>(
+        &self,
+        f: impl FnOnce(&mut Reader) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let reader = {
             let mut pool = self.readers.lock().expect("reader pool lock");
             loop {
-                if let Some(c) = pool.idle.pop() {
-                    break Some(c);
+                if let Some(r) = pool.idle.pop() {
+                    break Some(r);
                 }
                 if pool.open < MAX_READERS {
                     pool.open += 1;
@@ -463,10 +600,13 @@ impl Inner {
                 pool = self.reader_free.wait(pool).expect("reader pool lock");
             }
         };
-        let conn = match conn {
-            Some(c) => c,
+        let mut reader = match reader {
+            Some(r) => r,
             None => match self.open_reader() {
-                Ok(c) => c,
+                Ok(conn) => Reader {
+                    conn,
+                    snapshot: None,
+                },
                 Err(e) => {
                     self.readers.lock().expect("reader pool lock").open -= 1;
                     self.reader_free.notify_one();
@@ -474,12 +614,12 @@ impl Inner {
                 }
             },
         };
-        let result = f(&conn);
+        let result = f(&mut reader);
         self.readers
             .lock()
             .expect("reader pool lock")
             .idle
-            .push(conn);
+            .push(reader);
         self.reader_free.notify_one();
         result
     }
@@ -490,6 +630,7 @@ impl Inner {
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         configure(&c)?;
+        c.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
         // No memory map: the file grows with every commit, and a mapped
         // reader would remap (munmap + mmap) at nearly every transaction.
         Ok(c)
@@ -511,8 +652,26 @@ impl Inner {
         f(&c)
     }
 
+    /// Runs `f` in a write transaction and commits it.
     fn write<T>(
         &self,
+        f: impl FnOnce(&Transaction<'_>, &mut Staged<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.write_as(true, f)
+    }
+
+    /// [`Inner::write`] for a transaction that writes audit tables only:
+    /// records snapshots stay current across it.
+    fn write_audit<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>, &mut Staged<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.write_as(false, f)
+    }
+
+    fn write_as<T>(
+        &self,
+        may_change_records: bool,
         f: impl FnOnce(&Transaction<'_>, &mut Staged<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
@@ -524,6 +683,12 @@ impl Inner {
         };
         let out = f(&tx, &mut staged)?;
         tx.commit()?;
+        if may_change_records {
+            self.records_generation.fetch_add(1, Ordering::SeqCst);
+        }
+        // This commit started the WAL again if the checkpointer had drained
+        // it; readers may hold snapshots again.
+        self.draining.store(false, Ordering::SeqCst);
         self.commits.fetch_add(1, Ordering::Relaxed);
         let updates = staged.updates;
         let named = updates.len();
@@ -561,7 +726,7 @@ impl Inner {
                 callers.push(done);
             }
             let outcome = self
-                .write(|tx, heads| insert_audit(tx, heads, &all))
+                .write_audit(|tx, heads| insert_audit(tx, heads, &all))
                 .map_err(|e| e.to_string());
             for done in callers {
                 done(outcome.clone().map_err(StoreError::Backend));
@@ -607,7 +772,14 @@ impl Inner {
                 let started = std::time::Instant::now();
                 match self.index_chunk() {
                     Ok(true) if !self.stopping.load(Ordering::SeqCst) => {
-                        std::thread::sleep(started.elapsed())
+                        std::thread::sleep(started.elapsed());
+                        // Serving resumed (appends naming subjects): yield
+                        // until the next pause, unless the backlog is large.
+                        if *self.index_wake.lock().unwrap_or_else(|p| p.into_inner())
+                            && self.index_backlog.load(Ordering::Relaxed) < INDEX_MAX_BACKLOG
+                        {
+                            break;
+                        }
                     }
                     Ok(_) => break,
                     Err(e) => {
@@ -650,6 +822,7 @@ impl Inner {
             if self.stopping.load(Ordering::SeqCst) {
                 return;
             }
+            self.end_stale_snapshots();
             let now = self.commits.load(Ordering::Relaxed);
             if now == seen {
                 continue;
@@ -666,6 +839,18 @@ impl Inner {
                 // the WAL again. (PASSIVE never waits for readers: a RESTART
                 // here held every commit up for the busy handler's sleeps.)
                 Ok(frames) if frames >= WAL_RESTART_FRAMES => {
+                    // Open records snapshots hold WAL frames: readers end
+                    // theirs and keep none until the next commit, which then
+                    // finds the WAL copied to its end and no reader in it.
+                    self.draining.store(true, Ordering::SeqCst);
+                    self.end_stale_snapshots_of(None);
+                    for _ in 0..DRAIN_WAITS {
+                        if self.snapshots_held.load(Ordering::SeqCst) == 0 {
+                            break;
+                        }
+                        std::thread::sleep(std::time::Duration::from_micros(250));
+                        self.end_stale_snapshots_of(None);
+                    }
                     let _writes_paused = self.writer.lock().unwrap_or_else(|p| p.into_inner());
                     if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
                     {
@@ -755,15 +940,23 @@ struct SqlTree<'c> {
 
 impl<'c> SqlTree<'c> {
     fn open(conn: &'c Connection) -> Result<SqlTree<'c>, StoreError> {
-        let last: Option<(i64, i64)> = conn
-            .prepare_cached(
-                "SELECT idx, length(hashes) FROM audit_tiles ORDER BY idx DESC LIMIT 1",
-            )?
-            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
+        let last_leaf: Option<i64> = conn
+            .prepare_cached("SELECT max(idx) FROM audit_leaves")?
+            .query_row([], |r| r.get(0))?;
+        let size = match last_leaf {
+            Some(idx) => idx as u64 + 1,
+            None => conn
+                .prepare_cached(
+                    "SELECT idx, length(hashes) FROM audit_tiles ORDER BY idx DESC LIMIT 1",
+                )?
+                .query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+                .optional()?
+                .map(|(idx, len)| (idx + len / 32) as u64)
+                .unwrap_or(0),
+        };
         Ok(SqlTree {
             conn,
-            size: last.map(|(idx, len)| (idx + len / 32) as u64).unwrap_or(0),
+            size,
             tiles: Default::default(),
         })
     }
@@ -773,11 +966,31 @@ impl<'c> SqlTree<'c> {
         if let Some(t) = self.tiles.borrow().get(&start) {
             return Ok(Some(t.clone()));
         }
-        let blob: Option<Vec<u8>> = self
+        let mut blob: Option<Vec<u8>> = self
             .conn
             .prepare_cached("SELECT hashes FROM audit_tiles WHERE idx = ?1")?
             .query_row(params![start as i64], |r| r.get(0))
             .optional()?;
+        if blob.is_none() && start < self.size && self.size - start < TILE {
+            // The last, incomplete tile: its leaves are rows.
+            let mut b = Vec::with_capacity(((self.size - start) * 32) as usize);
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT idx, hash FROM audit_leaves WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
+            )?;
+            let mut rows = stmt.query(params![start as i64, self.size as i64])?;
+            let mut next = start;
+            while let Some(row) = rows.next()? {
+                let hash: Vec<u8> = row.get(1)?;
+                if row.get::<_, i64>(0)? as u64 != next || hash.len() != 32 {
+                    return Err(StoreError::Corrupt(format!(
+                        "audit leaf {next} is missing or malformed"
+                    )));
+                }
+                b.extend_from_slice(&hash);
+                next += 1;
+            }
+            blob = Some(b);
+        }
         Ok(blob.map(|b| {
             let b = std::rc::Rc::new(b);
             self.tiles.borrow_mut().insert(start, b.clone());
@@ -883,36 +1096,77 @@ fn insert_audit(
     for n in nodes.iter().filter(|n| n.level >= TILE_BITS) {
         insert_node.execute(params![n.level, n.index as i64, &n.hash[..]])?;
     }
-    // Leaf hashes: extend the last tile, then start new ones.
-    let mut upsert_tile = tx.prepare_cached(
-        "INSERT INTO audit_tiles (idx, hashes) VALUES (?1, ?2)
-         ON CONFLICT (idx) DO UPDATE SET hashes = excluded.hashes",
-    )?;
+    // Leaf hashes: rows of the incomplete tile; a tile that completes
+    // becomes one row of audit_tiles and its leaf rows go.
+    let mut insert_leaf =
+        tx.prepare_cached("INSERT INTO audit_leaves (idx, hash) VALUES (?1, ?2)")?;
+    let mut insert_tile =
+        tx.prepare_cached("INSERT INTO audit_tiles (idx, hashes) VALUES (?1, ?2)")?;
+    let mut clear_leaves =
+        tx.prepare_cached("DELETE FROM audit_leaves WHERE idx >= ?1 AND idx < ?2")?;
     let (mut next, mut done) = (size, 0usize);
     while done < leaves.len() {
         let start = next & !(TILE - 1);
         let take = ((start + TILE - next) as usize).min(leaves.len() - done);
-        let mut blob = match next > start {
-            true => tree
-                .tile(start)?
-                .map(|t| t.as_ref().clone())
-                .ok_or_else(|| StoreError::Corrupt(format!("audit tile {start} is missing")))?,
-            false => Vec::with_capacity(TILE as usize * 32),
-        };
-        if blob.len() as u64 != (next - start) * 32 {
-            return Err(StoreError::Corrupt(format!(
-                "audit tile {start} holds {} bytes, expected {}",
-                blob.len(),
-                (next - start) * 32
-            )));
+        let batch = &leaves[done..done + take];
+        if next + take as u64 == start + TILE {
+            let mut blob = match next > start {
+                true => tree
+                    .tile(start)?
+                    .map(|t| t.as_ref().clone())
+                    .ok_or_else(|| StoreError::Corrupt(format!("audit tile {start} is missing")))?,
+                false => Vec::with_capacity(TILE as usize * 32),
+            };
+            if blob.len() as u64 != (next - start) * 32 {
+                return Err(StoreError::Corrupt(format!(
+                    "audit tile {start} holds {} bytes, expected {}",
+                    blob.len(),
+                    (next - start) * 32
+                )));
+            }
+            for leaf in batch {
+                blob.extend_from_slice(leaf);
+            }
+            clear_leaves.execute(params![start as i64, (start + TILE) as i64])?;
+            insert_tile.execute(params![start as i64, blob])?;
+        } else {
+            for (i, leaf) in batch.iter().enumerate() {
+                insert_leaf.execute(params![(next + i as u64) as i64, &leaf[..]])?;
+            }
         }
-        for leaf in &leaves[done..done + take] {
-            blob.extend_from_slice(leaf);
-        }
-        upsert_tile.execute(params![start as i64, blob])?;
         done += take;
         next += take as u64;
     }
+    Ok(())
+}
+
+/// Stores written before `audit_leaves` kept the last, incomplete tile as a
+/// shorter `audit_tiles` row: its leaves become rows (once, at start-up).
+fn move_partial_tile_to_leaves(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let partial: Option<(i64, Vec<u8>)> = tx
+        .query_row(
+            "SELECT idx, hashes FROM audit_tiles WHERE length(hashes) < ?1 ORDER BY idx DESC LIMIT 1",
+            params![(TILE * 32) as i64],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    if let Some((start, hashes)) = partial {
+        if hashes.len() % 32 != 0 {
+            return Err(StoreError::Corrupt(format!(
+                "audit tile {start} holds {} bytes",
+                hashes.len()
+            )));
+        }
+        for (i, hash) in hashes.chunks_exact(32).enumerate() {
+            tx.execute(
+                "INSERT INTO audit_leaves (idx, hash) VALUES (?1, ?2)",
+                params![start + i as i64, hash],
+            )?;
+        }
+        tx.execute("DELETE FROM audit_tiles WHERE idx = ?1", params![start])?;
+    }
+    tx.commit()?;
     Ok(())
 }
 
@@ -1094,7 +1348,7 @@ impl Store for SqliteStore {
         credit_code: &str,
         kinds: &[&str],
     ) -> Result<Vec<StoredRecord>, StoreError> {
-        self.read(|c| {
+        self.inner.read_records(|c| {
             let marks = vec!["?"; kinds.len()].join(",");
             let sql = format!(
                 "SELECT seq, kind, key_hash, changed_at, cancelled, sealed FROM records
@@ -1109,7 +1363,7 @@ impl Store for SqliteStore {
     }
 
     fn records_for_person(&self, person_index: &[u8]) -> Result<Vec<StoredRecord>, StoreError> {
-        self.read(|c| {
+        self.inner.read_records(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT seq, kind, key_hash, changed_at, cancelled, sealed FROM records
                  WHERE person_index = ?1 AND cancelled = 0 ORDER BY kind, changed_at",
@@ -1124,7 +1378,8 @@ impl Store for SqliteStore {
     }
 
     fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
-        self.write(|tx, heads| insert_audit(tx, heads, entries))
+        self.inner
+            .write_audit(|tx, heads| insert_audit(tx, heads, entries))
     }
 
     fn append_audit_queued(&self, entries: Vec<AuditEntry>, done: AuditDone) {
@@ -1370,6 +1625,135 @@ mod audit_tree_tests {
             store.audit_root(n + 1),
             Err(StoreError::Proof(tlog::ProofError::SizeBeyondStore { .. }))
         ));
+    }
+
+    /// Look-ups read records in snapshots kept open across calls: a batch
+    /// committed after one is seen by the next read on every pooled
+    /// connection, while audit-only commits leave the snapshots open.
+    #[test]
+    fn records_snapshots_see_every_committed_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let person = vec![7u8; 32];
+        let commit = |batch: &str, version: i64| {
+            let audit = |_: &crate::store::Receipt| entry(0, None);
+            store
+                .commit_batch(BatchWrite {
+                    agency: "hrss",
+                    batch_id: batch,
+                    content_hash: [version as u8; 32],
+                    records: vec![RecordWrite {
+                        kind: "social_insurance",
+                        key_hash: vec![1; 32],
+                        person_index: Some(person.clone()),
+                        enterprise: None,
+                        changed_at: version,
+                        cancel: false,
+                        sealed: version.to_be_bytes().to_vec(),
+                    }],
+                    receipt: crate::store::Receipt {
+                        rows_received: 1,
+                        accepted: 1,
+                        superseded: 0,
+                        rejections: vec![],
+                    },
+                    audit: &audit,
+                })
+                .unwrap();
+        };
+        let versions = || -> Vec<i64> {
+            store
+                .records_for_person(&person)
+                .unwrap()
+                .iter()
+                .map(|r| r.changed_at)
+                .collect()
+        };
+        // Several connections, each left holding a snapshot.
+        let read_on_many = || {
+            std::thread::scope(|s| {
+                let readers: Vec<_> = (0..MAX_READERS).map(|_| s.spawn(versions)).collect();
+                readers
+                    .into_iter()
+                    .map(|r| r.join().unwrap())
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(versions(), Vec::<i64>::new());
+        commit("b1", 100);
+        assert!(read_on_many().iter().all(|v| v == &[100]));
+        let generation = store.inner.records_generation.load(Ordering::SeqCst);
+        store.append_audit(&[entry(1, None)]).unwrap();
+        assert_eq!(
+            store.inner.records_generation.load(Ordering::SeqCst),
+            generation,
+            "an audit-only commit keeps records snapshots current"
+        );
+        assert!(store.inner.snapshots_held.load(Ordering::SeqCst) > 0);
+        commit("b2", 200);
+        for v in read_on_many() {
+            assert_eq!(v, [200]);
+        }
+        // Every pooled connection, not only the one that read first.
+        for _ in 0..MAX_READERS * 2 {
+            assert_eq!(versions(), [200]);
+        }
+    }
+
+    /// A store written before `audit_leaves` existed (the last tile a shorter
+    /// row) opens with the same tree and keeps appending to it.
+    #[test]
+    fn a_partial_tile_of_an_older_store_becomes_leaf_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut reference = tlog::MemoryTree::new();
+        let append = |store: &SqliteStore, reference: &mut tlog::MemoryTree, from: u64, to: u64| {
+            let entries: Vec<AuditEntry> = (from..to).map(|i| entry(i, None)).collect();
+            store.append_audit(&entries).unwrap();
+            for l in store.audit_leaves(from, to, usize::MAX).unwrap() {
+                reference.append(l.leaf_hash);
+            }
+        };
+        {
+            let store = SqliteStore::open(dir.path()).unwrap();
+            append(&store, &mut reference, 0, 300);
+        }
+        // Rewrite the tail into the older layout.
+        {
+            let c = Connection::open(dir.path().join("gateway.db")).unwrap();
+            let hashes: Vec<Vec<u8>> = c
+                .prepare("SELECT hash FROM audit_leaves ORDER BY idx")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            assert_eq!(hashes.len(), 300 - 256);
+            c.execute(
+                "INSERT INTO audit_tiles (idx, hashes) VALUES (256, ?1)",
+                params![hashes.concat()],
+            )
+            .unwrap();
+            c.execute("DELETE FROM audit_leaves", []).unwrap();
+        }
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(store.audit_size().unwrap(), 300);
+        assert_eq!(
+            store.audit_root(300).unwrap(),
+            reference.root_at(300).unwrap()
+        );
+        append(&store, &mut reference, 300, 700);
+        for size in [257, 300, 512, 513, 700] {
+            assert_eq!(
+                store.audit_root(size).unwrap(),
+                reference.root_at(size).unwrap()
+            );
+            for index in [0, 256, size - 1] {
+                assert_eq!(
+                    store.audit_inclusion_proof(index, size).unwrap(),
+                    reference.inclusion_proof(index, size).unwrap()
+                );
+            }
+        }
     }
 
     /// Back-pointers and the subject index stay right across restarts, with
