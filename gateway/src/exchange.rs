@@ -558,14 +558,12 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
             .acquire()
             .await
             .map_err(|_| Status::unavailable("the gateway is stopping"))?;
-        let records = tokio::task::spawn_blocking(move || {
+        let records = {
             let policy = policy_set
                 .get(&who)
                 .expect("authorised consumer has a policy");
             gather_profile(&gateway, policy, &k, &id)
-        })
-        .await
-        .map_err(|_| Status::internal("lookup task failed"))??;
+        }?;
         drop(turn);
         let mut kinds: Vec<String> = records.iter().map(|r| r.kind.clone()).collect();
         kinds.sort();
