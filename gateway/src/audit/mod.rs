@@ -319,7 +319,10 @@ impl AuditEvent for RecordsDelivered<'_> {
             ("from_cursor", Value::U64(self.from_cursor)),
             ("to_cursor", Value::U64(self.to_cursor)),
             ("fields", forms_value(self.fields)),
-            ("policy_version", Value::Str(self.policy_version.to_string())),
+            (
+                "policy_version",
+                Value::Str(self.policy_version.to_string()),
+            ),
             ("content_sha256", Value::Str(self.content_sha256.clone())),
         ])
     }
@@ -363,7 +366,10 @@ impl AuditEvent for PersonLookedUp<'_> {
                 Value::List(self.kinds.iter().cloned().map(Value::Str).collect()),
             ),
             ("fields", forms_value(&self.fields)),
-            ("policy_version", Value::Str(self.policy_version.to_string())),
+            (
+                "policy_version",
+                Value::Str(self.policy_version.to_string()),
+            ),
             ("content_sha256", Value::Str(self.content_sha256.clone())),
         ])
     }

@@ -128,7 +128,7 @@ const MAX_READERS: usize = 8;
 const READER_CACHE_KIB: i64 = 16 * 1024;
 /// How long a records snapshot may stay open (it holds WAL frames back from
 /// the checkpointer meanwhile).
-const SNAPSHOT_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(200);
+const SNAPSHOT_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(1000);
 /// Subject rows the indexer writes per transaction.
 const INDEX_CHUNK: usize = 50_000;
 /// How often the checkpointer copies the WAL into the database (if anything
