@@ -1,7 +1,5 @@
-// The same allocator as the benchmarks measure: under load glibc malloc took
-// about a fifth of the gateway's CPU.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: gateway::Allocator = gateway::Allocator {};
 
 fn main() {
     gateway::cli::main()

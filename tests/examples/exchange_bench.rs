@@ -18,9 +18,8 @@ use gateway_tests::{ServerState, TestPki, TestServer};
 use std::io::BufRead;
 use std::time::Instant;
 
-// The gateway binary's allocator.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: gateway::Allocator = gateway::Allocator {};
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
@@ -116,8 +115,8 @@ async fn main() {
     let concurrency: usize = env_or("CONCURRENCY", 64);
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     // Warm-up, not counted: every caller makes a few look-ups first, so the
-    // server has its blocking threads, read connections and their page caches
-    // as a server in service would.
+    // server has its read connections and their page caches as a server in
+    // service would.
     let mut warmups = Vec::new();
     for w in 0..concurrency {
         let mut client = UnionExchangeClient::new(union.clone());

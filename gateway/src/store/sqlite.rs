@@ -551,15 +551,10 @@ impl Inner {
         })
     }
 
-    /// Ends the snapshots of idle readers older than [`SNAPSHOT_MAX_AGE`], so
-    /// that the checkpointer can copy the whole WAL when look-ups stop.
-    fn end_stale_snapshots(&self) {
-        self.end_stale_snapshots_of(Some(SNAPSHOT_MAX_AGE))
-    }
-
     /// Ends the snapshots of idle readers at least `age` old (all of them
-    /// without an age).
-    fn end_stale_snapshots_of(&self, age: Option<std::time::Duration>) {
+    /// without an age): past [`SNAPSHOT_MAX_AGE`] so that the checkpointer can
+    /// copy the whole WAL when look-ups stop, all before a WAL restart.
+    fn end_idle_snapshots(&self, age: Option<std::time::Duration>) {
         let mut pool = self.readers.lock().expect("reader pool lock");
         for r in pool.idle.iter_mut() {
             if r.snapshot
@@ -822,7 +817,7 @@ impl Inner {
             if self.stopping.load(Ordering::SeqCst) {
                 return;
             }
-            self.end_stale_snapshots();
+            self.end_idle_snapshots(Some(SNAPSHOT_MAX_AGE));
             let now = self.commits.load(Ordering::Relaxed);
             if now == seen {
                 continue;
@@ -843,13 +838,13 @@ impl Inner {
                     // theirs and keep none until the next commit, which then
                     // finds the WAL copied to its end and no reader in it.
                     self.draining.store(true, Ordering::SeqCst);
-                    self.end_stale_snapshots_of(None);
+                    self.end_idle_snapshots(None);
                     for _ in 0..DRAIN_WAITS {
                         if self.snapshots_held.load(Ordering::SeqCst) == 0 {
                             break;
                         }
                         std::thread::sleep(std::time::Duration::from_micros(250));
-                        self.end_stale_snapshots_of(None);
+                        self.end_idle_snapshots(None);
                     }
                     let _writes_paused = self.writer.lock().unwrap_or_else(|p| p.into_inner());
                     if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
