@@ -301,8 +301,38 @@ pub struct Timestamp(pub i64);
 impl Timestamp {
     /// RFC 3339 in Beijing time, e.g. `2025-05-20T12:25:02+08:00`.
     pub fn to_beijing_rfc3339(self) -> String {
-        let secs = self.0 + 8 * 3600;
+        let Some(secs) = self.0.checked_add(8 * 3600) else {
+            return self.to_beijing_rfc3339_slow();
+        };
         let days = secs.div_euclid(86_400);
+        let rem = secs.rem_euclid(86_400);
+        let (y, m, d) = civil_from_days(days);
+        if !(0..=9999).contains(&y) {
+            return self.to_beijing_rfc3339_slow();
+        }
+        // Every delivered record carries one: written digit by digit, as
+        // `format!` with padding cost a few percent of a pull.
+        let mut out = *b"0000-00-00T00:00:00+08:00";
+        let mut put = |at: usize, value: u32, width: usize| {
+            let mut v = value;
+            for i in (at..at + width).rev() {
+                out[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, y as u32, 4);
+        put(5, m, 2);
+        put(8, d, 2);
+        put(11, (rem / 3600) as u32, 2);
+        put(14, (rem / 60 % 60) as u32, 2);
+        put(17, (rem % 60) as u32, 2);
+        String::from_utf8(out.to_vec()).expect("ASCII digits")
+    }
+
+    /// The same through `format!`, for years outside 0000–9999.
+    fn to_beijing_rfc3339_slow(self) -> String {
+        let secs = i128::from(self.0) + 8 * 3600;
+        let days = secs.div_euclid(86_400) as i64;
         let rem = secs.rem_euclid(86_400);
         let (y, m, d) = civil_from_days(days);
         format!(
@@ -996,5 +1026,49 @@ pub mod schema {
             RecordKind::HousingAssistance => HOUSING_ASSISTANCE,
             RecordKind::WorkInjury => WORK_INJURY,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Timestamp;
+
+    #[test]
+    fn beijing_time_is_written_as_format_writes_it() {
+        let mut t: i64 = -62_167_248_000; // 0000-01-01T08:00:00+08:00
+        // Every month or so, at varying times of day, from year 0 to past
+        // 9999; plus the edges.
+        while t < 253_402_300_800 + 86_400 * 400 {
+            assert_eq!(
+                Timestamp(t).to_beijing_rfc3339(),
+                Timestamp(t).to_beijing_rfc3339_slow(),
+                "{t}"
+            );
+            t += 29 * 86_400 + 5 * 3_607 + 13;
+        }
+        for t in [
+            i64::MIN,
+            i64::MAX,
+            -62_167_248_001,
+            -1,
+            0,
+            1_747_715_102,
+            253_402_271_999,
+            253_402_272_000,
+        ] {
+            assert_eq!(
+                Timestamp(t).to_beijing_rfc3339(),
+                Timestamp(t).to_beijing_rfc3339_slow(),
+                "{t}"
+            );
+        }
+        assert_eq!(
+            Timestamp(0).to_beijing_rfc3339(),
+            "1970-01-01T08:00:00+08:00"
+        );
+        assert_eq!(
+            Timestamp(253_402_271_999).to_beijing_rfc3339(),
+            "9999-12-31T23:59:59+08:00"
+        );
     }
 }

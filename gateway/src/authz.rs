@@ -9,7 +9,7 @@
 //! the request extensions; no request field can change it.
 
 use crate::audit::{self, AuditEvent, Denied};
-use crate::identity::{Principal, principal_from_cert};
+use crate::identity::{Principal, PrincipalCache};
 use crate::store::Store;
 use std::future::Future;
 use std::pin::Pin;
@@ -59,7 +59,7 @@ struct Refusal {
 fn authorise(
     extensions: &http::Extensions,
     path: &str,
-    trust_domain: &str,
+    principals: &PrincipalCache,
 ) -> Result<Principal, Refusal> {
     let cert = extensions
         .get::<TlsConnectInfo<TcpConnectInfo>>()
@@ -72,7 +72,7 @@ fn authorise(
             reason: "no verified client certificate".to_string(),
         });
     };
-    let principal = principal_from_cert(&cert, trust_domain).map_err(|e| Refusal {
+    let principal = principals.principal(&cert).map_err(|e| Refusal {
         actor: audit::ANONYMOUS.to_string(),
         code: e.code(),
         reason: e.to_string(),
@@ -97,14 +97,14 @@ fn authorise(
 /// Tower layer: see the module documentation.
 #[derive(Clone)]
 pub struct AuthzLayer {
-    trust_domain: Arc<str>,
+    principals: Arc<PrincipalCache>,
     store: Arc<dyn Store>,
 }
 
 impl AuthzLayer {
     pub fn new(trust_domain: &str, store: Arc<dyn Store>) -> Self {
         AuthzLayer {
-            trust_domain: trust_domain.into(),
+            principals: Arc::new(PrincipalCache::new(trust_domain)),
             store,
         }
     }
@@ -144,7 +144,7 @@ where
 
     fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
         let path = req.uri().path().to_string();
-        match authorise(req.extensions(), &path, &self.layer.trust_domain) {
+        match authorise(req.extensions(), &path, &self.layer.principals) {
             Ok(principal) => {
                 let span = tracing::info_span!("rpc", rpc = %path, caller = %principal);
                 req.extensions_mut().insert(principal);

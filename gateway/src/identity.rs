@@ -3,7 +3,9 @@
 //! (`spiffe://<trust-domain>/<role>/<name>`), never from a request field or the CN.
 
 use adapters::Agency;
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::Mutex;
 use x509_parser::extensions::GeneralName;
 
 /// Who is calling, as established by mutual TLS.
@@ -97,6 +99,47 @@ pub fn principal_from_cert(der: &[u8], trust_domain: &str) -> Result<Principal, 
     principal_from_uri(uri, trust_domain)
 }
 
+/// Principals of the certificates seen lately, for one trust domain. Every
+/// call on a connection carries the same verified certificate, and parsing
+/// it again for each call cost a few percent of a look-up. The principal
+/// depends only on the certificate's bytes and the trust domain, so a hit is
+/// exact; whether the certificate is still good (expiry, revocation) is the
+/// handshake's business, not this cache's.
+pub struct PrincipalCache {
+    trust_domain: String,
+    seen: Mutex<HashMap<Box<[u8]>, Principal>>,
+}
+
+/// Certificates remembered at most; past this the cache starts afresh.
+const PRINCIPAL_CACHE_ENTRIES: usize = 1024;
+
+impl PrincipalCache {
+    pub fn new(trust_domain: &str) -> PrincipalCache {
+        PrincipalCache {
+            trust_domain: trust_domain.to_string(),
+            seen: Mutex::default(),
+        }
+    }
+
+    /// [`principal_from_cert`], remembered.
+    pub fn principal(&self, der: &[u8]) -> Result<Principal, IdentityError> {
+        if let Some(known) = self.lock().get(der) {
+            return Ok(known.clone());
+        }
+        let principal = principal_from_cert(der, &self.trust_domain)?;
+        let mut seen = self.lock();
+        if seen.len() >= PRINCIPAL_CACHE_ENTRIES {
+            seen.clear();
+        }
+        seen.insert(der.into(), principal.clone());
+        Ok(principal)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<[u8]>, Principal>> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Parses `spiffe://<trust_domain>/<role>/<name>`.
 pub fn principal_from_uri(uri: &str, trust_domain: &str) -> Result<Principal, IdentityError> {
     let wrong = || IdentityError::WrongTrustDomain {
@@ -148,6 +191,42 @@ mod tests {
                 .to_string(),
             "auditor/compliance"
         );
+    }
+
+    #[test]
+    fn the_principal_cache_answers_as_the_certificate_does() {
+        use crate::pki::{Ca, Validity};
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let mut ca = Ca::new("test CA").unwrap();
+        let mut der = |uri: &str| {
+            let issued = ca.issue_client(uri, Validity::Days(1)).unwrap();
+            CertificateDer::from_pem_slice(issued.cert_pem.as_bytes())
+                .unwrap()
+                .to_vec()
+        };
+        let hrss = der("spiffe://exchange.wuhu.example/agency/hrss");
+        let union = der("spiffe://exchange.wuhu.example/union/assistance");
+        let foreign = der("spiffe://evil.example/union/assistance");
+        let cache = PrincipalCache::new(TD);
+        for _ in 0..2 {
+            assert_eq!(cache.principal(&hrss), Ok(Principal::Agency(Agency::Hrss)));
+            assert_eq!(
+                cache.principal(&union),
+                Ok(Principal::Union("assistance".into()))
+            );
+            assert_eq!(
+                cache.principal(&foreign).unwrap_err().code(),
+                "wrong_trust_domain"
+            );
+        }
+        // Past its bound the cache starts afresh and still answers.
+        for i in 0..PRINCIPAL_CACHE_ENTRIES + 3 {
+            let mut other = union.clone();
+            other.extend_from_slice(&i.to_be_bytes());
+            let _ = cache.principal(&other);
+        }
+        assert!(cache.lock().len() <= PRINCIPAL_CACHE_ENTRIES);
+        assert_eq!(cache.principal(&hrss), Ok(Principal::Agency(Agency::Hrss)));
     }
 
     #[test]

@@ -84,6 +84,7 @@ async fn main() {
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     eprintln!("phase: pull");
     let t = Instant::now();
+    let cpu = cpu_seconds();
     let mut pulled = 0u64;
     for _ in 0..repeat {
         gateway::client::pull(
@@ -101,6 +102,7 @@ async fn main() {
         .unwrap();
     }
     let pull_s = t.elapsed().as_secs_f64();
+    let pull_cpu_s = cpu_seconds() - cpu;
 
     // Identity numbers of simulated residents (synthetic data) to look up.
     let file = std::fs::File::open(data.path().join("public_security.jsonl")).unwrap();
@@ -154,6 +156,7 @@ async fn main() {
     }
     eprintln!("phase: lookup");
     let t = Instant::now();
+    let cpu = cpu_seconds();
     let mut tasks = Vec::new();
     for w in 0..concurrency {
         let mut client = UnionExchangeClient::new(channels[w % channels.len()].clone());
@@ -180,6 +183,7 @@ async fn main() {
         latencies.extend(t.await.unwrap());
     }
     let lookup_s = t.elapsed().as_secs_f64();
+    let lookup_cpu_s = cpu_seconds() - cpu;
     eprintln!("phase: done");
     latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
@@ -192,10 +196,12 @@ async fn main() {
             "ingest_rows_per_s": (rows as f64 / ingest_s).round(),
             "pulled_records": pulled,
             "pull_records_per_s": (pulled as f64 / pull_s).round(),
+            "pull_cpu_us_per_record": (pull_cpu_s * 1e8 / pulled as f64).round() / 100.0,
             "lookups": latencies.len(),
             "lookup_concurrency": concurrency,
             "lookup_connections": connections,
             "lookups_per_s": (latencies.len() as f64 / lookup_s).round(),
+            "lookup_cpu_us": (lookup_cpu_s * 1e6 / latencies.len() as f64).round(),
             "lookup_p50_ms": (pct(0.50) * 100.0).round() / 100.0,
             "lookup_p99_ms": (pct(0.99) * 100.0).round() / 100.0,
             "lookup_p999_ms": (pct(0.999) * 100.0).round() / 100.0,
@@ -203,6 +209,25 @@ async fn main() {
         })
     );
     server.stop().await;
+}
+
+/// CPU time (user and system, all threads: server and client alike) this
+/// process has used so far, from /proc (Linux). Throughput on a shared
+/// machine swings with its neighbours; CPU per operation much less, so the
+/// bench prints both. NaN where /proc is not there.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    // Fields after the command name (which is in parentheses): utime and
+    // stime are the 12th and 13th, in clock ticks of 1/100 s.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) => (user + system) / 100.0,
+        _ => f64::NAN,
+    }
 }
 
 /// A number from the environment, or its default.

@@ -50,6 +50,7 @@ pub use keys::{KeyError, Signer, Verifier, key_id};
 pub use memory::MemoryTree;
 pub use note::{Note, NoteError, NoteFormatError, NoteSignature, OpenedNote};
 pub use store::{
-    HashStore, Node, ProofError, appended_nodes, consistency_proof, inclusion_proof, root_at,
+    Frontier, HashStore, Node, ProofError, appended_nodes, consistency_proof, inclusion_proof,
+    root_at,
 };
 pub use verify::{VerifyError, verify_consistency, verify_inclusion};

@@ -61,35 +61,102 @@ pub struct Node {
 /// completes. Persisting these rows keeps the store complete.
 ///
 /// Reads at most 64 nodes from the store (its right edge); each appended leaf
-/// yields amortised two nodes and at most 64.
+/// yields amortised two nodes and at most 64. A writer appending often keeps
+/// a [`Frontier`] instead, and reads the right edge once.
 pub fn appended_nodes<S: HashStore + ?Sized>(
     store: &S,
     leaves: &[Hash],
 ) -> Result<Vec<Node>, ProofError> {
-    let mut size = store.leaf_count();
-    // right_edge[level] is the rightmost complete subtree at `level`; it is
-    // meaningful exactly when bit `level` of `size` is set.
-    let mut right_edge = [[0u8; 32]; 64];
-    for level in 0..64u8 {
-        if size >> level & 1 == 1 {
-            right_edge[usize::from(level)] = get(store, level, (size >> level) - 1)?;
-        }
+    Frontier::of(store)?.append(leaves)
+}
+
+/// The right edge of a tree: the rightmost complete subtree at each level
+/// whose bit is set in the tree size. Enough to append without reading the
+/// store again; a writer keeps it between appends.
+#[derive(Clone)]
+pub struct Frontier {
+    size: u64,
+    /// `right_edge[level]` is meaningful exactly when bit `level` of `size`
+    /// is set.
+    right_edge: [Hash; 64],
+}
+
+impl Frontier {
+    /// The meaningful entries of the edge, lowest level first.
+    fn edge(&self) -> impl Iterator<Item = (u8, &Hash)> + '_ {
+        (0..64u8)
+            .filter(|level| self.size >> level & 1 == 1)
+            .map(|level| (level, &self.right_edge[usize::from(level)]))
     }
-    let mut out = Vec::with_capacity(leaves.len() * 2);
-    for leaf in leaves {
-        let next_size = size.checked_add(1).ok_or(ProofError::TreeFull)?;
-        let (mut level, mut index, mut hash) = (0u8, size, *leaf);
-        out.push(Node { level, index, hash });
-        while index & 1 == 1 {
-            hash = node_hash(&right_edge[usize::from(level)], &hash);
-            level += 1;
-            index >>= 1;
+
+    /// The right edge of `store` at its current size (at most 64 reads).
+    pub fn of<S: HashStore + ?Sized>(store: &S) -> Result<Frontier, ProofError> {
+        let size = store.leaf_count();
+        let mut right_edge = [[0u8; 32]; 64];
+        for level in 0..64u8 {
+            if size >> level & 1 == 1 {
+                right_edge[usize::from(level)] = get(store, level, (size >> level) - 1)?;
+            }
+        }
+        Ok(Frontier { size, right_edge })
+    }
+
+    /// The tree size this edge belongs to.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends `leaves` (leaf hashes, in order) and returns the
+    /// complete-subtree hashes they create, as [`appended_nodes`] does. On
+    /// error the frontier is unchanged.
+    pub fn append(&mut self, leaves: &[Hash]) -> Result<Vec<Node>, ProofError> {
+        let end = self
+            .size
+            .checked_add(leaves.len() as u64)
+            .ok_or(ProofError::TreeFull)?;
+        let mut out = Vec::with_capacity(leaves.len() * 2);
+        for leaf in leaves {
+            let (mut level, mut index, mut hash) = (0u8, self.size, *leaf);
             out.push(Node { level, index, hash });
+            while index & 1 == 1 {
+                hash = node_hash(&self.right_edge[usize::from(level)], &hash);
+                level += 1;
+                index >>= 1;
+                out.push(Node { level, index, hash });
+            }
+            self.right_edge[usize::from(level)] = hash;
+            self.size += 1;
         }
-        right_edge[usize::from(level)] = hash;
-        size = next_size;
+        debug_assert_eq!(self.size, end);
+        Ok(out)
     }
-    Ok(out)
+
+    /// The root of the tree this edge belongs to (the MTH of all its leaves).
+    pub fn root(&self) -> Hash {
+        self.edge()
+            .map(|(_, hash)| *hash)
+            .reduce(|right, left| node_hash(&left, &right))
+            .unwrap_or(EMPTY_ROOT)
+    }
+}
+
+/// Equal when they describe the same tree edge (stale hashes above a cleared
+/// bit do not count).
+impl PartialEq for Frontier {
+    fn eq(&self, other: &Frontier) -> bool {
+        self.size == other.size && self.edge().eq(other.edge())
+    }
+}
+
+impl Eq for Frontier {}
+
+impl std::fmt::Debug for Frontier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Frontier")
+            .field("size", &self.size)
+            .field("root", &hex::encode(self.root()))
+            .finish()
+    }
 }
 
 /// MTH of the first `size` leaves, for any `size <= store.leaf_count()`.

@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use tlog::reference;
 use tlog::{
-    Hash, HashStore, MemoryTree, ProofError, VerifyError, appended_nodes, consistency_proof,
-    inclusion_proof, leaf_hash, node_hash, root_at, verify_consistency, verify_inclusion,
+    Frontier, Hash, HashStore, MemoryTree, ProofError, VerifyError, appended_nodes,
+    consistency_proof, inclusion_proof, leaf_hash, node_hash, root_at, verify_consistency,
+    verify_inclusion,
 };
 
 fn leaves(n: u64) -> Vec<Hash> {
@@ -180,6 +181,29 @@ proptest! {
         prop_assert_eq!(store.rows.len() as u64, expected_rows);
         for (&(level, index), hash) in &store.rows {
             prop_assert_eq!(tree.node(level, index), Some(*hash));
+        }
+    }
+    #[test]
+    fn a_kept_frontier_appends_as_the_store_does(start in 0u64..300, batches in proptest::collection::vec(0usize..40, 0..25)) {
+        // A writer that keeps the frontier between appends creates the same
+        // rows as one that reads the right edge from the store every time,
+        // and knows the root without reading anything.
+        let total = start as usize + batches.iter().sum::<usize>();
+        let leaves = leaves(total as u64);
+        let mut store = MapStore::default();
+        store.append(&leaves[..start as usize]);
+        let mut frontier = Frontier::of(&store).unwrap();
+        prop_assert_eq!(frontier.size(), start);
+        let mut done = start as usize;
+        for batch in batches {
+            let kept = frontier.append(&leaves[done..done + batch]).unwrap();
+            let read = appended_nodes(&store, &leaves[done..done + batch]).unwrap();
+            prop_assert_eq!(&kept, &read);
+            store.append(&leaves[done..done + batch]);
+            done += batch;
+            prop_assert_eq!(frontier.size(), done as u64);
+            prop_assert_eq!(frontier.root(), reference::root(&leaves[..done]));
+            prop_assert_eq!(&Frontier::of(&store).unwrap(), &frontier);
         }
     }
 }
