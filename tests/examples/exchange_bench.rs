@@ -6,6 +6,7 @@
 //! `cargo run --release -p gateway-tests --example exchange_bench -- [small|wuhu] [lookups]`
 //! (lookups default to 32,000, after five uncounted warm-up look-ups per caller). Env:
 //! `ONLY=agency,…` ingests only those exports; `PULL_REPEAT=n` pulls n times;
+//! `IDS=n` distinct residents looked up (default 2,000; 0 = all);
 //! `CONCURRENCY=n` look-up callers (default 64) over `CONNECTIONS=n`
 //! connections (default 1). Phases are 2 s apart, so
 //! background work of one (subject indexing, WAL checkpoints) settles first.
@@ -104,7 +105,11 @@ async fn main() {
     let pull_s = t.elapsed().as_secs_f64();
     let pull_cpu_s = cpu_seconds() - cpu;
 
-    // Identity numbers of simulated residents (synthetic data) to look up.
+    // Identity numbers of simulated residents (synthetic data) to look up:
+    // the first IDS of the household file (default 2,000, looked up over
+    // and over, so page caches hold them; IDS=0 takes every resident, in an
+    // order that spreads them over the file).
+    let distinct: usize = env_or("IDS", 2000);
     let file = std::fs::File::open(data.path().join("public_security.jsonl")).unwrap();
     let ids: Vec<String> = std::io::BufReader::new(file)
         .lines()
@@ -112,8 +117,16 @@ async fn main() {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
         .filter_map(|v| v["GMSFHM"].as_str().map(str::to_string))
         .filter(|id| adapters::rules::parse_identity_number(id).is_ok())
-        .take(2000)
+        .take(if distinct == 0 { usize::MAX } else { distinct })
         .collect();
+    let ids: Vec<String> = if distinct == 0 {
+        // A fixed stride coprime with the count visits everyone once.
+        let n = ids.len();
+        let stride = (n / 2..n).find(|s| gcd(*s, n) == 1).unwrap_or(1);
+        (0..n).map(|i| ids[i * stride % n].clone()).collect()
+    } else {
+        ids
+    };
     let concurrency: usize = env_or("CONCURRENCY", 64);
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     // Warm-up, not counted: every caller makes a few look-ups first, so the
@@ -199,6 +212,7 @@ async fn main() {
             "pull_cpu_us_per_record": (pull_cpu_s * 1e8 / pulled as f64).round() / 100.0,
             "lookups": latencies.len(),
             "lookup_concurrency": concurrency,
+            "lookup_distinct_ids": ids.len(),
             "lookup_connections": connections,
             "lookups_per_s": (latencies.len() as f64 / lookup_s).round(),
             "lookup_cpu_us": (lookup_cpu_s * 1e6 / latencies.len() as f64).round(),
@@ -228,6 +242,10 @@ fn cpu_seconds() -> f64 {
         (Some(user), Some(system)) => (user + system) / 100.0,
         _ => f64::NAN,
     }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 /// A number from the environment, or its default.
