@@ -226,9 +226,9 @@ async fn main() {
 }
 
 /// CPU time (user and system, all threads: server and client alike) this
-/// process has used so far, from /proc (Linux). Throughput on a shared
-/// machine swings with its neighbours; CPU per operation much less, so the
-/// bench prints both. NaN where /proc is not there.
+/// process has used so far, from /proc (Linux), printed per operation beside
+/// the throughput (which on a shared machine swings with its neighbours).
+/// NaN where /proc is not there.
 fn cpu_seconds() -> f64 {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
         return f64::NAN;

@@ -724,7 +724,8 @@ impl Inner {
     /// [`COMMIT_LINGER`] before taking the queue, so that one commit serves
     /// more of them: under 64 concurrent look-ups that cut fsyncs from ≈ 1,900
     /// to ≈ 670 a second and WAL writes per look-up by a third, for at most
-    /// that half millisecond more per call. A lone caller never waits.
+    /// that half millisecond more per call. After a commit that served one
+    /// caller, the next commits at once.
     fn run_committer(&self) {
         let mut last_callers = 0;
         loop {
