@@ -28,7 +28,7 @@ impl Rng {
     }
 }
 
-/// A delivery-like entry: actor, purpose, kinds, field forms and, if
+/// A delivery-like entry: actor, purpose, kinds, policy version and, if
 /// `subject`, one person (ingest's `batch_pushed` entries name none).
 fn entry(i: u64, subject: bool) -> AuditEntry {
     let details = Value::Map(
@@ -45,22 +45,6 @@ fn entry(i: u64, subject: bool) -> AuditEntry {
                 Value::Str(
                     "sha256:9f3c1b2a9f3c1b2a9f3c1b2a9f3c1b2a9f3c1b2a9f3c1b2a9f3c1b2a9f3c1b2a"
                         .into(),
-                ),
-            ),
-            (
-                "fields".to_string(),
-                Value::Map(
-                    [
-                        (
-                            "social_insurance.name".to_string(),
-                            Value::Str("masked".into()),
-                        ),
-                        (
-                            "social_insurance.person_id".to_string(),
-                            Value::Str("pseudonymised".into()),
-                        ),
-                    ]
-                    .into(),
                 ),
             ),
         ]

@@ -465,7 +465,6 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
             shaped_tx,
         ));
         tokio::spawn(async move {
-            let forms = policy.forms(&kinds);
             while let Some(page) = shaped_rx.recv().await {
                 let page = match page {
                     Ok(shaping) => shaping
@@ -488,7 +487,6 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
                     removed: page.removed,
                     from_cursor: page.from_cursor,
                     to_cursor: page.last_seq,
-                    fields: &forms,
                     policy_version: &policy.version,
                     content_sha256: page.commitment,
                     subjects: page.subjects,
@@ -561,10 +559,6 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
         let mut kinds: Vec<String> = records.iter().map(|r| r.kind.clone()).collect();
         kinds.sort();
         kinds.dedup();
-        let record_kinds: Vec<RecordKind> = kinds
-            .iter()
-            .filter_map(|k| RecordKind::from_id(k))
-            .collect();
         let response = proto::LookupResponse {
             subject: keys.pseudonyms.token(person.expose()),
             records,
@@ -578,7 +572,6 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
             subject: &auditors.token(person.expose()),
             records: response.records.len() as u64,
             kinds,
-            fields: policy.forms(&record_kinds),
             policy_version: &policy.version,
             content_sha256: audit::commitment(
                 [prost::Message::encode_to_vec(&response).as_slice()],

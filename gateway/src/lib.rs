@@ -143,8 +143,10 @@ impl Gateway {
                 let versions = set.versions();
                 *self.policies.write().expect("policy lock") = Arc::new(set);
                 tracing::info!(?versions, "policies reloaded");
-                let entry = audit::PoliciesReloaded { policies: versions }.entry(audit::GATEWAY);
-                if let Err(e) = self.store.append_audit(&[entry]) {
+                let mut entries =
+                    vec![audit::PoliciesReloaded { policies: versions }.entry(audit::GATEWAY)];
+                entries.extend(audit::PolicyRecorded::entries(&self.policies()));
+                if let Err(e) = self.store.append_audit(&entries) {
                     tracing::error!(error = %e, "cannot record a policy reload");
                 }
                 Ok(())
@@ -253,12 +255,17 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let policies = gateway.policies();
     record_key_rotations(&gateway)?;
-    gateway.store.append_audit(&[GatewayStarted {
-        version: env!("CARGO_PKG_VERSION"),
-        dev_mode: gateway.dev_mode,
-        policies: policies.versions(),
-    }
-    .entry(audit::GATEWAY)])?;
+    let mut entries = vec![
+        GatewayStarted {
+            version: env!("CARGO_PKG_VERSION"),
+            dev_mode: gateway.dev_mode,
+            policies: policies.versions(),
+        }
+        .entry(audit::GATEWAY),
+    ];
+    // Deliveries name their policy by version; its field table is here.
+    entries.extend(audit::PolicyRecorded::entries(&policies));
+    gateway.store.append_audit(&entries)?;
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
@@ -298,9 +305,7 @@ pub async fn serve(
     let exchange = proto::union_exchange_server::UnionExchangeServer::new(
         exchange::ExchangeService::new(gateway.clone()),
     );
-    let audit = proto::audit_server::AuditServer::new(audit::AuditService {
-        gateway: gateway.clone(),
-    });
+    let audit = proto::audit_server::AuditServer::new(audit::AuditService::new(gateway.clone()));
     // Officers pin this key (also written to <data_dir>/audit-log.vkey).
     tracing::info!(vkey = %gateway.audit_log.vkey(), "audit log public key");
     let checkpointer = tokio::spawn(gateway.audit_log.clone().run_checkpointer());

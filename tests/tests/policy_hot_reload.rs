@@ -86,6 +86,21 @@ async fn sighup_reloads_good_policies_and_refuses_broken_ones() {
     let v2: serde_json::Value = serde_json::from_str(&reloaded[0].details_json).unwrap();
     let v2 = v2["policies"]["assistance"].as_str().unwrap().to_string();
     assert_ne!(v1, v2);
+    // Both versions' field tables are in the log: the start-up's and the reload's.
+    let recorded = wait_for(&auditor, "policy_recorded", 2).await;
+    let recorded: Vec<serde_json::Value> = recorded
+        .iter()
+        .map(|e| serde_json::from_str(&e.details_json).unwrap())
+        .collect();
+    for version in [&v1, &v2] {
+        assert!(
+            recorded
+                .iter()
+                .any(|p| p["policy_version"] == version.as_str()
+                    && p["fields"]["social_insurance.name"] == "masked"),
+            "{recorded:?}"
+        );
+    }
     // The connections opened before the reload still work.
     assert!(pull_ok(&union).await);
 

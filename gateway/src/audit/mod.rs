@@ -172,16 +172,6 @@ fn detail_map<const N: usize>(entries: [(&str, Value); N]) -> Value {
     Value::Map(entries.map(|(k, v)| (k.to_string(), v)).into())
 }
 
-/// A field → form map as a detail.
-fn forms_value(fields: &BTreeMap<String, &'static str>) -> Value {
-    Value::Map(
-        fields
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::Str((*v).to_string())))
-            .collect(),
-    )
-}
-
 /// Detail keys whose values are hashes, never free text.
 const HASH_KEYS: [&str; 4] = ["content_sha256", "policy_version", "policies", "serving"];
 
@@ -294,8 +284,8 @@ pub struct RecordsDelivered<'a> {
     pub removed: u64,
     pub from_cursor: u64,
     pub to_cursor: u64,
-    /// Field name → form it was delivered in (kept, masked, pseudonymised, …).
-    pub fields: &'a BTreeMap<String, &'static str>,
+    /// The policy that shaped the records: the form each field was delivered
+    /// in is its table, recorded once per version ([`PolicyRecorded`]).
     pub policy_version: &'a str,
     /// Commitment to the messages sent ([`commitment`]).
     pub content_sha256: String,
@@ -318,7 +308,6 @@ impl AuditEvent for RecordsDelivered<'_> {
             ("removed", Value::U64(self.removed)),
             ("from_cursor", Value::U64(self.from_cursor)),
             ("to_cursor", Value::U64(self.to_cursor)),
-            ("fields", forms_value(self.fields)),
             (
                 "policy_version",
                 Value::Str(self.policy_version.to_string()),
@@ -346,8 +335,7 @@ pub struct PersonLookedUp<'a> {
     pub subject: &'a str,
     pub records: u64,
     pub kinds: Vec<String>,
-    /// Field name → form it was delivered in.
-    pub fields: BTreeMap<String, &'static str>,
+    /// The policy that shaped the profile (its field table: [`PolicyRecorded`]).
     pub policy_version: &'a str,
     /// Commitment to the response sent ([`commitment`]).
     pub content_sha256: String,
@@ -365,7 +353,6 @@ impl AuditEvent for PersonLookedUp<'_> {
                 "kinds",
                 Value::List(self.kinds.iter().cloned().map(Value::Str).collect()),
             ),
-            ("fields", forms_value(&self.fields)),
             (
                 "policy_version",
                 Value::Str(self.policy_version.to_string()),
@@ -482,6 +469,45 @@ impl AuditEvent for GatewayStarted<'_> {
     const ACTION: &'static str = "gateway_started";
 }
 
+/// A policy in force, as deliveries and look-ups reference it by version:
+/// which purposes it serves and the form every field of every kind it
+/// releases leaves in. Recorded for every policy when the gateway starts and
+/// when the policies are reloaded, so each delivery entry names its policy's
+/// version (a content hash) instead of repeating the table, and an auditor
+/// reads the table here.
+#[derive(Debug, Serialize)]
+pub struct PolicyRecorded<'a> {
+    pub consumer: &'a str,
+    pub policy_version: &'a str,
+    pub purposes: &'a [String],
+    /// `kind.field` → form (kept, masked, pseudonymised, generalised,
+    /// constant, encrypted, scrubbed).
+    pub fields: BTreeMap<String, &'static str>,
+}
+
+impl AuditEvent for PolicyRecorded<'_> {
+    const ACTION: &'static str = "policy_recorded";
+}
+
+impl PolicyRecorded<'_> {
+    /// One entry per policy of the set, in consumer order.
+    pub fn entries(set: &policies::PolicySet) -> Vec<AuditEntry> {
+        set.policies
+            .values()
+            .map(|p| {
+                let kinds: Vec<_> = p.kinds.keys().copied().collect();
+                PolicyRecorded {
+                    consumer: &p.consumer,
+                    policy_version: &p.version,
+                    purposes: &p.purposes,
+                    fields: p.forms(&kinds),
+                }
+                .entry(GATEWAY)
+            })
+            .collect()
+    }
+}
+
 /// The policy directory was reloaded (SIGHUP).
 #[derive(Debug, Serialize)]
 pub struct PoliciesReloaded {
@@ -540,11 +566,6 @@ mod tests {
     /// path built them.
     #[test]
     fn hand_built_details_equal_the_serialised_ones() {
-        let fields: BTreeMap<String, &'static str> = [
-            ("household.name".to_string(), "masked"),
-            ("social_insurance.person_id".to_string(), "pseudonymised"),
-        ]
-        .into();
         let kinds = vec!["household".to_string(), "social_insurance".to_string()];
         let delivered = RecordsDelivered {
             consumer: "assistance",
@@ -554,7 +575,6 @@ mod tests {
             removed: 2,
             from_cursor: 10,
             to_cursor: 19,
-            fields: &fields,
             policy_version: "ab12",
             content_sha256: "cd34".into(),
             subjects: vec!["0f".repeat(16)],
@@ -567,7 +587,6 @@ mod tests {
             subject: "00ff00ff00ff00ff00ff00ff00ff00ff",
             records: 5,
             kinds,
-            fields,
             policy_version: "ab12",
             content_sha256: "cd34".into(),
         };

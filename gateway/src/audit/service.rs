@@ -8,6 +8,7 @@ use crate::Gateway;
 use crate::identity::Principal;
 use crate::proto;
 use crate::store::{AuditFilter, StoreError, StoredAuditEntry, StoredCheckpoint};
+use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio_stream::Stream;
@@ -17,7 +18,65 @@ use tonic::{Request, Response, Status};
 const EXPORT_CHUNK: usize = 2048;
 
 pub struct AuditService {
-    pub gateway: Arc<Gateway>,
+    gateway: Arc<Gateway>,
+    policy_tables: Arc<std::sync::Mutex<PolicyTables>>,
+}
+
+/// Field tables of the policy versions recorded in the log (`policy_recorded`
+/// entries), read once: deliveries and look-ups name their policy by version,
+/// and a report line's fields are that policy's forms for the kinds the entry
+/// concerned.
+#[derive(Default)]
+struct PolicyTables {
+    /// The log has been read for them through this seq.
+    through_seq: u64,
+    /// Policy version → `kind.field` → form.
+    by_version: HashMap<String, BTreeMap<String, String>>,
+}
+
+impl PolicyTables {
+    /// Reads the `policy_recorded` entries appended since the last call.
+    fn catch_up(&mut self, store: &dyn crate::store::Store) -> Result<(), StoreError> {
+        loop {
+            let page = store.query_audit(&AuditFilter {
+                action: Some(super::PolicyRecorded::ACTION.to_string()),
+                after_seq: self.through_seq,
+                limit: 1000,
+                ..Default::default()
+            })?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            self.through_seq = last.seq;
+            for stored in &page {
+                // An undecodable entry leaves its version unknown; the report
+                // says so for every line that needs it.
+                let Ok(e) = stored.decode() else { continue };
+                let (Some(version), Some(fields)) =
+                    (e.details.str("policy_version"), e.details.get("fields"))
+                else {
+                    continue;
+                };
+                self.by_version
+                    .entry(version.to_string())
+                    .or_insert_with(|| forms_of(fields));
+            }
+        }
+    }
+}
+
+/// A `kind.field` → form detail map as strings.
+fn forms_of(v: &super::Value) -> BTreeMap<String, String> {
+    match v {
+        super::Value::Map(m) => m
+            .iter()
+            .filter_map(|(k, v)| match v {
+                super::Value::Str(form) => Some((k.clone(), form.clone())),
+                _ => None,
+            })
+            .collect(),
+        _ => BTreeMap::new(),
+    }
 }
 
 fn store_status(e: StoreError) -> Status {
@@ -82,6 +141,13 @@ pub fn entry_message(stored: &StoredAuditEntry) -> proto::AuditEntry {
 }
 
 impl AuditService {
+    pub fn new(gateway: Arc<Gateway>) -> AuditService {
+        AuditService {
+            gateway,
+            policy_tables: Default::default(),
+        }
+    }
+
     fn checkpoint_message(&self, cp: &StoredCheckpoint) -> proto::SignedCheckpoint {
         proto::SignedCheckpoint {
             note: cp.note.clone(),
@@ -178,8 +244,14 @@ impl proto::audit_server::Audit for AuditService {
         let token = self.subject_token(&request.into_inner().id_number)?;
         let store = self.gateway.store.clone();
         let t = token.clone();
-        let stored =
-            blocking(move || store.audit_subject_entries(&t).map_err(store_status)).await?;
+        let tables = self.policy_tables.clone();
+        let (stored, tables) = blocking(move || {
+            let stored = store.audit_subject_entries(&t).map_err(store_status)?;
+            let mut tables = tables.lock().unwrap_or_else(|p| p.into_inner());
+            tables.catch_up(store.as_ref()).map_err(store_status)?;
+            Ok((stored, tables.by_version.clone()))
+        })
+        .await?;
 
         let mut items = Vec::new();
         let mut problems = Vec::new();
@@ -203,7 +275,7 @@ impl proto::audit_server::Audit for AuditService {
                 ));
             }
             expected_prev = e.seq;
-            if let Some(item) = report_item(&e, me.prev_seq) {
+            if let Some(item) = report_item(&e, me.prev_seq, &tables, &mut problems) {
                 items.push(item);
             }
         }
@@ -373,7 +445,15 @@ impl proto::audit_server::Audit for AuditService {
 
 /// The report line of an entry about the person (deliveries, look-ups and
 /// re-identifications; the chain also holds audit accesses, not listed).
-fn report_item(e: &CanonicalEntry, prev_seq: u64) -> Option<proto::SubjectReportItem> {
+/// The fields of deliveries and look-ups are their policy version's forms
+/// for the kinds concerned (entries written before `policy_recorded` existed
+/// carry them inline); a version whose table the log lacks is a problem.
+fn report_item(
+    e: &CanonicalEntry,
+    prev_seq: u64,
+    tables: &HashMap<String, BTreeMap<String, String>>,
+    problems: &mut Vec<String>,
+) -> Option<proto::SubjectReportItem> {
     if !matches!(
         e.action.as_str(),
         "records_delivered" | "person_looked_up" | "person_reidentified"
@@ -381,18 +461,29 @@ fn report_item(e: &CanonicalEntry, prev_seq: u64) -> Option<proto::SubjectReport
         return None;
     }
     let d = &e.details;
-    let fields = match d.get("fields") {
-        Some(super::Value::Map(m)) => m
-            .iter()
-            .filter_map(|(k, v)| match v {
-                super::Value::Str(form) => Some((k.clone(), form.clone())),
-                _ => None,
-            })
-            .collect(),
-        _ => match d.str("field") {
-            Some(f) => [(f.to_string(), "reidentified".to_string())].into(),
-            None => Default::default(),
+    let fields = match (d.get("fields"), d.str("field"), d.str("policy_version")) {
+        (Some(inline), _, _) => forms_of(inline),
+        (None, Some(f), _) => [(f.to_string(), "reidentified".to_string())].into(),
+        (None, None, Some(version)) => match tables.get(version) {
+            Some(table) => table
+                .iter()
+                .filter(|(name, _)| {
+                    e.kinds.iter().any(|k| {
+                        name.strip_prefix(k.as_str())
+                            .is_some_and(|rest| rest.starts_with('.'))
+                    })
+                })
+                .map(|(name, form)| (name.clone(), form.clone()))
+                .collect(),
+            None => {
+                problems.push(format!(
+                    "entry {} names policy version {version}, whose field table is not in the log",
+                    e.seq
+                ));
+                BTreeMap::new()
+            }
         },
+        (None, None, None) => BTreeMap::new(),
     };
     Some(proto::SubjectReportItem {
         seq: e.seq,
@@ -402,8 +493,112 @@ fn report_item(e: &CanonicalEntry, prev_seq: u64) -> Option<proto::SubjectReport
         purpose: d.str("purpose").unwrap_or_default().to_string(),
         case_number: d.str("case_number").unwrap_or_default().to_string(),
         kinds: e.kinds.clone(),
-        fields,
+        fields: fields.into_iter().collect(),
         policy_version: d.str("policy_version").unwrap_or_default().to_string(),
         prev_seq,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::Value;
+
+    fn entry(seq: u64, action: &str, kinds: &[&str], details: Value) -> CanonicalEntry {
+        CanonicalEntry {
+            seq,
+            at_ms: 0,
+            actor: "union/assistance".into(),
+            action: action.into(),
+            outcome: "ok".into(),
+            kinds: kinds.iter().map(|k| k.to_string()).collect(),
+            subjects: Vec::new(),
+            details,
+        }
+    }
+
+    fn map(pairs: &[(&str, Value)]) -> Value {
+        Value::Map(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn report_fields_come_from_the_policy_table_inline_or_missing() {
+        let table: BTreeMap<String, String> = [
+            ("social_insurance.name", "masked"),
+            ("social_insurance.person_id", "pseudonymised"),
+            ("social_insurance_extra.name", "kept"),
+            ("housing.status", "kept"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into();
+        let tables: HashMap<String, BTreeMap<String, String>> =
+            [("sha256:v1".to_string(), table)].into();
+        let mut problems = Vec::new();
+
+        // By version: only the kinds the entry concerned.
+        let looked_up = entry(
+            7,
+            "person_looked_up",
+            &["social_insurance"],
+            map(&[("policy_version", Value::Str("sha256:v1".into()))]),
+        );
+        let item = report_item(&looked_up, 3, &tables, &mut problems).unwrap();
+        let names: Vec<&str> = {
+            let mut n: Vec<&str> = item.fields.keys().map(String::as_str).collect();
+            n.sort();
+            n
+        };
+        assert_eq!(
+            names,
+            ["social_insurance.name", "social_insurance.person_id"]
+        );
+        assert_eq!(item.fields["social_insurance.name"], "masked");
+        assert_eq!(item.prev_seq, 3);
+        assert!(problems.is_empty());
+
+        // Written before policy_recorded existed: the forms are inline.
+        let legacy = entry(
+            8,
+            "records_delivered",
+            &["housing"],
+            map(&[
+                ("policy_version", Value::Str("sha256:old".into())),
+                (
+                    "fields",
+                    map(&[("housing.status", Value::Str("generalised".into()))]),
+                ),
+            ]),
+        );
+        let item = report_item(&legacy, 7, &tables, &mut problems).unwrap();
+        assert_eq!(item.fields["housing.status"], "generalised");
+        assert!(problems.is_empty());
+
+        // A version whose table the log lacks is reported, not guessed.
+        let unknown = entry(
+            9,
+            "records_delivered",
+            &["housing"],
+            map(&[("policy_version", Value::Str("sha256:gone".into()))]),
+        );
+        let item = report_item(&unknown, 8, &tables, &mut problems).unwrap();
+        assert!(item.fields.is_empty());
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].contains("entry 9") && problems[0].contains("sha256:gone"));
+
+        // Other actions are not report lines.
+        assert!(
+            report_item(
+                &entry(10, "denied", &[], map(&[])),
+                9,
+                &tables,
+                &mut problems
+            )
+            .is_none()
+        );
+    }
 }
