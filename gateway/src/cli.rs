@@ -8,6 +8,7 @@ use crate::{Gateway, proto, tls};
 use adapters::{Agency, Format};
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -271,15 +272,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 crate::cli_lookup::lookup(channel, &args.id_number, &args.case, &args.purpose)
                     .await?;
             if args.json {
-                println!(
+                writeln!(
+                    std::io::stdout().lock(),
                     "{}",
                     serde_json::to_string_pretty(&crate::cli_lookup::json(&answer))?
-                );
+                )?;
             } else {
-                print!(
+                write!(
+                    std::io::stdout().lock(),
                     "{}",
                     crate::cli_lookup::summary(&answer, &args.case, &args.purpose)
-                );
+                )?;
             }
             Ok(())
         }
@@ -325,10 +328,22 @@ fn certs_init(args: CertsInitArgs) -> anyhow::Result<()> {
     }
     let ids = dev_identities(&args.policies_dir);
     let pki = pki::init_dev_pki(&args.dir, &args.trust_domain, &ids)?;
-    println!("dev PKI written to {}:", pki.dir.display());
-    println!("  ca.pem, server.pem/.key (localhost, 127.0.0.1, ::1), crl.pem");
+    writeln!(
+        std::io::stdout().lock(),
+        "dev PKI written to {}:",
+        pki.dir.display()
+    )?;
+    writeln!(
+        std::io::stdout().lock(),
+        "  ca.pem, server.pem/.key (localhost, 127.0.0.1, ::1), crl.pem"
+    )?;
     for id in &pki.identities {
-        println!("  {}.pem/.key  {}", id.stem(), id.uri(&args.trust_domain));
+        writeln!(
+            std::io::stdout().lock(),
+            "  {}.pem/.key  {}",
+            id.stem(),
+            id.uri(&args.trust_domain)
+        )?;
     }
     Ok(())
 }
@@ -463,7 +478,8 @@ async fn push(args: PushArgs) -> anyhow::Result<()> {
     });
     client::write_rejection_report(&report, &summary.rejections)?;
     let rejected = summary.rows - summary.accepted;
-    println!(
+    writeln!(
+        std::io::stdout().lock(),
         "{}: {} rows in {} batches in {:.1} s: {} accepted ({} superseded by newer versions), {} rejected{}",
         args.file.display(),
         summary.rows,
@@ -477,26 +493,44 @@ async fn push(args: PushArgs) -> anyhow::Result<()> {
         } else {
             String::new()
         }
-    );
+    )?;
     // Rejected rows by code (a row may break several rules: counted once per code).
     let mut by_code = std::collections::BTreeMap::<&str, std::collections::BTreeSet<u64>>::new();
     for r in &summary.rejections {
         by_code.entry(r.code.as_str()).or_default().insert(r.row);
     }
     for (code, rows) in &by_code {
-        println!("  {code}: {} rows", rows.len());
+        writeln!(std::io::stdout().lock(), "  {code}: {} rows", rows.len())?;
     }
     for (id, code, message) in &summary.rejected_batches {
-        println!("  batch {id} rejected: {code}: {message}");
+        writeln!(
+            std::io::stdout().lock(),
+            "  batch {id} rejected: {code}: {message}"
+        )?;
     }
     const SHOWN: usize = 20;
     for r in summary.rejections.iter().take(SHOWN) {
-        println!("  row {}: {} {}: {}", r.row, r.field, r.code, r.message);
+        writeln!(
+            std::io::stdout().lock(),
+            "  row {}: {} {}: {}",
+            r.row,
+            r.field,
+            r.code,
+            r.message
+        )?;
     }
     if summary.rejections.len() > SHOWN {
-        println!("  … and {} more", summary.rejections.len() - SHOWN);
+        writeln!(
+            std::io::stdout().lock(),
+            "  … and {} more",
+            summary.rejections.len() - SHOWN
+        )?;
     }
-    println!("report of the rejected rows: {}", report.display());
+    writeln!(
+        std::io::stdout().lock(),
+        "report of the rejected rows: {}",
+        report.display()
+    )?;
     if !summary.rejected_batches.is_empty() {
         bail!("{} batches were rejected", summary.rejected_batches.len());
     }
@@ -528,7 +562,8 @@ fn policy_check(dir: &Path) -> anyhow::Result<()> {
     match policies::PolicySet::load_dir(dir) {
         Ok(set) => {
             for p in set.policies.values() {
-                println!(
+                writeln!(
+                    std::io::stdout().lock(),
                     "{}: ok: consumer {}, purposes {}, kinds {}, {}",
                     p.source.display(),
                     p.consumer,
@@ -539,7 +574,7 @@ fn policy_check(dir: &Path) -> anyhow::Result<()> {
                         .collect::<Vec<_>>()
                         .join(", "),
                     p.version
-                );
+                )?;
             }
             Ok(())
         }
@@ -589,39 +624,51 @@ fn policy_preview(args: PreviewArgs) -> anyhow::Result<()> {
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
         .map_err(|_| anyhow::anyhow!("no system randomness"))?;
     let keys = policies::ConsumerKeys::derive(&secret, &policy.consumer);
-    println!(
+    writeln!(
+        std::io::stdout().lock(),
         "policy {} ({}), purpose {}, {} rows of {} (preview keys: tokens differ from production)",
         policy.consumer,
         policy.version,
         args.purpose,
         args.rows,
         args.input.display()
-    );
+    )?;
     let mut n = 0;
     while let Some(row) = rows.next_row()? {
         n += 1;
         if n > args.rows {
             break;
         }
-        println!("\n── row {n}");
+        writeln!(std::io::stdout().lock(), "\n── row {n}")?;
         let record = match parser.parse_row(&row) {
             Ok(r) => r,
             Err(errors) => {
                 for e in errors {
-                    println!("   rejected: {} {}: {}", e.field, e.code, e.message);
+                    writeln!(
+                        std::io::stdout().lock(),
+                        "   rejected: {} {}: {}",
+                        e.field,
+                        e.code,
+                        e.message
+                    )?;
                 }
                 continue;
             }
         };
         if !policy.releases_kind(record.kind) {
-            println!(
+            writeln!(
+                std::io::stdout().lock(),
                 "   kind {} is not released to {}",
-                record.kind, policy.consumer
-            );
+                record.kind,
+                policy.consumer
+            )?;
             continue;
         }
         if !policy.admits(&record) {
-            println!("   filtered out by the policy's row filter");
+            writeln!(
+                std::io::stdout().lock(),
+                "   filtered out by the policy's row filter"
+            )?;
             continue;
         }
         let shaped = policy.shape(&record, &keys);
@@ -632,14 +679,20 @@ fn policy_preview(args: PreviewArgs) -> anyhow::Result<()> {
                 .map(|v| v.render())
                 .unwrap_or_default();
             match shaped.iter().find(|f| f.name == spec.name) {
-                Some(f) => println!(
+                Some(f) => writeln!(
+                    std::io::stdout().lock(),
                     "   {:<24} {:<28} → {} ({})",
                     spec.name,
                     before,
                     f.value,
                     f.form.as_str()
-                ),
-                None => println!("   {:<24} {:<28} → (not delivered)", spec.name, before),
+                )?,
+                None => writeln!(
+                    std::io::stdout().lock(),
+                    "   {:<24} {:<28} → (not delivered)",
+                    spec.name,
+                    before
+                )?,
             }
         }
     }
