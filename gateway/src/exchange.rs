@@ -24,8 +24,6 @@ use tonic::{Request, Response, Status};
 
 /// Records read from the store per page (and per audit entry).
 const PAGE: usize = 4096;
-/// Events buffered per stream; a slow consumer gets backpressure beyond this.
-const STREAM_BUFFER: usize = 1024;
 
 pub struct ExchangeService {
     pub gateway: Arc<Gateway>,
@@ -328,6 +326,35 @@ async fn shape_pages(
     }
 }
 
+/// A pull's response stream: the events of each audited page in turn, out of
+/// the page's own vector (no hand-off per event), or the error that ended it.
+struct AuditedEvents {
+    pages: tokio::sync::mpsc::Receiver<Result<Vec<proto::PullEvent>, Status>>,
+    page: std::vec::IntoIter<proto::PullEvent>,
+}
+
+impl Stream for AuditedEvents {
+    type Item = Result<proto::PullEvent, Status>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        loop {
+            if let Some(event) = self.page.next() {
+                return Poll::Ready(Some(Ok(event)));
+            }
+            match self.pages.poll_recv(cx) {
+                Poll::Ready(Some(Ok(events))) => self.page = events.into_iter(),
+                Poll::Ready(Some(Err(status))) => return Poll::Ready(Some(Err(status))),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
 /// A page being shaped, or why the feed could not be read.
 type ShapingPage = Result<tokio::task::JoinHandle<Result<ShapedPage, Status>>, Status>;
 
@@ -352,7 +379,7 @@ fn gather_profile(
         .map_err(unavailable)?;
     let mut records = Vec::new();
     let mut employers: Vec<String> = Vec::new();
-    for s in &stored {
+    for s in stored.iter() {
         let r = open_record(gateway, s)?;
         if let Some(code) = &r.enterprise
             && !employers.iter().any(|e| e == code.as_str())
@@ -371,10 +398,11 @@ fn gather_profile(
         .collect();
     if !employer_kinds.is_empty() {
         for code in &employers {
-            for s in &gateway
+            for s in gateway
                 .store
                 .records_for_enterprise(code, &employer_kinds)
                 .map_err(unavailable)?
+                .iter()
             {
                 let r = open_record(gateway, s)?;
                 if policy.admits(&r) {
@@ -447,13 +475,13 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
         // Three stages, so reading and shaping the next page, the durable audit
         // entry of this one and sending the previous one overlap: the shaper
         // reads pages from the feed, the auditor records each page's delivery
-        // before passing it on, the sender streams its events. Every channel
+        // before passing it on, and the response stream yields the audited
+        // pages' events one by one as the connection takes them. Every channel
         // is bounded: a slow consumer stops the shaper (backpressure).
-        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
         // Errors travel down the same channels, so they arrive after the pages
         // before them.
         let (shaped_tx, mut shaped_rx) = tokio::sync::mpsc::channel(SHAPING_AHEAD - 1);
-        let (audited_tx, mut audited_rx) = tokio::sync::mpsc::channel(1);
+        let (audited_tx, audited_rx) = tokio::sync::mpsc::channel(1);
         let gateway = self.gateway.clone();
         let kind_ids: Vec<String> = kinds.iter().map(|k| k.id().to_string()).collect();
         tokio::spawn(shape_pages(
@@ -465,7 +493,16 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
             shaped_tx,
         ));
         tokio::spawn(async move {
-            while let Some(page) = shaped_rx.recv().await {
+            loop {
+                let page = tokio::select! {
+                    page = shaped_rx.recv() => match page {
+                        Some(page) => page,
+                        None => return,
+                    },
+                    // The consumer hung up (while the stream waits for changes):
+                    // dropping `shaped_rx` stops the shaper.
+                    _ = audited_tx.closed() => return,
+                };
                 let page = match page {
                     Ok(shaping) => shaping
                         .await
@@ -502,30 +539,11 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
                 }
             }
         });
-        tokio::spawn(async move {
-            loop {
-                let events: Vec<proto::PullEvent> = tokio::select! {
-                    page = audited_rx.recv() => match page {
-                        Some(Ok(events)) => events,
-                        Some(Err(status)) => {
-                            let _ = tx.send(Err(status)).await;
-                            return;
-                        }
-                        None => return,
-                    },
-                    // The consumer hung up while the stream waits for changes.
-                    _ = tx.closed() => return,
-                };
-                for e in events {
-                    if tx.send(Ok(e)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        let events = AuditedEvents {
+            pages: audited_rx,
+            page: Vec::new().into_iter(),
+        };
+        Ok(Response::new(Box::pin(events)))
     }
 
     async fn lookup(

@@ -16,6 +16,7 @@
 //!   back-pointers and the new tree nodes, in the same transaction as the change
 //!   it records; roots and proofs come from stored nodes in O(log n) reads.
 
+pub mod sealed_rows;
 pub mod sqlite;
 
 use crate::audit::{AuditEntry, CanonicalEntry};
@@ -190,13 +191,14 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<StoredRecord>, StoreError>;
     /// Current (not cancelled) records about one person, by keyed index.
-    fn records_for_person(&self, person_index: &[u8]) -> Result<Vec<StoredRecord>, StoreError>;
+    /// (Shared: a backend may hand out rows it keeps for the next caller.)
+    fn records_for_person(&self, person_index: &[u8]) -> Result<sealed_rows::Rows, StoreError>;
     /// Current records of the given kinds about one enterprise.
     fn records_for_enterprise(
         &self,
         credit_code: &str,
         kinds: &[&str],
-    ) -> Result<Vec<StoredRecord>, StoreError>;
+    ) -> Result<sealed_rows::Rows, StoreError>;
     /// The highest seq in the change feed.
     fn feed_head(&self) -> Result<u64, StoreError>;
     /// Durably appends audit entries (for events that change nothing else), as

@@ -16,6 +16,7 @@
 //! rebuilt at start-up from the index and the entries it had not reached. Queries by subject first bring the
 //! index up to the end of the log.
 
+use super::sealed_rows::{self, SealedRows};
 use super::{
     AuditDone, AuditFilter, AuditLeaf, BatchWrite, CommitOutcome, RecordWrite, Store, StoreError,
     StoredAuditEntry, StoredBatch, StoredCheckpoint, StoredRecord,
@@ -129,6 +130,8 @@ const READER_CACHE_KIB: i64 = 16 * 1024;
 /// How long a records snapshot may stay open (it holds WAL frames back from
 /// the checkpointer meanwhile).
 const SNAPSHOT_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(1000);
+/// Bytes of sealed look-up rows kept between look-ups ([`SealedRows`]).
+const SEALED_ROWS_BUDGET: usize = 32 << 20;
 /// Subject rows the indexer writes per transaction.
 const INDEX_CHUNK: usize = 50_000;
 /// How often the checkpointer copies the WAL into the database (if anything
@@ -174,6 +177,8 @@ struct Inner {
     /// Commits that may have changed records (not audit-only ones): records
     /// snapshots taken before the latest are stale.
     records_generation: std::sync::atomic::AtomicU64,
+    /// Look-up rows read at the current records generation.
+    sealed_rows: SealedRows,
     /// Readers holding a snapshot open, and whether they must not (the
     /// checkpointer is about to start the WAL again).
     snapshots_held: std::sync::atomic::AtomicUsize,
@@ -387,6 +392,7 @@ impl SqliteStore {
             }),
             readers: Mutex::default(),
             records_generation: Default::default(),
+            sealed_rows: SealedRows::new(SEALED_ROWS_BUDGET),
             snapshots_held: Default::default(),
             draining: AtomicBool::new(false),
             reader_free: Condvar::new(),
@@ -561,6 +567,25 @@ impl Inner {
             }
             out
         })
+    }
+
+    /// [`Inner::read_records`] for a look-up query, answered from
+    /// [`SealedRows`] when it was read at the current records generation.
+    fn read_records_cached(
+        &self,
+        query: sealed_rows::Query,
+        f: impl FnOnce(&Connection) -> Result<sealed_rows::Rows, StoreError>,
+    ) -> Result<sealed_rows::Rows, StoreError> {
+        // Loaded before the read, which therefore sees every records commit
+        // up to this generation (perhaps later ones too: the generation is
+        // bumped after each commit, and the next bump drops the entry).
+        let generation = self.records_generation.load(Ordering::SeqCst);
+        if let Some(rows) = self.sealed_rows.get(&query, generation) {
+            return Ok(rows);
+        }
+        let rows = self.read_records(f)?;
+        self.sealed_rows.insert(query, generation, rows.clone());
+        Ok(rows)
     }
 
     /// Ends the snapshots of idle readers at least `age` old (all of them
@@ -1378,8 +1403,9 @@ impl Store for SqliteStore {
         &self,
         credit_code: &str,
         kinds: &[&str],
-    ) -> Result<Vec<StoredRecord>, StoreError> {
-        self.inner.read_records(|c| {
+    ) -> Result<sealed_rows::Rows, StoreError> {
+        let query = sealed_rows::Query::enterprise(credit_code, kinds);
+        self.inner.read_records_cached(query, |c| {
             let marks = vec!["?"; kinds.len()].join(",");
             let sql = format!(
                 "SELECT seq, kind, key_hash, changed_at, cancelled, sealed FROM records
@@ -1389,18 +1415,19 @@ impl Store for SqliteStore {
             let mut args: Vec<rusqlite::types::Value> = vec![credit_code.to_string().into()];
             args.extend(kinds.iter().map(|k| rusqlite::types::Value::from(k.to_string())));
             let rows = stmt.query_map(rusqlite::params_from_iter(args), row_to_record)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            Ok(rows.collect::<Result<_, _>>()?)
         })
     }
 
-    fn records_for_person(&self, person_index: &[u8]) -> Result<Vec<StoredRecord>, StoreError> {
-        self.inner.read_records(|c| {
+    fn records_for_person(&self, person_index: &[u8]) -> Result<sealed_rows::Rows, StoreError> {
+        let query = sealed_rows::Query::Person(person_index.to_vec());
+        self.inner.read_records_cached(query, |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT seq, kind, key_hash, changed_at, cancelled, sealed FROM records
                  WHERE person_index = ?1 AND cancelled = 0 ORDER BY kind, changed_at",
             )?;
             let rows = stmt.query_map(params![person_index], row_to_record)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            Ok(rows.collect::<Result<_, _>>()?)
         })
     }
 
