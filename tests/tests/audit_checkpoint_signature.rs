@@ -2,9 +2,7 @@
 //! gateway's Ed25519 log key: they open with the pinned public key, and a
 //! forged signature, a mutated body or another key's signature is rejected.
 
-mod audit_support;
-
-use audit_support::*;
+use crate::audit_support::*;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use gateway_tests::{ServerState, TRUST_DOMAIN, TestServer};

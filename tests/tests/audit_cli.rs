@@ -3,9 +3,7 @@
 //! `audit export`, offline `audit verify` (also against a saved checkpoint),
 //! `audit query` and `audit report` (table and JSON).
 
-mod audit_support;
-
-use audit_support::*;
+use crate::audit_support::*;
 use gateway_tests::{ProcessServer, ServerState};
 use std::process::Command;
 

@@ -3,9 +3,7 @@
 //! back-pointers, field forms, policy version and a content commitment — and
 //! no personal identifier anywhere in the canonical bytes.
 
-mod audit_support;
-
-use audit_support::*;
+use crate::audit_support::*;
 use gateway::audit::CanonicalEntry;
 use gateway::proto::{AuditQuery, LookupRequest, union_exchange_client::UnionExchangeClient};
 use gateway_tests::{ServerState, TestServer, hrss_personal_values};

@@ -3,9 +3,7 @@
 //! signed with the same key) does not; a proof with a hash missing or a
 //! trailing hash added is rejected.
 
-mod audit_support;
-
-use audit_support::*;
+use crate::audit_support::*;
 use gateway::proto::{ConsistencyRequest, InclusionRequest};
 use gateway_tests::{ServerState, TestServer};
 use tlog::{VerifyError, leaf_hash, verify_consistency, verify_inclusion};

@@ -3,9 +3,7 @@
 //! fields and forms), with the back-pointer chain checked; an entry removed
 //! from the store breaks the chain and the report says so.
 
-mod audit_support;
-
-use audit_support::*;
+use crate::audit_support::*;
 use gateway::proto::{
     LookupRequest, SubjectReportRequest, union_exchange_client::UnionExchangeClient,
 };

@@ -1,9 +1,7 @@
 //! One byte of one stored entry is flipped in the gateway's data file: the
 //! export no longer verifies, and `gateway audit verify` names that entry.
 
-mod audit_support;
-
-use audit_support::*;
+use crate::audit_support::*;
 use gateway_tests::{ServerState, TestServer};
 
 #[tokio::test]

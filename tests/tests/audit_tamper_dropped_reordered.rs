@@ -1,9 +1,7 @@
 //! An entry dropped from the store or from an export file, and two entries
 //! swapped in either, are detected, and the first affected entry is named.
 
-mod audit_support;
-
-use audit_support::*;
+use crate::audit_support::*;
 use gateway::audit::export::VerifyFailure;
 use gateway_tests::{ServerState, TestServer};
 

@@ -3,9 +3,7 @@
 //! also deleted its checkpoints, an export of the rewritten log verifies on its
 //! own but fails against a checkpoint the officer saved earlier.
 
-mod audit_support;
-
-use audit_support::*;
+use crate::audit_support::*;
 use gateway::audit::export::VerifyFailure;
 use gateway_tests::{ServerState, TestServer};
 

@@ -1,0 +1,36 @@
+//! The end-to-end suite as one test binary: each behaviour keeps its own file
+//! (a module here), and the gateway is linked once instead of once per file,
+//! which was most of the suite's build time. Run one behaviour with
+//! `cargo test -p gateway-tests --test e2e lookup::`.
+
+mod audit_support;
+
+mod audit_checkpoint_signature;
+mod audit_cli;
+mod audit_entries_without_personal_data;
+mod audit_proofs;
+mod audit_subject_report;
+mod audit_tamper_altered_byte;
+mod audit_tamper_dropped_reordered;
+mod audit_tamper_rewritten_history;
+mod audit_trail;
+mod cli_pull_resume;
+mod cli_quickstart;
+mod cli_simulate;
+mod crash_durability;
+mod data_at_rest;
+mod health_and_reflection;
+mod key_rotation;
+mod limits;
+mod lookup;
+mod lookup_consolidates;
+mod policy_hot_reload;
+mod policy_lint;
+mod pull_follow;
+mod pull_masked;
+mod push_hrss_samples;
+mod push_report;
+mod push_samples;
+mod refused_connections;
+mod reidentification;
+mod role_matrix;
