@@ -16,6 +16,7 @@ use crate::ingest::record_aad;
 use crate::proto;
 use crate::store::StoredRecord;
 use adapters::{Record, RecordKind};
+use bytes::Bytes;
 use policies::{ConsumerKeys, DeliveredField, Form, Policy, Pseudonymiser};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -185,7 +186,9 @@ fn deliver(policy: &Policy, keys: &ConsumerKeys, record: &Record) -> proto::Deli
 
 /// One page of the change feed, shaped for a consumer.
 struct ShapedPage {
-    events: Vec<proto::PullEvent>,
+    /// Each event encoded once: these bytes are hashed for the audit entry
+    /// and sent as they are (slices of one buffer per page).
+    events: Vec<Bytes>,
     records: u64,
     removed: u64,
     /// The delivered records' subjects, in the auditors' pseudonym domain (deduplicated).
@@ -205,7 +208,8 @@ fn shape_page(
     from_cursor: u64,
     page: &[StoredRecord],
 ) -> Result<ShapedPage, Status> {
-    let mut events = Vec::with_capacity(page.len());
+    let mut encoded = bytes::BytesMut::with_capacity(page.len() * 512);
+    let mut ends = Vec::with_capacity(page.len());
     let (mut records, mut removed) = (0u64, 0u64);
     let mut subjects = Vec::new();
     for stored in page {
@@ -226,14 +230,29 @@ fn shape_page(
             }
             proto::pull_event::Event::Record(deliver(policy, keys, &record))
         };
-        events.push(proto::PullEvent {
-            cursor: stored.seq,
-            event: Some(event),
-        });
+        prost::Message::encode(
+            &proto::PullEvent {
+                cursor: stored.seq,
+                event: Some(event),
+            },
+            &mut encoded,
+        )
+        .expect("a BytesMut grows as needed");
+        ends.push(encoded.len());
     }
     subjects.sort();
     subjects.dedup();
-    let commitment = audit::commitment_of(&events);
+    let encoded = encoded.freeze();
+    let mut start = 0;
+    let events: Vec<Bytes> = ends
+        .into_iter()
+        .map(|end| {
+            let event = encoded.slice(start..end);
+            start = end;
+            event
+        })
+        .collect();
+    let commitment = audit::commitment(events.iter().map(|e| &e[..]));
     Ok(ShapedPage {
         events,
         records,
@@ -329,12 +348,12 @@ async fn shape_pages(
 /// A pull's response stream: the events of each audited page in turn, out of
 /// the page's own vector (no hand-off per event), or the error that ended it.
 struct AuditedEvents {
-    pages: tokio::sync::mpsc::Receiver<Result<Vec<proto::PullEvent>, Status>>,
-    page: std::vec::IntoIter<proto::PullEvent>,
+    pages: tokio::sync::mpsc::Receiver<Result<Vec<Bytes>, Status>>,
+    page: std::vec::IntoIter<Bytes>,
 }
 
 impl Stream for AuditedEvents {
-    type Item = Result<proto::PullEvent, Status>;
+    type Item = Result<Bytes, Status>;
 
     fn poll_next(
         mut self: Pin<&mut Self>,
@@ -416,15 +435,19 @@ fn gather_profile(
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<proto::PullEvent, Status>> + Send>>;
 
-#[tonic::async_trait]
-impl proto::union_exchange_server::UnionExchange for ExchangeService {
-    type PullStream = EventStream;
+/// Pull events as sent: encoded once, when shaped.
+type EncodedEvents = Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>;
 
-    async fn pull(
+/// The gRPC path of `Pull`.
+pub const PULL_PATH: &str = "/exchange.v1.UnionExchange/Pull";
+
+impl ExchangeService {
+    /// The pull stream, each event already encoded (see [`PullRoute`]).
+    async fn pull_encoded(
         &self,
         request: Request<proto::PullRequest>,
-    ) -> Result<Response<Self::PullStream>, Status> {
-        const RPC: &str = "/exchange.v1.UnionExchange/Pull";
+    ) -> Result<Response<EncodedEvents>, Status> {
+        const RPC: &str = PULL_PATH;
         let principal = request.extensions().get::<Principal>().cloned();
         let req = request.into_inner();
         let (consumer, set) = self
@@ -543,7 +566,30 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
             pages: audited_rx,
             page: Vec::new().into_iter(),
         };
-        Ok(Response::new(Box::pin(events)))
+        Ok(Response::new(Box::pin(events) as EncodedEvents))
+    }
+}
+
+#[tonic::async_trait]
+impl proto::union_exchange_server::UnionExchange for ExchangeService {
+    type PullStream = EventStream;
+
+    /// Served by [`PullRoute`] in the gateway (events encoded once); this
+    /// form decodes them again, for a caller of the generated service alone.
+    async fn pull(
+        &self,
+        request: Request<proto::PullRequest>,
+    ) -> Result<Response<Self::PullStream>, Status> {
+        let events = self.pull_encoded(request).await?.into_inner();
+        Ok(Response::new(Box::pin(tokio_stream::StreamExt::map(
+            events,
+            |event| {
+                event.and_then(|bytes| {
+                    <proto::PullEvent as prost::Message>::decode(bytes)
+                        .map_err(|_| Status::internal("an encoded event does not decode"))
+                })
+            },
+        ))))
     }
 
     async fn lookup(
@@ -683,6 +729,114 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
             field: sealed.field,
             value: sealed.value,
         }))
+    }
+}
+
+/// The union exchange as served: `Pull` through [`PullRoute`], every other
+/// method through the generated service.
+#[derive(Clone)]
+pub struct UnionExchangeRoutes {
+    generated: proto::union_exchange_server::UnionExchangeServer<ExchangeService>,
+    pull: PullRoute,
+}
+
+impl UnionExchangeRoutes {
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        let service = Arc::new(ExchangeService::new(gateway));
+        UnionExchangeRoutes {
+            generated: proto::union_exchange_server::UnionExchangeServer::from_arc(service.clone()),
+            pull: PullRoute(service),
+        }
+    }
+}
+
+impl tonic::server::NamedService for UnionExchangeRoutes {
+    const NAME: &'static str = <proto::union_exchange_server::UnionExchangeServer<
+        ExchangeService,
+    > as tonic::server::NamedService>::NAME;
+}
+
+type RouteFuture = Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<http::Response<tonic::body::Body>, std::convert::Infallible>,
+            > + Send,
+    >,
+>;
+
+impl tower::Service<http::Request<tonic::body::Body>> for UnionExchangeRoutes {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = RouteFuture;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        if request.uri().path() == PULL_PATH {
+            let pull = self.pull.clone();
+            Box::pin(async move {
+                let mut grpc = tonic::server::Grpc::new(EncodedOnce::default());
+                Ok(grpc.server_streaming(pull, request).await)
+            })
+        } else {
+            self.generated.call(request)
+        }
+    }
+}
+
+/// `Pull` sending each event as the bytes it was hashed from for its audit
+/// entry: encoded once, where the generated service would encode it again
+/// (the second encode was ≈ 8 % of a pull's CPU).
+#[derive(Clone)]
+struct PullRoute(Arc<ExchangeService>);
+
+impl tonic::server::ServerStreamingService<proto::PullRequest> for PullRoute {
+    type Response = Bytes;
+    type ResponseStream = EncodedEvents;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Response<EncodedEvents>, Status>> + Send>>;
+
+    fn call(&mut self, request: Request<proto::PullRequest>) -> Self::Future {
+        let service = self.0.clone();
+        Box::pin(async move { service.pull_encoded(request).await })
+    }
+}
+
+/// Decodes a `PullRequest`; encodes messages that are already encoded.
+#[derive(Default)]
+struct EncodedOnce {
+    requests: tonic_prost::ProstCodec<proto::PullEvent, proto::PullRequest>,
+}
+
+impl tonic::codec::Codec for EncodedOnce {
+    type Encode = Bytes;
+    type Decode = proto::PullRequest;
+    type Encoder = EncodedEncoder;
+    type Decoder = <tonic_prost::ProstCodec<proto::PullEvent, proto::PullRequest> as tonic::codec::Codec>::Decoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        EncodedEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic::codec::Codec::decoder(&mut self.requests)
+    }
+}
+
+struct EncodedEncoder;
+
+impl tonic::codec::Encoder for EncodedEncoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
     }
 }
 

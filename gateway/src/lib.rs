@@ -302,9 +302,7 @@ pub async fn serve(
         gateway: gateway.clone(),
     })
     .max_decoding_message_size(gateway.limits.max_message_bytes);
-    let exchange = proto::union_exchange_server::UnionExchangeServer::new(
-        exchange::ExchangeService::new(gateway.clone()),
-    );
+    let exchange = exchange::UnionExchangeRoutes::new(gateway.clone());
     let audit = proto::audit_server::AuditServer::new(audit::AuditService::new(gateway.clone()));
     // Officers pin this key (also written to <data_dir>/audit-log.vkey).
     tracing::info!(vkey = %gateway.audit_log.vkey(), "audit log public key");

@@ -80,19 +80,6 @@ pub fn commitment<'a>(messages: impl IntoIterator<Item = &'a [u8]>) -> String {
     hex::encode(ctx.finish().as_ref())
 }
 
-/// [`commitment`] of protobuf messages, encoded one at a time into one buffer.
-pub fn commitment_of<M: prost::Message>(messages: &[M]) -> String {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = Vec::with_capacity(1024);
-    for m in messages {
-        buf.clear();
-        m.encode(&mut buf).expect("a Vec grows as needed");
-        ctx.update(&(buf.len() as u64).to_be_bytes());
-        ctx.update(&buf);
-    }
-    hex::encode(ctx.finish().as_ref())
-}
-
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -591,23 +578,6 @@ mod tests {
             content_sha256: "cd34".into(),
         };
         assert_eq!(looked_up.details(), details_via_serde(&looked_up));
-    }
-
-    #[test]
-    fn commitment_of_messages_is_the_commitment_of_their_encodings() {
-        let events: Vec<crate::proto::RemovedRecord> = (0..5)
-            .map(|i| crate::proto::RemovedRecord {
-                kind: "household".into(),
-                record_id: format!("r{i}"),
-                changed_at: "2025-05-20T12:25:02+08:00".into(),
-            })
-            .collect();
-        let encoded: Vec<Vec<u8>> = events.iter().map(prost::Message::encode_to_vec).collect();
-        assert_eq!(
-            commitment_of(&events),
-            commitment(encoded.iter().map(Vec::as_slice))
-        );
-        assert_ne!(commitment_of(&events[..4]), commitment_of(&events));
     }
 
     #[test]

@@ -36,21 +36,27 @@ pub async fn auditor(server: &TestServer, pki: &TestPki) -> AuditClient<Channel>
 
 /// A push, a pull and a denial.
 pub async fn traffic(server: &TestServer, pki: &TestPki) {
-    let agency = server.connect(&pki.client("agency/hrss")).await.unwrap();
-    push_file(
-        agency.clone(),
-        &sample("hrss.csv"),
-        &PushOptions::default(),
-        |_| {},
-    )
-    .await
-    .unwrap();
-    let union = server
-        .connect(&pki.client("union/assistance"))
+    push_hrss_sample(server, pki).await;
+    pull(assistance(server, pki).await, pull_request(), |_| Ok(()))
         .await
         .unwrap();
-    pull(union, pull_request(), |_| Ok(())).await.unwrap();
     deny(server, pki).await;
+}
+
+/// The hrss sample, pushed as agency/hrss.
+pub async fn push_hrss_sample(server: &TestServer, pki: &TestPki) {
+    let agency = server.connect(&pki.client("agency/hrss")).await.unwrap();
+    push_file(agency, &sample("hrss.csv"), &PushOptions::default(), |_| {})
+        .await
+        .unwrap();
+}
+
+/// A connection as the union's assistance department.
+pub async fn assistance(server: &TestServer, pki: &TestPki) -> Channel {
+    server
+        .connect(&pki.client("union/assistance"))
+        .await
+        .unwrap()
 }
 
 pub fn pull_request() -> PullRequest {
