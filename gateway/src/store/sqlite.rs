@@ -130,8 +130,10 @@ const READER_CACHE_KIB: i64 = 16 * 1024;
 /// How long a records snapshot may stay open (it holds WAL frames back from
 /// the checkpointer meanwhile).
 const SNAPSHOT_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(1000);
-/// Bytes of sealed look-up rows kept between look-ups ([`SealedRows`]).
-const SEALED_ROWS_BUDGET: usize = 32 << 20;
+/// Bytes of sealed look-up rows kept between look-ups ([`SealedRows`]), for
+/// persons and for enterprises each: apart, so that look-ups of ever new
+/// persons cannot push out the employers that most of them share.
+const SEALED_ROWS_BUDGET: usize = 16 << 20;
 /// Subject rows the indexer writes per transaction.
 const INDEX_CHUNK: usize = 50_000;
 /// How often the checkpointer copies the WAL into the database (if anything
@@ -177,8 +179,10 @@ struct Inner {
     /// Commits that may have changed records (not audit-only ones): records
     /// snapshots taken before the latest are stale.
     records_generation: std::sync::atomic::AtomicU64,
-    /// Look-up rows read at the current records generation.
-    sealed_rows: SealedRows,
+    /// Look-up rows read at the current records generation, by persons and
+    /// by enterprises.
+    person_rows: SealedRows,
+    enterprise_rows: SealedRows,
     /// Readers holding a snapshot open, and whether they must not (the
     /// checkpointer is about to start the WAL again).
     snapshots_held: std::sync::atomic::AtomicUsize,
@@ -392,7 +396,8 @@ impl SqliteStore {
             }),
             readers: Mutex::default(),
             records_generation: Default::default(),
-            sealed_rows: SealedRows::new(SEALED_ROWS_BUDGET),
+            person_rows: SealedRows::new(SEALED_ROWS_BUDGET),
+            enterprise_rows: SealedRows::new(SEALED_ROWS_BUDGET),
             snapshots_held: Default::default(),
             draining: AtomicBool::new(false),
             reader_free: Condvar::new(),
@@ -580,11 +585,15 @@ impl Inner {
         // up to this generation (perhaps later ones too: the generation is
         // bumped after each commit, and the next bump drops the entry).
         let generation = self.records_generation.load(Ordering::SeqCst);
-        if let Some(rows) = self.sealed_rows.get(&query, generation) {
+        let cache = match query {
+            sealed_rows::Query::Person(_) => &self.person_rows,
+            sealed_rows::Query::Enterprise { .. } => &self.enterprise_rows,
+        };
+        if let Some(rows) = cache.get(&query, generation) {
             return Ok(rows);
         }
         let rows = self.read_records(f)?;
-        self.sealed_rows.insert(query, generation, rows.clone());
+        cache.insert(query, generation, rows.clone());
         Ok(rows)
     }
 
