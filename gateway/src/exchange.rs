@@ -780,7 +780,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for UnionExchangeRoutes {
         if request.uri().path() == PULL_PATH {
             let pull = self.pull.clone();
             Box::pin(async move {
-                let mut grpc = tonic::server::Grpc::new(EncodedOnce::default());
+                let mut grpc = tonic::server::Grpc::new(EncodedOnce);
                 Ok(grpc.server_streaming(pull, request).await)
             })
         } else {
@@ -808,23 +808,20 @@ impl tonic::server::ServerStreamingService<proto::PullRequest> for PullRoute {
 }
 
 /// Decodes a `PullRequest`; encodes messages that are already encoded.
-#[derive(Default)]
-struct EncodedOnce {
-    requests: tonic_prost::ProstCodec<proto::PullEvent, proto::PullRequest>,
-}
+struct EncodedOnce;
 
 impl tonic::codec::Codec for EncodedOnce {
     type Encode = Bytes;
     type Decode = proto::PullRequest;
     type Encoder = EncodedEncoder;
-    type Decoder = <tonic_prost::ProstCodec<proto::PullEvent, proto::PullRequest> as tonic::codec::Codec>::Decoder;
+    type Decoder = tonic_prost::ProstDecoder<proto::PullRequest>;
 
     fn encoder(&mut self) -> Self::Encoder {
         EncodedEncoder
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        tonic::codec::Codec::decoder(&mut self.requests)
+        tonic_prost::ProstDecoder::default()
     }
 }
 
