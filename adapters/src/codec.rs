@@ -84,12 +84,16 @@ impl Record {
         };
         let enterprise = r.opt()?.map(CreditCode::from_validated);
         let count = r.u16()?;
-        let mut fields = BTreeMap::new();
+        // Written in name order, so the map is built in bulk (a sort of a
+        // sorted list, then no search per field); a repeated name keeps its
+        // last value, as inserting one by one would.
+        let mut named = Vec::with_capacity(usize::from(count));
         for _ in 0..count {
             let name = r.string()?;
             let value = r.value()?;
-            fields.insert(name, value);
+            named.push((name, value));
         }
+        let fields = BTreeMap::from_iter(named);
         if !r.0.is_empty() {
             return Err(CodecError::Trailing(r.0.len()));
         }
