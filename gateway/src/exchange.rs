@@ -504,12 +504,11 @@ impl ExchangeService {
             policy_version: policy.version.clone(),
         };
         let encoded = Bytes::from(prost::Message::encode_to_vec(&response));
-        let auditors = &self.auditors;
         let entry = PersonLookedUp {
             consumer: &consumer,
             purpose: &req.purpose,
             case_number: case,
-            subject: &auditors.token(person.expose()),
+            subject: &self.auditors.token(person.expose()),
             records: response.records.len() as u64,
             kinds,
             policy_version: &policy.version,
@@ -732,11 +731,10 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
                 "the token was not issued to this consumer or is damaged",
             ));
         };
-        let auditors = &self.auditors;
         let subject = if sealed.subject.is_empty() {
             String::new()
         } else {
-            auditors.token(&sealed.subject)
+            self.auditors.token(&sealed.subject)
         };
         let kind = sealed
             .field
