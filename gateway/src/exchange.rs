@@ -116,21 +116,60 @@ fn delivered_fields(fields: Vec<DeliveredField>) -> Vec<proto::DeliveredField> {
         .collect()
 }
 
+/// A union request whose purpose is checked against the caller's policy.
+trait Purposed {
+    fn purpose(&self) -> &str;
+}
+
+macro_rules! purposed {
+    ($($t:ty),*) => {$(
+        impl Purposed for $t {
+            fn purpose(&self) -> &str {
+                &self.purpose
+            }
+        }
+    )*};
+}
+purposed!(
+    proto::LookupRequest,
+    proto::PullRequest,
+    proto::ReidentifyRequest
+);
+
+/// A request from a consumer whose policy allows its purpose.
+struct Authorised<T> {
+    req: T,
+    consumer: String,
+    policies: Arc<policies::PolicySet>,
+}
+
+impl<T> Authorised<T> {
+    fn policy(&self) -> &Policy {
+        self.policies
+            .get(&self.consumer)
+            .expect("authorised consumer has a policy")
+    }
+}
+
 impl ExchangeService {
-    /// Resolves the caller's policy and checks the purpose; refusals are audited.
-    async fn authorise(
+    /// Resolves the caller's policy (from the identity its certificate gave,
+    /// never from the request) and checks the request's purpose against it;
+    /// refusals are audited.
+    async fn authorise<T: Purposed>(
         &self,
-        principal: Option<&Principal>,
+        request: Request<T>,
         rpc: &str,
-        purpose: &str,
-    ) -> Result<(String, Arc<policies::PolicySet>), Status> {
+    ) -> Result<Authorised<T>, Status> {
+        let principal = request.extensions().get::<Principal>().cloned();
+        let req = request.into_inner();
+        let purpose = req.purpose();
         let Some(Principal::Union(consumer)) = principal else {
             return Err(Status::permission_denied(
                 "only union consumers may call this",
             ));
         };
         let set = self.gateway.policies();
-        let refusal = match set.get(consumer) {
+        let refusal = match set.get(&consumer) {
             None => Some((
                 "no_policy",
                 format!("no policy is in force for consumer {consumer}"),
@@ -149,7 +188,11 @@ impl ExchangeService {
                 .await?;
             return Err(Status::permission_denied(reason));
         }
-        Ok((consumer.clone(), set))
+        Ok(Authorised {
+            req,
+            consumer,
+            policies: set,
+        })
     }
 
     async fn deny(&self, actor: &str, rpc: &str, code: &str, reason: &str) -> Result<(), Status> {
@@ -471,20 +514,13 @@ impl ExchangeService {
         &self,
         request: Request<proto::LookupRequest>,
     ) -> Result<Response<Bytes>, Status> {
-        const RPC: &str = LOOKUP_PATH;
-        let principal = request.extensions().get::<Principal>().cloned();
-        let req = request.into_inner();
-        let (consumer, set) = self
-            .authorise(principal.as_ref(), RPC, &req.purpose)
-            .await?;
-        let policy = set
-            .get(&consumer)
-            .expect("authorised consumer has a policy");
+        let authorised = self.authorise(request, LOOKUP_PATH).await?;
+        let (req, consumer, policy) = (&authorised.req, &authorised.consumer, authorised.policy());
         let case = case_number(&req.case_number)?;
         let person = adapters::rules::parse_identity_number(&req.id_number).map_err(|code| {
             Status::invalid_argument(format!("the identity number is not valid ({code})"))
         })?;
-        let keys = self.keys_for(&consumer);
+        let keys = self.keys_for(consumer);
         // Reading, decrypting and shaping run here, on the worker, in turn:
         // a few hundred microseconds from warm read connections. (On a
         // blocking thread the hand-off cost more than it protected.)
@@ -505,7 +541,7 @@ impl ExchangeService {
         };
         let encoded = Bytes::from(prost::Message::encode_to_vec(&response));
         let entry = PersonLookedUp {
-            consumer: &consumer,
+            consumer,
             purpose: &req.purpose,
             case_number: case,
             subject: &self.auditors.token(person.expose()),
@@ -526,16 +562,9 @@ impl ExchangeService {
         request: Request<proto::PullRequest>,
     ) -> Result<Response<EncodedEvents>, Status> {
         const RPC: &str = PULL_PATH;
-        let principal = request.extensions().get::<Principal>().cloned();
-        let req = request.into_inner();
-        let (consumer, set) = self
-            .authorise(principal.as_ref(), RPC, &req.purpose)
-            .await?;
-        let policy = Arc::new(
-            set.get(&consumer)
-                .expect("authorised consumer has a policy")
-                .clone(),
-        );
+        let authorised = self.authorise(request, RPC).await?;
+        let policy = Arc::new(authorised.policy().clone());
+        let Authorised { req, consumer, .. } = authorised;
 
         let mut kinds = Vec::new();
         for k in &req.kinds {
@@ -685,14 +714,8 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
         request: Request<proto::ReidentifyRequest>,
     ) -> Result<Response<proto::ReidentifyResponse>, Status> {
         const RPC: &str = "/exchange.v1.UnionExchange/Reidentify";
-        let principal = request.extensions().get::<Principal>().cloned();
-        let req = request.into_inner();
-        let (consumer, set) = self
-            .authorise(principal.as_ref(), RPC, &req.purpose)
-            .await?;
-        let policy = set
-            .get(&consumer)
-            .expect("authorised consumer has a policy");
+        let authorised = self.authorise(request, RPC).await?;
+        let (req, consumer, policy) = (&authorised.req, &authorised.consumer, authorised.policy());
         let actor = format!("union/{consumer}");
         if !policy.reidentification {
             let reason =
@@ -710,7 +733,7 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
                 "a written justification of {MIN_JUSTIFICATION_CHARS}–1000 characters is required"
             )));
         }
-        if let Err(wait) = self.count_reidentification(&consumer) {
+        if let Err(wait) = self.count_reidentification(consumer) {
             let reason = format!(
                 "consumer {consumer} reached {REIDENTIFICATIONS_PER_HOUR} re-identifications this hour; retry in {wait} s"
             );
@@ -718,7 +741,7 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
                 .await?;
             return Err(Status::resource_exhausted(reason));
         }
-        let keys = self.keys_for(&consumer);
+        let keys = self.keys_for(consumer);
         let Some(sealed) = keys.reidentify(req.token.trim()) else {
             self.deny(
                 &actor,
@@ -743,7 +766,7 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
             .unwrap_or_default()
             .to_string();
         let entry = PersonReidentified {
-            consumer: &consumer,
+            consumer,
             purpose: &req.purpose,
             case_number: case,
             field: &sealed.field,

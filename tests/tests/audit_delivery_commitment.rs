@@ -5,9 +5,8 @@
 //! look-up's entry commits to its answer the same way.
 
 use crate::audit_support::*;
-use gateway::audit::CanonicalEntry;
 use gateway::client::pull;
-use gateway::proto::{AuditQuery, LookupRequest, union_exchange_client::UnionExchangeClient};
+use gateway::proto::{LookupRequest, union_exchange_client::UnionExchangeClient};
 use gateway_tests::{ServerState, TestServer};
 
 #[tokio::test]
@@ -25,18 +24,7 @@ async fn a_pulled_page_is_the_content_its_audit_entry_commits_to() {
     .unwrap();
     assert!(received.len() > 1, "{} events", received.len());
 
-    let entries = auditor(&server, &pki)
-        .await
-        .query(AuditQuery::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .entries;
-    let deliveries: Vec<CanonicalEntry> = entries
-        .iter()
-        .map(|e| CanonicalEntry::decode(&e.canonical).unwrap())
-        .filter(|e| e.action == "records_delivered")
-        .collect();
+    let deliveries = entries_of(&server, &pki, "records_delivered").await;
     assert_eq!(deliveries.len(), 1, "the sample is one page");
     let committed = deliveries[0].details.str("content_sha256").unwrap();
     assert_eq!(
@@ -67,18 +55,7 @@ async fn a_lookup_answer_is_the_content_its_audit_entry_commits_to() {
         .into_inner();
     assert!(!answer.records.is_empty(), "the sample names {PERSON}");
 
-    let entries = auditor(&server, &pki)
-        .await
-        .query(AuditQuery::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .entries;
-    let lookups: Vec<CanonicalEntry> = entries
-        .iter()
-        .map(|e| CanonicalEntry::decode(&e.canonical).unwrap())
-        .filter(|e| e.action == "person_looked_up")
-        .collect();
+    let lookups = entries_of(&server, &pki, "person_looked_up").await;
     assert_eq!(lookups.len(), 1);
     let committed = lookups[0].details.str("content_sha256").unwrap();
     let received = prost::Message::encode_to_vec(&answer);

@@ -34,6 +34,26 @@ pub async fn auditor(server: &TestServer, pki: &TestPki) -> AuditClient<Channel>
     )
 }
 
+/// The log's entries of one action, decoded from their canonical bytes, as
+/// the auditor's query returns them.
+pub async fn entries_of(
+    server: &TestServer,
+    pki: &TestPki,
+    action: &str,
+) -> Vec<gateway::audit::CanonicalEntry> {
+    auditor(server, pki)
+        .await
+        .query(proto::AuditQuery::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+        .iter()
+        .map(|e| gateway::audit::CanonicalEntry::decode(&e.canonical).unwrap())
+        .filter(|e| e.action == action)
+        .collect()
+}
+
 /// A push, a pull and a denial.
 pub async fn traffic(server: &TestServer, pki: &TestPki) {
     push_hrss_sample(server, pki).await;
