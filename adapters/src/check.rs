@@ -4,16 +4,20 @@
 //! field's rule and records a [`RowError`] on failure. Error messages are fixed
 //! texts chosen by the error code, so they can never contain a raw field value.
 
-use crate::model::Value;
+use crate::model::{FieldName, Value};
 use crate::rules;
 use crate::{RowError, RowErrorCode as E};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// Puts a canonical field into a record's field map; absent values are omitted.
-pub(crate) fn put(fields: &mut BTreeMap<String, Value>, name: &'static str, value: Option<Value>) {
+pub(crate) fn put(
+    fields: &mut BTreeMap<FieldName, Value>,
+    name: &'static str,
+    value: Option<Value>,
+) {
     if let Some(v) = value {
-        fields.insert(name.to_owned(), v);
+        fields.insert(Cow::Borrowed(name), v);
     }
 }
 

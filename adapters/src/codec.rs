@@ -10,8 +10,8 @@
 //! a value tag (u8, the order of [`Value`]'s variants) and the value.
 
 use crate::model::{
-    ChangeType, CreditCode, Date, IdentityNumber, Record, RecordKind, SourceKey, Timestamp, Value,
-    YearMonth,
+    ChangeType, CreditCode, Date, FieldName, IdentityNumber, Record, RecordKind, SourceKey,
+    Timestamp, Value, YearMonth,
 };
 use std::collections::BTreeMap;
 
@@ -87,9 +87,19 @@ impl Record {
         // Written in name order, so the map is built in bulk (a sort of a
         // sorted list, then no search per field); a repeated name keeps its
         // last value, as inserting one by one would.
+        // Names are the schema's own (no allocation): the sorted schema is
+        // walked alongside, as both are in name order.
+        let mut schema = kind.field_names_sorted().iter();
         let mut named = Vec::with_capacity(usize::from(count));
         for _ in 0..count {
-            let name = r.string()?;
+            let name = r.str()?;
+            let name = match schema.clone().position(|known| *known == name) {
+                Some(at) => {
+                    let known = schema.nth(at).expect("found at this position");
+                    FieldName::Borrowed(known)
+                }
+                None => FieldName::Owned(name.to_owned()),
+            };
             let value = r.value()?;
             named.push((name, value));
         }
@@ -206,12 +216,13 @@ impl<'a> Reader<'a> {
     fn i64(&mut self) -> Result<i64, CodecError> {
         Ok(i64::from_le_bytes(self.array()?))
     }
-    fn string(&mut self) -> Result<String, CodecError> {
+    fn str(&mut self) -> Result<&'a str, CodecError> {
         let len = u32::from_le_bytes(self.array()?) as usize;
         let bytes = self.take(len)?;
-        std::str::from_utf8(bytes)
-            .map(str::to_string)
-            .map_err(|_| CodecError::Invalid("text"))
+        std::str::from_utf8(bytes).map_err(|_| CodecError::Invalid("text"))
+    }
+    fn string(&mut self) -> Result<String, CodecError> {
+        self.str().map(str::to_string)
     }
     fn opt(&mut self) -> Result<Option<String>, CodecError> {
         match self.u8()? {
@@ -286,6 +297,38 @@ mod tests {
             let bin = r.to_binary();
             assert_eq!(&Record::from_binary(&bin).unwrap(), r);
             assert!(bin.len() < serde_json::to_vec(r).unwrap().len());
+        }
+    }
+
+    /// Decoded names are the schema's own, not copies; a name the schema
+    /// does not know (say, from a record sealed under an older schema) is
+    /// kept as it was, wherever it sorts among the known ones.
+    #[test]
+    fn field_names_come_from_the_schema_and_unknown_ones_survive() {
+        for r in sample_records() {
+            let decoded = Record::from_binary(&r.to_binary()).unwrap();
+            assert!(
+                decoded
+                    .fields
+                    .keys()
+                    .all(|k| matches!(k, FieldName::Borrowed(_))),
+                "{}",
+                r.kind
+            );
+            let mut older = r.clone();
+            for name in ["aaa_retired", "m_retired", "zzz_retired"] {
+                older
+                    .fields
+                    .insert(FieldName::Owned(name.into()), Value::Text("x".into()));
+            }
+            let decoded = Record::from_binary(&older.to_binary()).unwrap();
+            assert_eq!(decoded, older);
+            let known = decoded
+                .fields
+                .keys()
+                .filter(|k| matches!(k, FieldName::Borrowed(_)))
+                .count();
+            assert_eq!(known, r.fields.len(), "{}", r.kind);
         }
     }
 

@@ -154,6 +154,27 @@ impl RecordKind {
     pub fn field(self, name: &str) -> Option<&'static FieldSpec> {
         self.schema().iter().find(|f| f.name == name)
     }
+
+    /// The kind's field names in name order (the order records list them in
+    /// binary form).
+    pub fn field_names_sorted(self) -> &'static [&'static str] {
+        static SORTED: std::sync::OnceLock<Vec<Vec<&'static str>>> = std::sync::OnceLock::new();
+        let all = SORTED.get_or_init(|| {
+            RecordKind::ALL
+                .iter()
+                .map(|k| {
+                    let mut names: Vec<&'static str> = k.schema().iter().map(|f| f.name).collect();
+                    names.sort_unstable();
+                    names
+                })
+                .collect()
+        });
+        let at = RecordKind::ALL
+            .iter()
+            .position(|k| *k == self)
+            .expect("every kind is in ALL");
+        &all[at]
+    }
 }
 
 impl fmt::Display for RecordKind {
@@ -561,8 +582,13 @@ pub struct Record {
     /// The enterprise this record is about or names as employer, if any.
     pub enterprise: Option<CreditCode>,
     /// Field values by canonical field name; absent optional fields are omitted.
-    pub fields: BTreeMap<String, Value>,
+    pub fields: BTreeMap<FieldName, Value>,
 }
+
+/// A canonical field's name: the schema's own `&'static str` wherever the
+/// name is in the schema (adapters and the binary decoder never allocate
+/// one), owned only for a name read from an old JSON record.
+pub type FieldName = std::borrow::Cow<'static, str>;
 
 pub mod schema {
     //! The field tables of every canonical record kind (documented in `adapters/MODEL.md`).

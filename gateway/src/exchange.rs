@@ -275,9 +275,11 @@ fn shape_page(
     let mut encoded = bytes::BytesMut::with_capacity(page.len() * 512);
     let mut ends = Vec::with_capacity(page.len());
     let (mut records, mut removed) = (0u64, 0u64);
-    let mut subjects = Vec::new();
+    // The delivered records' subjects, each hashed into the auditors' domain
+    // once (a page holds several records of one person).
+    let mut people = Vec::new();
     for stored in page {
-        let record = open_record(gateway, stored)?;
+        let mut record = open_record(gateway, stored)?;
         // A cancelled record, or one the policy's row filter no longer admits, is
         // announced as removed: the consumer learns only which record went.
         let event = if stored.cancelled || !policy.admits(&record) {
@@ -289,10 +291,9 @@ fn shape_page(
             })
         } else {
             records += 1;
-            if let Some(person) = &record.person {
-                subjects.push(auditors.token(person.expose()));
-            }
-            proto::pull_event::Event::Record(deliver(policy, keys, &record))
+            let delivered = deliver(policy, keys, &record);
+            people.extend(record.person.take());
+            proto::pull_event::Event::Record(delivered)
         };
         prost::Message::encode(
             &proto::PullEvent {
@@ -304,8 +305,13 @@ fn shape_page(
         .expect("a BytesMut grows as needed");
         ends.push(encoded.len());
     }
-    subjects.sort();
-    subjects.dedup();
+    people.sort_unstable();
+    people.dedup();
+    let mut subjects: Vec<String> = people
+        .iter()
+        .map(|person| auditors.token(person.expose()))
+        .collect();
+    subjects.sort_unstable();
     let encoded = encoded.freeze();
     let mut start = 0;
     let events: Vec<Bytes> = ends
