@@ -86,9 +86,8 @@ impl Record {
         let count = r.u16()?;
         // Written in name order, so the map is built in bulk (a sort of a
         // sorted list, then no search per field); a repeated name keeps its
-        // last value, as inserting one by one would.
-        // Names are the schema's own (no allocation): the sorted schema is
-        // walked alongside, as both are in name order.
+        // last value, as inserting one by one would. Names are the schema's
+        // own (no allocation): the name-sorted schema is walked alongside.
         let mut schema = kind.field_names_sorted().iter();
         let mut named = Vec::with_capacity(usize::from(count));
         for _ in 0..count {

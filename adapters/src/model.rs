@@ -587,7 +587,8 @@ pub struct Record {
 
 /// A canonical field's name: the schema's own `&'static str` wherever the
 /// name is in the schema (adapters and the binary decoder never allocate
-/// one), owned only for a name read from an old JSON record.
+/// one); owned only for a name outside it (a record sealed under an older
+/// schema, in binary or JSON form).
 pub type FieldName = std::borrow::Cow<'static, str>;
 
 pub mod schema {

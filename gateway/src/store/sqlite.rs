@@ -1386,7 +1386,11 @@ impl Store for SqliteStore {
         after: u64,
         limit: usize,
     ) -> Result<Vec<StoredRecord>, StoreError> {
-        self.read(|c| {
+        // In a records snapshot, as look-ups read: a plain read would start a
+        // new transaction per page, and after the audit commit of the page
+        // before, SQLite empties the connection's page cache at its start
+        // (≈ 5 % of a pull's CPU went to allocating those pages again).
+        self.inner.read_records(|c| {
             // Kinds are a handful of known identifiers; bind them as parameters.
             let marks = vec!["?"; kinds.len()].join(",");
             // `+kind` keeps the planner on the seq index (range + order) instead of
@@ -1694,8 +1698,8 @@ mod audit_tree_tests {
         ));
     }
 
-    /// Look-ups read records in snapshots kept open across calls: a batch
-    /// committed after one is seen by the next read on every pooled
+    /// Look-ups and pulls read records in snapshots kept open across calls:
+    /// a batch committed after one is seen by the next read on every pooled
     /// connection, while audit-only commits leave the snapshots open.
     #[test]
     fn records_snapshots_see_every_committed_batch() {
@@ -1728,13 +1732,22 @@ mod audit_tree_tests {
                 })
                 .unwrap();
         };
+        // The person's versions (a look-up's read), then the feed's (a pull's).
         let versions = || -> Vec<i64> {
-            store
+            let mut v: Vec<i64> = store
                 .records_for_person(&person)
                 .unwrap()
                 .iter()
                 .map(|r| r.changed_at)
-                .collect()
+                .collect();
+            v.extend(
+                store
+                    .read_feed(&["social_insurance"], 0, 10)
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.changed_at),
+            );
+            v
         };
         // Several connections, each left holding a snapshot.
         let read_on_many = || {
@@ -1748,7 +1761,7 @@ mod audit_tree_tests {
         };
         assert_eq!(versions(), Vec::<i64>::new());
         commit("b1", 100);
-        assert!(read_on_many().iter().all(|v| v == &[100]));
+        assert!(read_on_many().iter().all(|v| v == &[100, 100]));
         let generation = store.inner.records_generation.load(Ordering::SeqCst);
         store.append_audit(&[entry(1, None)]).unwrap();
         assert_eq!(
@@ -1759,11 +1772,11 @@ mod audit_tree_tests {
         assert!(store.inner.snapshots_held.load(Ordering::SeqCst) > 0);
         commit("b2", 200);
         for v in read_on_many() {
-            assert_eq!(v, [200]);
+            assert_eq!(v, [200, 200]);
         }
         // Every pooled connection, not only the one that read first.
         for _ in 0..MAX_READERS * 2 {
-            assert_eq!(versions(), [200]);
+            assert_eq!(versions(), [200, 200]);
         }
     }
 
