@@ -88,13 +88,14 @@ impl Record {
         // sorted list, then no search per field); a repeated name keeps its
         // last value, as inserting one by one would. Names are the schema's
         // own (no allocation): the name-sorted schema is walked alongside.
-        let mut schema = kind.field_names_sorted().iter();
+        let mut ahead = kind.field_names_sorted();
         let mut named = Vec::with_capacity(usize::from(count));
         for _ in 0..count {
             let name = r.str()?;
-            let name = match schema.clone().position(|known| *known == name) {
+            let name = match ahead.iter().position(|known| *known == name) {
                 Some(at) => {
-                    let known = schema.nth(at).expect("found at this position");
+                    let known = ahead[at];
+                    ahead = &ahead[at + 1..];
                     FieldName::Borrowed(known)
                 }
                 None => FieldName::Owned(name.to_owned()),
