@@ -20,6 +20,7 @@ pub mod cli_lookup;
 pub mod cli_pull;
 pub mod cli_simulate;
 pub mod client;
+pub mod coalesce;
 pub mod config;
 pub mod exchange;
 pub mod identity;

@@ -6,6 +6,7 @@
 //! handshake happens here, and each refused connection is reported to the caller
 //! of [`incoming`] (which records it in the audit log).
 
+use crate::coalesce::CoalescedWrites;
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
@@ -133,13 +134,14 @@ pub struct RefusedConnection {
 /// Accepts TCP connections, runs each TLS handshake in its own task (with a
 /// timeout, so a silent peer cannot hold the accept loop), and yields only
 /// established TLS streams. Refusals go to `on_refused`. The loop stops when the
-/// returned stream is dropped.
+/// returned stream is dropped. Each stream gathers its writes until its task
+/// yields ([`CoalescedWrites`]).
 pub fn incoming(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
     handshake_timeout: Duration,
     on_refused: impl Fn(RefusedConnection) + Send + Sync + 'static,
-) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+) -> ReceiverStream<Result<CoalescedWrites<TlsStream<TcpStream>>, std::io::Error>> {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = TlsAcceptor::from(config);
     let on_refused = Arc::new(on_refused);
@@ -165,7 +167,7 @@ pub fn incoming(
                 let reason =
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => {
-                            let _ = tx.send(Ok(stream)).await;
+                            let _ = tx.send(Ok(CoalescedWrites::new(stream))).await;
                             return;
                         }
                         Ok(Err(e)) => e.to_string(),
