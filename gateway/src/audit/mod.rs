@@ -209,6 +209,16 @@ fn redact_text(s: &str) -> Option<String> {
             _ => None,
         }
     };
+    // Most text holds no run of 11 or more digits (the shortest identifier):
+    // then nothing is copied.
+    let (mut run, mut longest) = (0, 0);
+    for c in s.chars() {
+        run = if ascii_digit(c).is_some() { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    if longest < 11 {
+        return None;
+    }
     let chars: Vec<char> = s.chars().collect();
     let mut out = String::with_capacity(s.len());
     let (mut i, mut hit) = (0, false);
