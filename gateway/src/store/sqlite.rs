@@ -235,7 +235,7 @@ struct Reader {
 /// warm: SQLite empties a connection's cache whenever another connection has
 /// committed since its last transaction, and the audit log commits about a
 /// thousand times a second under load. Records change only through
-/// [`Inner::write`] (which counts them in `records_generation`), so a
+/// [`Inner::write_records`] (which counts them in `records_generation`), so a
 /// snapshot taken at generation `g` holds the current records for as long as
 /// the generation stays `g`.
 struct Snapshot {
@@ -482,13 +482,6 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         self.inner.read(f)
     }
-
-    fn write<T>(
-        &self,
-        f: impl FnOnce(&Transaction<'_>, &mut Staged<'_>) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        self.inner.write(f)
-    }
 }
 
 impl Drop for SqliteStore {
@@ -693,17 +686,19 @@ impl Inner {
         f(&c)
     }
 
-    /// Runs `f` in a write transaction and commits it.
-    fn write<T>(
+    /// Runs `f` in a write transaction that may change records (a batch
+    /// commit) and commits it; records snapshots and cached rows then renew.
+    fn write_records<T>(
         &self,
         f: impl FnOnce(&Transaction<'_>, &mut Staged<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         self.write_as(true, f)
     }
 
-    /// [`Inner::write`] for a transaction that writes audit tables only:
-    /// records snapshots stay current across it.
-    fn write_audit<T>(
+    /// Runs `f` in a write transaction that leaves the records alone (audit
+    /// entries, checkpoints, meta) and commits it: records snapshots and
+    /// cached rows stay current across it.
+    fn write<T>(
         &self,
         f: impl FnOnce(&Transaction<'_>, &mut Staged<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
@@ -786,7 +781,7 @@ impl Inner {
                 callers.push(done);
             }
             let outcome = self
-                .write_audit(|tx, heads| insert_audit(tx, heads, &all))
+                .write(|tx, heads| insert_audit(tx, heads, &all))
                 .map_err(|e| e.to_string());
             for done in callers {
                 done(outcome.clone().map_err(StoreError::Backend));
@@ -1350,7 +1345,7 @@ impl Store for SqliteStore {
     }
 
     fn commit_batch(&self, batch: BatchWrite<'_>) -> Result<CommitOutcome, StoreError> {
-        self.write(|tx, heads| {
+        self.inner.write_records(|tx, heads| {
             if let Some(done) = find_batch(tx, batch.agency, batch.batch_id)? {
                 return Ok(CommitOutcome::AlreadyCommitted(done));
             }
@@ -1450,7 +1445,7 @@ impl Store for SqliteStore {
 
     fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
         self.inner
-            .write_audit(|tx, heads| insert_audit(tx, heads, entries))
+            .write(|tx, heads| insert_audit(tx, heads, entries))
     }
 
     fn append_audit_queued(&self, entries: Vec<AuditEntry>, done: AuditDone) {
@@ -1579,7 +1574,7 @@ impl Store for SqliteStore {
     }
 
     fn meta_set(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.write(|tx, _| {
+        self.inner.write(|tx, _| {
             tx.execute(
                 "INSERT INTO meta (k, v) VALUES (?1, ?2) ON CONFLICT (k) DO UPDATE SET v = excluded.v",
                 params![key, value],
@@ -1615,10 +1610,9 @@ impl Store for SqliteStore {
     }
 
     fn save_checkpoint(&self, cp: &StoredCheckpoint) -> Result<(), StoreError> {
-        // An audit table: records snapshots and cached rows stay current (a
-        // checkpoint is signed every thousand entries, i.e. several times a
-        // second under look-ups).
-        self.inner.write_audit(|tx, _| {
+        // Not a records change: a checkpoint is signed every thousand
+        // entries, several times a second under look-ups.
+        self.inner.write(|tx, _| {
             tx.execute(
                 "INSERT INTO audit_checkpoints (size, root, note, signed_ms) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (size) DO NOTHING",
