@@ -238,13 +238,16 @@ fn decode_record(plain: &[u8]) -> Result<Record, String> {
     }
 }
 
+/// A record shaped for delivery. Its own `policy_version` is left empty: a
+/// pull event sets it (each event stands alone), a look-up answer states it
+/// once for all its records (it was a fifth of an answer's bytes).
 fn deliver(policy: &Policy, keys: &ConsumerKeys, record: &Record) -> proto::DeliveredRecord {
     proto::DeliveredRecord {
         kind: record.kind.id().to_string(),
         record_id: keys.pseudonyms.record_id(record),
         changed_at: record.changed_at.to_beijing_rfc3339(),
         fields: delivered_fields(policy.shape(record, keys)),
-        policy_version: policy.version.clone(),
+        policy_version: String::new(),
     }
 }
 
@@ -291,7 +294,10 @@ fn shape_page(
             })
         } else {
             records += 1;
-            let delivered = deliver(policy, keys, &record);
+            let delivered = proto::DeliveredRecord {
+                policy_version: policy.version.clone(),
+                ..deliver(policy, keys, &record)
+            };
             people.extend(record.person.take());
             proto::pull_event::Event::Record(delivered)
         };

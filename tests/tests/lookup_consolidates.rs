@@ -69,6 +69,13 @@ async fn lookup_consolidates_all_six_agencies_for_one_person() {
         ],
         "{kinds:?}"
     );
+    // The answer names the policy version that shaped it, once.
+    assert!(
+        answer.policy_version.starts_with("sha256:"),
+        "{}",
+        answer.policy_version
+    );
+    assert!(answer.records.iter().all(|r| r.policy_version.is_empty()));
     // Every person-bound record carries the same pseudonym, never the number.
     for r in &answer.records {
         if let Some(p) = r.fields.iter().find(|f| f.name == "person_id") {
