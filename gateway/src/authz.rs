@@ -8,13 +8,16 @@
 //! audit log before the caller gets the answer. Services read the principal from
 //! the request extensions; no request field can change it.
 
+use crate::audit::repeats::Repeats;
 use crate::audit::{self, AuditEvent, Denied};
 use crate::identity::{Principal, PrincipalCache};
+use crate::limits::{RefusedCall, refused_calls};
 use crate::store::Store;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tonic::body::Body;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
@@ -99,12 +102,17 @@ fn authorise(
 pub struct AuthzLayer {
     principals: Arc<PrincipalCache>,
     store: Arc<dyn Store>,
+    /// Denials audited one by one once per window per caller, call and code;
+    /// the rest are counted ([`crate::audit::repeats`]).
+    refusals: Arc<Repeats<RefusedCall>>,
 }
 
 impl AuthzLayer {
-    pub fn new(trust_domain: &str, store: Arc<dyn Store>) -> Self {
+    /// `refusal_window`: see [`crate::limits::LimitsConfig::refusal_window_secs`].
+    pub fn new(trust_domain: &str, store: Arc<dyn Store>, refusal_window: Duration) -> Self {
         AuthzLayer {
             principals: Arc::new(PrincipalCache::new(trust_domain)),
+            refusals: refused_calls(store.clone(), refusal_window),
             store,
         }
     }
@@ -155,19 +163,24 @@ where
             }
             Err(refusal) => {
                 let store = self.layer.store.clone();
+                let refusals = self.layer.refusals.clone();
                 Box::pin(async move {
                     tracing::warn!(rpc = %path, caller = %refusal.actor, code = refusal.code, "call denied");
-                    let entry = Denied {
-                        rpc: &path,
-                        code: refusal.code,
-                        reason: &refusal.reason,
+                    let key = (refusal.actor.clone(), path.clone(), refusal.code);
+                    if refusals.first(&key) {
+                        let entry = Denied {
+                            rpc: &path,
+                            code: refusal.code,
+                            reason: &refusal.reason,
+                            repeated: 0,
+                            within_secs: 0,
+                        }
+                        .entry(&refusal.actor);
+                        if let Err(status) = audit::record(&store, vec![entry]).await {
+                            return Ok(status.into_http());
+                        }
                     }
-                    .entry(&refusal.actor);
-                    let status = match audit::record(&store, vec![entry]).await {
-                        Ok(()) => tonic::Status::permission_denied(refusal.reason),
-                        Err(status) => status,
-                    };
-                    Ok(status.into_http())
+                    Ok(tonic::Status::permission_denied(refusal.reason).into_http())
                 })
             }
         }

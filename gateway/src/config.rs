@@ -216,6 +216,12 @@ impl Config {
         if let Some(v) = get("GATEWAY_LIMITS_MAX_MESSAGE") {
             self.limits.max_message_bytes = parse("GATEWAY_LIMITS_MAX_MESSAGE", &v)?;
         }
+        if let Some(v) = get("GATEWAY_LIMITS_REFUSAL_WINDOW") {
+            self.limits.refusal_window_secs = parse("GATEWAY_LIMITS_REFUSAL_WINDOW", &v)?;
+        }
+        if let Some(v) = get("GATEWAY_LIMITS_MAX_HANDSHAKES") {
+            self.limits.max_handshakes = parse("GATEWAY_LIMITS_MAX_HANDSHAKES", &v)?;
+        }
         if let Some(v) = get("GATEWAY_AUDIT_CHECKPOINT_ENTRIES") {
             self.audit.checkpoint_every_entries = parse("GATEWAY_AUDIT_CHECKPOINT_ENTRIES", &v)?;
         }

@@ -197,7 +197,14 @@ impl ExchangeService {
 
     async fn deny(&self, actor: &str, rpc: &str, code: &str, reason: &str) -> Result<(), Status> {
         tracing::warn!(caller = actor, rpc, code, "call denied by policy");
-        let entry = Denied { rpc, code, reason }.entry(actor);
+        let entry = Denied {
+            rpc,
+            code,
+            reason,
+            repeated: 0,
+            within_secs: 0,
+        }
+        .entry(actor);
         audit::record(&self.gateway.store, vec![entry]).await
     }
 }

@@ -283,20 +283,49 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
+    // Anyone who can reach the port can fail a handshake: each peer address
+    // and reason is recorded once per window, the repeats counted.
+    let refusal_window = Duration::from_secs(gateway.limits.refusal_window_secs);
+    let refused_handshakes = audit::repeats::Repeats::new(
+        gateway.store.clone(),
+        refusal_window,
+        ("(other peers)".to_string(), "(several)".to_string()),
+        Box::new(|(peer, reason): &(String, String), repeated, window| {
+            ConnectionRefused {
+                peer,
+                reason,
+                repeated,
+                within_secs: window.as_secs().max(1),
+            }
+            .entry(audit::ANONYMOUS)
+        }),
+    );
     let store = gateway.store.clone();
-    let incoming = tls::incoming(listener, tls, handshake_timeout, move |refused| {
+    let handshakes = tls::Handshakes {
+        timeout: handshake_timeout,
+        at_once: gateway.limits.max_handshakes,
+    };
+    let incoming = tls::incoming(listener, tls, handshakes, move |refused| {
         let peer = refused.peer.map(|p| p.ip().to_string()).unwrap_or_default();
+        let key = (peer, refused.reason);
+        if !refused_handshakes.first(&key) {
+            return;
+        }
         let entry = ConnectionRefused {
-            peer: &peer,
-            reason: &refused.reason,
+            peer: &key.0,
+            reason: &key.1,
+            repeated: 0,
+            within_secs: 0,
         }
         .entry(audit::ANONYMOUS);
-        let store = store.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = store.append_audit(&[entry]) {
-                tracing::error!(error = %e, "cannot record a refused connection");
-            }
-        });
+        store.append_audit_queued(
+            vec![entry],
+            Box::new(|r| {
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "cannot record a refused connection");
+                }
+            }),
+        );
     });
 
     let ingest = proto::agency_ingest_server::AgencyIngestServer::new(ingest::IngestService {
@@ -318,6 +347,7 @@ pub async fn serve(
         .layer(authz::AuthzLayer::new(
             &gateway.trust_domain,
             gateway.store.clone(),
+            refusal_window,
         ))
         .layer(limits::LimitLayer::new(
             gateway.limits.clone(),

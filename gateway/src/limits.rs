@@ -5,6 +5,7 @@
 //! `retry-after-ms` metadata), never a hang. Deadlines and message sizes are set
 //! on the server itself (see [`crate::serve`]).
 
+use crate::audit::repeats::Repeats;
 use crate::audit::{self, AuditEvent, Denied};
 use crate::identity::Principal;
 use crate::store::Store;
@@ -44,6 +45,14 @@ pub struct LimitsConfig {
     pub request_timeout_secs: u64,
     /// Largest request message in bytes (one push batch). Env: `GATEWAY_LIMITS_MAX_MESSAGE`.
     pub max_message_bytes: usize,
+    /// Refusals of the same kind from the same source (a caller, a peer
+    /// address) are audited one by one only once per this many seconds; the
+    /// ones between are counted, and one entry records the count
+    /// (`audit/repeats.rs`). Env: `GATEWAY_LIMITS_REFUSAL_WINDOW`.
+    pub refusal_window_secs: u64,
+    /// TLS handshakes in progress at most; further connections wait in the
+    /// listen backlog. Env: `GATEWAY_LIMITS_MAX_HANDSHAKES`.
+    pub max_handshakes: usize,
     /// Overrides by identity, e.g. `[limits.identities."agency/hrss"]`.
     pub identities: BTreeMap<String, Limit>,
 }
@@ -56,6 +65,8 @@ impl Default for LimitsConfig {
             max_concurrent: 16,
             request_timeout_secs: 60,
             max_message_bytes: 32 * 1024 * 1024,
+            refusal_window_secs: 60,
+            max_handshakes: 512,
             identities: BTreeMap::new(),
         }
     }
@@ -80,9 +91,9 @@ struct State {
     config: LimitsConfig,
     buckets: Mutex<HashMap<String, Bucket>>,
     slots: Mutex<HashMap<String, Arc<Semaphore>>>,
-    /// Last time a refusal was audited per identity: at most one entry a second
-    /// per identity, so a flood cannot flood the audit log.
-    audited: Mutex<HashMap<String, Instant>>,
+    /// Refusals audited: the first of a window per identity, call and code as
+    /// it happens, the rest counted (a flood cannot flood the audit log).
+    refusals: Arc<Repeats<RefusedCall>>,
     store: Arc<dyn Store>,
 }
 
@@ -130,18 +141,6 @@ impl State {
         sem.try_acquire_owned()
             .map_err(|_| Refusal::Concurrency { limit })
     }
-
-    fn should_audit(&self, identity: &str) -> bool {
-        let mut audited = self.audited.lock().expect("limits lock");
-        let now = Instant::now();
-        match audited.get(identity) {
-            Some(t) if now.duration_since(*t) < Duration::from_secs(1) => false,
-            _ => {
-                audited.insert(identity.to_string(), now);
-                true
-            }
-        }
-    }
 }
 
 /// A response body that holds a concurrency permit until it is dropped.
@@ -170,6 +169,33 @@ impl http_body::Body for PermitBody {
     }
 }
 
+/// A refused call, as its refusals are counted: caller, call, code.
+pub type RefusedCall = (String, String, &'static str);
+
+/// The tally of refused calls (this layer's and the role matrix's), whose
+/// summaries are `denied` entries with `repeated` set.
+pub fn refused_calls(store: Arc<dyn Store>, window: Duration) -> Arc<Repeats<RefusedCall>> {
+    Repeats::new(
+        store,
+        window,
+        (
+            audit::ANONYMOUS.to_string(),
+            "*".to_string(),
+            "other_callers",
+        ),
+        Box::new(|(identity, rpc, code), repeated, window| {
+            Denied {
+                rpc,
+                code,
+                reason: &format!("refused {repeated} more times ({code})"),
+                repeated,
+                within_secs: window.as_secs().max(1),
+            }
+            .entry(identity)
+        }),
+    )
+}
+
 /// Tower layer: see the module documentation.
 #[derive(Clone)]
 pub struct LimitLayer {
@@ -178,12 +204,13 @@ pub struct LimitLayer {
 
 impl LimitLayer {
     pub fn new(config: LimitsConfig, store: Arc<dyn Store>) -> Self {
+        let window = Duration::from_secs(config.refusal_window_secs);
         LimitLayer {
             state: Arc::new(State {
                 config,
                 buckets: Mutex::default(),
                 slots: Mutex::default(),
-                audited: Mutex::default(),
+                refusals: refused_calls(store.clone(), window),
                 store,
             }),
         }
@@ -275,11 +302,14 @@ where
                 let state = self.state.clone();
                 Box::pin(async move {
                     tracing::warn!(caller = %identity, rpc = %path, code, "call refused by a limit");
-                    if state.should_audit(&identity) {
+                    let key = (identity.clone(), path.clone(), code);
+                    if state.refusals.first(&key) {
                         let entry = Denied {
                             rpc: &path,
                             code,
                             reason: &message,
+                            repeated: 0,
+                            within_secs: 0,
                         }
                         .entry(&identity);
                         let _ = audit::record(&state.store, vec![entry]).await;

@@ -131,6 +131,15 @@ pub struct RefusedConnection {
     pub reason: String,
 }
 
+/// How handshakes are bounded.
+#[derive(Debug, Clone, Copy)]
+pub struct Handshakes {
+    /// Time a client has to finish its handshake.
+    pub timeout: Duration,
+    /// Handshakes in progress at most.
+    pub at_once: usize,
+}
+
 /// Accepts TCP connections, runs each TLS handshake in its own task (with a
 /// timeout, so a silent peer cannot hold the accept loop), and yields only
 /// established TLS streams. Refusals go to `on_refused`. The loop stops when the
@@ -139,14 +148,27 @@ pub struct RefusedConnection {
 pub fn incoming(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
-    handshake_timeout: Duration,
+    handshakes: Handshakes,
     on_refused: impl Fn(RefusedConnection) + Send + Sync + 'static,
 ) -> ReceiverStream<Result<CoalescedWrites<TlsStream<TcpStream>>, std::io::Error>> {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = TlsAcceptor::from(config);
     let on_refused = Arc::new(on_refused);
+    let handshake_timeout = handshakes.timeout;
+    let slots = Arc::new(tokio::sync::Semaphore::new(handshakes.at_once.max(1)));
     tokio::spawn(async move {
         loop {
+            // A slot first: with every slot in a handshake, connections wait
+            // in the listen backlog instead of each costing a task and a
+            // socket here (a flood of silent peers holds a slot for at most
+            // the handshake timeout).
+            let slot = tokio::select! {
+                _ = tx.closed() => break,
+                slot = slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => break,
+                },
+            };
             let (tcp, peer) = tokio::select! {
                 _ = tx.closed() => break,
                 accepted = listener.accept() => match accepted {
@@ -164,6 +186,7 @@ pub fn incoming(
             let tx = tx.clone();
             let on_refused = on_refused.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let reason =
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => {

@@ -86,7 +86,7 @@ async fn push_pull_lookup_and_denial_entries_hold_no_personal_data() {
     assert_eq!(looked_up.subjects[0].prev_seq, delivered.seq);
 
     let denied = find("denied");
-    assert_eq!(denied.actor, "agency/hrss");
+    assert_eq!(denied.actor, "union/assistance");
     assert_eq!(denied.outcome, "denied");
     assert!(denied.details.str("rpc").unwrap().contains("Pull"));
     assert!(denied.details.str("reason").is_some());

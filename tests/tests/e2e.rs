@@ -32,6 +32,7 @@ mod pull_masked;
 mod push_hrss_samples;
 mod push_report;
 mod push_samples;
+mod refusal_floods;
 mod refused_connections;
 mod reidentification;
 mod role_matrix;

@@ -15,6 +15,7 @@
 pub mod encoding;
 pub mod export;
 pub mod log;
+pub mod repeats;
 pub mod service;
 
 pub use encoding::{CanonicalEntry, SubjectRef, Value};
@@ -425,12 +426,24 @@ impl AuditEvent for SubjectReported<'_> {
     }
 }
 
-/// A call was refused after the TLS handshake (role matrix, policy, purpose).
+/// A call was refused after the TLS handshake (role matrix, policy, purpose,
+/// limits).
 #[derive(Debug, Serialize)]
 pub struct Denied<'a> {
     pub rpc: &'a str,
     pub code: &'a str,
     pub reason: &'a str,
+    /// In a summary ([`repeats`]): how many more refusals of this caller, call
+    /// and code came within `within_secs` of its previous entry. Absent in an
+    /// entry for one refusal.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub repeated: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub within_secs: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl AuditEvent for Denied<'_> {
@@ -445,6 +458,12 @@ impl AuditEvent for Denied<'_> {
 pub struct ConnectionRefused<'a> {
     pub peer: &'a str,
     pub reason: &'a str,
+    /// In a summary ([`repeats`]): how many more handshakes from this peer
+    /// failed so within `within_secs` of its previous entry.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub repeated: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub within_secs: u64,
 }
 
 impl AuditEvent for ConnectionRefused<'_> {

@@ -87,10 +87,21 @@ pub fn pull_request() -> PullRequest {
     }
 }
 
-/// One denied call (an agency may not pull): one more audit entry.
+/// One denied call (a purpose outside the consumer's policy): one more audit
+/// entry. (Refusals by the role matrix or a limit would not do: repeats of
+/// those within a window are counted into one summary, see `refusal_floods`.)
 pub async fn deny(server: &TestServer, pki: &TestPki) {
-    let agency = server.connect(&pki.client("agency/hrss")).await.unwrap();
-    let _ = pull(agency, pull_request(), |_| Ok(())).await.unwrap_err();
+    let request = PullRequest {
+        purpose: "marketing".into(),
+        ..pull_request()
+    };
+    let err = pull(assistance(server, pki).await, request, |_| Ok(()))
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").to_lowercase().contains("purpose"),
+        "{err:#}"
+    );
 }
 
 /// The public key an officer pins, derived from the gateway's key file.
