@@ -1,6 +1,7 @@
 //! Limits per identity: over its rate or concurrency limit a caller gets
 //! RESOURCE_EXHAUSTED at once with a retry hint, other identities are not
-//! affected, an oversized batch is refused, and the refusal is audited.
+//! affected, an oversized batch is refused, and the refusal is audited; TLS
+//! handshakes beyond the cap wait in the backlog.
 
 use gateway::limits::{Limit, LimitsConfig};
 use gateway::proto::{AuditQuery, audit_client::AuditClient};
@@ -144,5 +145,43 @@ async fn open_streams_count_against_the_concurrency_limit() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(ok, "the slot was not freed when the stream closed");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn handshakes_beyond_the_cap_wait_until_a_slot_frees() {
+    use gateway::proto::{AuditQuery, audit_client::AuditClient};
+    let mut pki = TestPki::new();
+    pki.issue("auditor/compliance");
+    let limits = LimitsConfig {
+        max_handshakes: 1,
+        ..Default::default()
+    };
+    let state = ServerState::new();
+    let server = TestServer::start_with_limits(&pki, &state, limits).await;
+    // A silent peer holds the only handshake slot.
+    let silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let addr = server.addr.to_string();
+    let tls = pki.client("auditor/compliance");
+    let mut caller = tokio::spawn(async move {
+        let channel = gateway::client::connect(&addr, &tls).await?;
+        AuditClient::new(channel)
+            .query(AuditQuery::default())
+            .await?;
+        anyhow::Ok(())
+    });
+    let waited = tokio::time::timeout(std::time::Duration::from_millis(500), &mut caller).await;
+    assert!(
+        waited.is_err(),
+        "a handshake ran beyond the cap: {waited:?}"
+    );
+    // The silent peer goes away: its slot frees and the caller gets through.
+    drop(silent);
+    tokio::time::timeout(std::time::Duration::from_secs(10), caller)
+        .await
+        .expect("the caller got a slot")
+        .unwrap()
+        .unwrap();
     server.stop().await;
 }
