@@ -11,6 +11,12 @@
 //! `CONCURRENCY=n` look-up callers (default 64) over `CONNECTIONS=n`
 //! connections (default 1). Phases are 2 s apart, so
 //! background work of one (subject indexing, WAL checkpoints) settles first.
+//!
+//! This shared machine's speed swings by up to 2× within an hour for the same
+//! binary, so the figures come with a calibration measured before the first
+//! phase and after the last (`calibration_*`): single-core SHA-256 throughput
+//! (compute) and the latency of a dependent random read over 128 MiB (memory).
+//! Runs are comparable when their calibrations are.
 
 use adapters::simulate::{Scale, simulate_to_dir};
 use gateway::client::{PushOptions, push_file};
@@ -30,6 +36,7 @@ async fn main() {
     let scale = Scale::from_id(&scale_name).expect("scale: small or wuhu");
     let lookups: usize = args.next().map(|s| s.parse().unwrap()).unwrap_or(96_000);
 
+    let calibration_start = calibrate();
     let data = tempfile::tempdir().unwrap();
     let t = Instant::now();
     let stats = simulate_to_dir(data.path(), 20261129, scale).unwrap();
@@ -211,6 +218,7 @@ async fn main() {
     let lookup_s = t.elapsed().as_secs_f64();
     let lookup_cpu_s = cpu_seconds() - cpu;
     eprintln!("phase: done");
+    let calibration_end = calibrate();
     if let Ok(path) = std::env::var("LATENCY_LOG") {
         let mut out = String::new();
         for (at, ms) in &latencies {
@@ -243,6 +251,8 @@ async fn main() {
             "lookup_p99_ms": (pct(0.99) * 100.0).round() / 100.0,
             "lookup_p999_ms": (pct(0.999) * 100.0).round() / 100.0,
             "lookup_max_ms": (pct(1.0) * 100.0).round() / 100.0,
+            "calibration_sha256_mb_s": [calibration_start.sha256_mb_s, calibration_end.sha256_mb_s],
+            "calibration_mem_ns": [calibration_start.mem_ns, calibration_end.mem_ns],
         })
     );
     server.stop().await;
@@ -264,6 +274,48 @@ fn cpu_seconds() -> f64 {
     match (ticks(11), ticks(12)) {
         (Some(user), Some(system)) => (user + system) / 100.0,
         _ => f64::NAN,
+    }
+}
+
+/// How fast this machine is at the moment, on one core.
+struct Calibration {
+    /// SHA-256 throughput (best of five passes over 64 MiB).
+    sha256_mb_s: f64,
+    /// One dependent random read over 128 MiB (a cache and TLB miss each).
+    mem_ns: f64,
+}
+
+fn calibrate() -> Calibration {
+    let data = vec![0x5au8; 64 << 20];
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let t = Instant::now();
+        std::hint::black_box(ring::digest::digest(&ring::digest::SHA256, &data));
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    let sha256_mb_s = (64.0 / best).round();
+    // A single cycle through all slots (Sattolo's shuffle), so every read
+    // depends on the one before and none is predictable.
+    let n = 32 << 20;
+    let mut next: Vec<u32> = (0..n as u32).collect();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for i in (1..n).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        next.swap(i, (x % i as u64) as usize);
+    }
+    let steps = 4_000_000;
+    let mut at = 0u32;
+    let t = Instant::now();
+    for _ in 0..steps {
+        at = next[at as usize];
+    }
+    std::hint::black_box(at);
+    let mem_ns = (t.elapsed().as_secs_f64() * 1e9 / steps as f64 * 10.0).round() / 10.0;
+    Calibration {
+        sha256_mb_s,
+        mem_ns,
     }
 }
 
