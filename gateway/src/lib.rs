@@ -339,11 +339,8 @@ pub async fn serve(
     let checkpointer = tokio::spawn(gateway.audit_log.clone().run_checkpointer());
 
     // Behaviour as small layers, composed here, outermost first: who is calling
-    // (and may they call this), then how much they may call.
+    // (and may they call this), then how much and how long they may call.
     tonic::transport::Server::builder()
-        .timeout(Duration::from_secs(
-            gateway.limits.request_timeout_secs.max(1),
-        ))
         .layer(authz::AuthzLayer::new(
             &gateway.trust_domain,
             gateway.store.clone(),

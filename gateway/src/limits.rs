@@ -2,8 +2,11 @@
 //! bucket (calls per second, with a burst) and a cap on concurrent calls, per
 //! agency, consumer or auditor, with per-identity overrides. Over a limit the
 //! caller gets `RESOURCE_EXHAUSTED` at once, with a retry hint (message and
-//! `retry-after-ms` metadata), never a hang. Deadlines and message sizes are set
-//! on the server itself (see [`crate::serve`]).
+//! `retry-after-ms` metadata), never a hang. A call that has not answered by
+//! its deadline ends with `DEADLINE_EXCEEDED`. (A caller's own shorter
+//! `grpc-timeout` is enforced by its gRPC library, and by tonic's server.)
+//! Refusals are audited (floods counted, see `audit/repeats.rs`). Message
+//! sizes are set on the server itself (see [`crate::serve`]).
 
 use crate::audit::repeats::Repeats;
 use crate::audit::{self, AuditEvent, Denied};
@@ -40,8 +43,8 @@ pub struct LimitsConfig {
     pub rate_per_second: f64,
     pub burst: u32,
     pub max_concurrent: u32,
-    /// Deadline for a call to produce its response (streams: their first message).
-    /// Env: `GATEWAY_LIMITS_TIMEOUT`.
+    /// Deadline for a call to produce its response (a stream: to open; a
+    /// followed pull may then stay open). Env: `GATEWAY_LIMITS_TIMEOUT`.
     pub request_timeout_secs: u64,
     /// Largest request message in bytes (one push batch). Env: `GATEWAY_LIMITS_MAX_MESSAGE`.
     pub max_message_bytes: usize,
@@ -265,16 +268,38 @@ where
             Ok(permit) => {
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
+                let deadline = Duration::from_secs(self.state.config.request_timeout_secs.max(1));
+                let path = req.uri().path().to_string();
+                let state = self.state.clone();
                 Box::pin(async move {
                     // The permit lives as long as the response body: an open
                     // stream (a followed pull, a long push) counts as in flight.
-                    let response = inner.call(req).await?;
-                    Ok(response.map(|body| {
-                        Body::new(PermitBody {
-                            inner: body,
-                            _permit: permit,
-                        })
-                    }))
+                    match tokio::time::timeout(deadline, inner.call(req)).await {
+                        Ok(response) => Ok(response?.map(|body| {
+                            Body::new(PermitBody {
+                                inner: body,
+                                _permit: permit,
+                            })
+                        })),
+                        // The call is dropped unanswered. (Whatever it had
+                        // already queued for the audit log is still written:
+                        // the log may record an answer that was never sent,
+                        // never the other way round.)
+                        Err(_) => {
+                            let message = format!(
+                                "{path} did not answer within its deadline of {} s",
+                                deadline.as_secs()
+                            );
+                            let status = tonic::Status::deadline_exceeded(message.clone());
+                            // Nothing leaves, so the answer need not wait for
+                            // the entry (the store may be why the call was slow).
+                            tokio::spawn(async move {
+                                refuse(&state, &identity, &path, "deadline_exceeded", &message)
+                                    .await;
+                            });
+                            Ok(status.into_http())
+                        }
+                    }
                 })
             }
             Err(refusal) => {
@@ -301,19 +326,7 @@ where
                 let path = req.uri().path().to_string();
                 let state = self.state.clone();
                 Box::pin(async move {
-                    tracing::warn!(caller = %identity, rpc = %path, code, "call refused by a limit");
-                    let key = (identity.clone(), path.clone(), code);
-                    if state.refusals.first(&key) {
-                        let entry = Denied {
-                            rpc: &path,
-                            code,
-                            reason: &message,
-                            repeated: 0,
-                            within_secs: 0,
-                        }
-                        .entry(&identity);
-                        let _ = audit::record(&state.store, vec![entry]).await;
-                    }
+                    refuse(&state, &identity, &path, code, &message).await;
                     let mut status = tonic::Status::resource_exhausted(message);
                     if let Ok(v) = retry_ms.to_string().parse() {
                         status.metadata_mut().insert("retry-after-ms", v);
@@ -322,6 +335,24 @@ where
                 })
             }
         }
+    }
+}
+
+/// Logs a refusal and audits it: the first of its window as it happens, the
+/// repeats counted into one summary entry.
+async fn refuse(state: &State, identity: &str, path: &str, code: &'static str, message: &str) {
+    tracing::warn!(caller = %identity, rpc = %path, code, "call refused by a limit");
+    let key = (identity.to_string(), path.to_string(), code);
+    if state.refusals.first(&key) {
+        let entry = Denied {
+            rpc: path,
+            code,
+            reason: message,
+            repeated: 0,
+            within_secs: 0,
+        }
+        .entry(identity);
+        let _ = audit::record(&state.store, vec![entry]).await;
     }
 }
 

@@ -5,6 +5,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod held_audit;
+
 use gateway::client::{self, ClientTls};
 use gateway::pki::{Ca, Issued, Validity};
 use std::net::SocketAddr;
@@ -212,15 +214,26 @@ impl TestServer {
         state: &ServerState,
         limits: gateway::limits::LimitsConfig,
     ) -> TestServer {
+        let store = gateway::store::sqlite::SqliteStore::open(&state.data_dir()).unwrap();
+        Self::start_with_store(pki, state, limits, Arc::new(store)).await
+    }
+
+    /// As [`TestServer::start_with_limits`], on the given store (the real
+    /// SQLite store of `state`, perhaps wrapped, e.g. in [`held_audit::HeldAudit`]).
+    pub async fn start_with_store(
+        pki: &TestPki,
+        state: &ServerState,
+        limits: gateway::limits::LimitsConfig,
+        store: Arc<dyn gateway::store::Store>,
+    ) -> TestServer {
         gateway::tls::install_crypto_provider();
         let keys = gateway::keys::Keys::load(&state.keys_file(), true).unwrap();
-        let store = gateway::store::sqlite::SqliteStore::open(&state.data_dir()).unwrap();
         let policies = policies::PolicySet::load_dir(&shipped_policies()).unwrap();
         let gw = Arc::new(
             gateway::Gateway::new(
                 TRUST_DOMAIN.to_string(),
                 false,
-                Arc::new(store),
+                store,
                 Arc::new(keys),
                 policies,
             )

@@ -1,11 +1,20 @@
 //! Limits per identity: over its rate or concurrency limit a caller gets
 //! RESOURCE_EXHAUSTED at once with a retry hint, other identities are not
-//! affected, an oversized batch is refused, and the refusal is audited; TLS
-//! handshakes beyond the cap wait in the backlog.
+//! affected, an oversized batch is refused, and the refusal is audited; a call
+//! past its deadline ends with DEADLINE_EXCEEDED; TLS handshakes beyond the cap
+//! wait in the backlog.
 
+use crate::audit_support;
 use gateway::limits::{Limit, LimitsConfig};
-use gateway::proto::{AuditQuery, audit_client::AuditClient};
+use gateway::proto::{
+    AuditQuery, LookupRequest, audit_client::AuditClient,
+    union_exchange_client::UnionExchangeClient,
+};
+use gateway::store::sqlite::SqliteStore;
+use gateway_tests::held_audit::HeldAudit;
 use gateway_tests::{ServerState, TestPki, TestServer, audit_entries};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 #[tokio::test]
 async fn a_caller_over_its_rate_gets_resource_exhausted_with_a_retry_hint() {
@@ -183,5 +192,72 @@ async fn handshakes_beyond_the_cap_wait_until_a_slot_frees() {
         .expect("the caller got a slot")
         .unwrap()
         .unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_call_past_its_deadline_ends_with_deadline_exceeded_and_the_server_carries_on() {
+    let pki = audit_support::pki();
+    let state = ServerState::new();
+    let limits = LimitsConfig {
+        request_timeout_secs: 1,
+        ..Default::default()
+    };
+    let store = Arc::new(HeldAudit::new(
+        SqliteStore::open(&state.data_dir()).unwrap(),
+    ));
+    let server = TestServer::start_with_store(&pki, &state, limits, store.clone()).await;
+    audit_support::push_hrss_sample(&server, &pki).await;
+    let mut client = UnionExchangeClient::new(audit_support::assistance(&server, &pki).await);
+    let lookup = |case: &str| LookupRequest {
+        id_number: audit_support::PERSON.into(),
+        case_number: case.into(),
+        purpose: "hardship_application".into(),
+    };
+
+    // A look-up answers only once its audit entry is durable; with the log
+    // held back for 4 s it cannot make its 1 s deadline.
+    store.hold(Some(Duration::from_secs(4)));
+    let started = Instant::now();
+    let err = client.lookup(lookup("KN-1")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+    assert!(
+        err.message().contains("within its deadline of 1 s"),
+        "{}",
+        err.message()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "ended at its deadline, not when the store caught up ({:?})",
+        started.elapsed()
+    );
+    // On the same connection, with the store itself again, the officer is answered.
+    store.hold(None);
+    let answer = client.lookup(lookup("KN-2")).await.unwrap().into_inner();
+    assert_eq!(answer.records.len(), 4);
+
+    // The log stays complete: the look-ups that were never answered are
+    // recorded once their entries are written (an entry without an answer,
+    // never an answer without its entry), and so is each deadline refusal.
+    let waited = Instant::now();
+    loop {
+        let looked_up = audit_entries(&server, &pki, "person_looked_up").await;
+        let denied = audit_entries(&server, &pki, "denied").await;
+        let deadlines = denied
+            .iter()
+            .filter(|e| {
+                e.actor == "union/assistance" && e.details_json.contains("deadline_exceeded")
+            })
+            .count();
+        if looked_up.len() == 2 && deadlines == 1 {
+            break;
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(15),
+            "look-ups {} and deadline refusals {deadlines} recorded",
+            looked_up.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     server.stop().await;
 }

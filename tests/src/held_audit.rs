@@ -1,0 +1,120 @@
+//! A store whose audit appends can be held back for a while, so that a test
+//! can make a call outlast its deadline for certain (a look-up waits for its
+//! audit entry to be durable before it answers). Everything else goes straight
+//! to the real SQLite store.
+
+use gateway::audit::AuditEntry;
+use gateway::store::sealed_rows::Rows;
+use gateway::store::sqlite::SqliteStore;
+use gateway::store::{
+    AuditDone, AuditFilter, AuditLeaf, BatchWrite, CommitOutcome, Store, StoreError,
+    StoredAuditEntry, StoredBatch, StoredCheckpoint, StoredRecord,
+};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub struct HeldAudit {
+    inner: Arc<SqliteStore>,
+    /// While set, queued audit appends reach the store only this much later.
+    hold: Mutex<Option<Duration>>,
+}
+
+impl HeldAudit {
+    pub fn new(inner: SqliteStore) -> HeldAudit {
+        HeldAudit {
+            inner: Arc::new(inner),
+            hold: Mutex::new(None),
+        }
+    }
+
+    /// Holds every queued audit append back by `hold` (`None`: no longer).
+    pub fn hold(&self, hold: Option<Duration>) {
+        *self.hold.lock().unwrap() = hold;
+    }
+}
+
+impl Store for HeldAudit {
+    fn append_audit_queued(&self, entries: Vec<AuditEntry>, done: AuditDone) {
+        match *self.hold.lock().unwrap() {
+            None => self.inner.append_audit_queued(entries, done),
+            Some(hold) => {
+                let inner = self.inner.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(hold);
+                    inner.append_audit_queued(entries, done);
+                });
+            }
+        }
+    }
+
+    fn find_batch(&self, agency: &str, batch_id: &str) -> Result<Option<StoredBatch>, StoreError> {
+        self.inner.find_batch(agency, batch_id)
+    }
+    fn commit_batch(&self, batch: BatchWrite<'_>) -> Result<CommitOutcome, StoreError> {
+        self.inner.commit_batch(batch)
+    }
+    fn read_feed(
+        &self,
+        kinds: &[&str],
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredRecord>, StoreError> {
+        self.inner.read_feed(kinds, after, limit)
+    }
+    fn records_for_person(&self, person_index: &[u8]) -> Result<Rows, StoreError> {
+        self.inner.records_for_person(person_index)
+    }
+    fn records_for_enterprise(
+        &self,
+        credit_code: &str,
+        kinds: &[&str],
+    ) -> Result<Rows, StoreError> {
+        self.inner.records_for_enterprise(credit_code, kinds)
+    }
+    fn feed_head(&self) -> Result<u64, StoreError> {
+        self.inner.feed_head()
+    }
+    fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
+        self.inner.append_audit(entries)
+    }
+    fn query_audit(&self, filter: &AuditFilter) -> Result<Vec<StoredAuditEntry>, StoreError> {
+        self.inner.query_audit(filter)
+    }
+    fn audit_size(&self) -> Result<u64, StoreError> {
+        self.inner.audit_size()
+    }
+    fn audit_root(&self, size: u64) -> Result<tlog::Hash, StoreError> {
+        self.inner.audit_root(size)
+    }
+    fn audit_inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<tlog::Hash>, StoreError> {
+        self.inner.audit_inclusion_proof(index, size)
+    }
+    fn audit_consistency_proof(
+        &self,
+        size1: u64,
+        size2: u64,
+    ) -> Result<Vec<tlog::Hash>, StoreError> {
+        self.inner.audit_consistency_proof(size1, size2)
+    }
+    fn audit_leaves(&self, from: u64, to: u64, limit: usize) -> Result<Vec<AuditLeaf>, StoreError> {
+        self.inner.audit_leaves(from, to, limit)
+    }
+    fn audit_subject_entries(&self, subject: &str) -> Result<Vec<StoredAuditEntry>, StoreError> {
+        self.inner.audit_subject_entries(subject)
+    }
+    fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.inner.meta_get(key)
+    }
+    fn meta_set(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.inner.meta_set(key, value)
+    }
+    fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        self.inner.latest_checkpoint()
+    }
+    fn checkpoint_at(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError> {
+        self.inner.checkpoint_at(size)
+    }
+    fn save_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError> {
+        self.inner.save_checkpoint(checkpoint)
+    }
+}
