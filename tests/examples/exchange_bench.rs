@@ -9,7 +9,10 @@
 //! `ONLY=agency,…` ingests only those exports; `PULL_REPEAT=n` pulls n times;
 //! `IDS=n` distinct residents looked up (default 2,000; 0 = all);
 //! `CONCURRENCY=n` look-up callers (default 64) over `CONNECTIONS=n`
-//! connections (default 1). Phases are 2 s apart, so
+//! connections (default 1), each sending its next look-up when the last is
+//! answered, or `RATE=n` look-ups a second in all on a fixed schedule
+//! (`lookup_late_starts`: those sent over 2 ms late, their caller still
+//! waiting for its last answer). Phases are 2 s apart, so
 //! background work of one (subject indexing, WAL checkpoints) settles first.
 //!
 //! This shared machine's speed swings by up to 2× within an hour for the same
@@ -139,6 +142,9 @@ async fn main() {
     // IDS=0) would be made inside the measured phase.
     let ids: std::sync::Arc<[String]> = ids.into();
     let concurrency: usize = env_or("CONCURRENCY", 64);
+    // Look-ups per second offered in all (open loop); unset: each caller
+    // sends its next look-up as soon as the last is answered (closed loop).
+    let rate: Option<f64> = std::env::var("RATE").ok().and_then(|r| r.parse().ok());
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     // Warm-up, not counted: the callers look up every distinct resident once
     // (IDS up to 20,000; beyond that five each), so the server has its read
@@ -187,13 +193,28 @@ async fn main() {
     eprintln!("phase: lookup");
     let t = Instant::now();
     let cpu = cpu_seconds();
+    let pace = rate.map(|r| std::time::Duration::from_secs_f64(1.0 / r));
+    let late_starts = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = Vec::new();
     for w in 0..concurrency {
         let mut client = UnionExchangeClient::new(channels[w % channels.len()].clone());
         let ids = ids.clone();
+        let late = late_starts.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             for i in (w..lookups).step_by(concurrency) {
+                // Paced (RATE): look-up i is due at i / RATE seconds. Its
+                // latency counts from when it is sent (the timer wakes up to
+                // a millisecond late); one sent over 2 ms after it was due
+                // (its caller still waiting for the last answer) is counted
+                // as late, since the offered rate was then not kept.
+                if let Some(every) = pace {
+                    let due = t + every * i as u32;
+                    tokio::time::sleep_until(due.into()).await;
+                    if due.elapsed() > std::time::Duration::from_millis(2) {
+                        late.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
                 let started = Instant::now();
                 let _ = client
                     .lookup(LookupRequest {
@@ -243,6 +264,8 @@ async fn main() {
             "lookup_concurrency": concurrency,
             "lookup_distinct_ids": ids.len(),
             "lookup_connections": connections,
+            "lookup_offered_per_s": rate,
+            "lookup_late_starts": rate.map(|_| late_starts.load(std::sync::atomic::Ordering::Relaxed)),
             "lookups_per_s": (latencies.len() as f64 / lookup_s).round(),
             "lookup_cpu_us": (lookup_cpu_s * 1e6 / latencies.len() as f64).round(),
             "lookup_p10_ms": (pct(0.10) * 100.0).round() / 100.0,
