@@ -27,6 +27,7 @@ mod lookup;
 mod lookup_consolidates;
 mod policy_hot_reload;
 mod policy_lint;
+mod pull_backpressure;
 mod pull_follow;
 mod pull_masked;
 mod push_hrss_samples;
