@@ -24,7 +24,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 /// Records read from the store per page (and per audit entry).
-const PAGE: usize = 4096;
+pub const PAGE: usize = 4096;
 
 pub struct ExchangeService {
     pub gateway: Arc<Gateway>,

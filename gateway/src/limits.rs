@@ -269,7 +269,9 @@ where
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
                 let deadline = Duration::from_secs(self.state.config.request_timeout_secs.max(1));
-                let path = req.uri().path().to_string();
+                // Shares the request's bytes: the path is copied out only if
+                // the deadline passes.
+                let uri = req.uri().clone();
                 let state = self.state.clone();
                 Box::pin(async move {
                     // The permit lives as long as the response body: an open
@@ -286,6 +288,7 @@ where
                         // the log may record an answer that was never sent,
                         // never the other way round.)
                         Err(_) => {
+                            let path = uri.path().to_string();
                             let message = format!(
                                 "{path} did not answer within its deadline of {} s",
                                 deadline.as_secs()

@@ -14,8 +14,8 @@ use gateway_tests::{
 };
 use std::time::{Duration, Instant};
 
-/// Records the gateway reads and audits per page (`exchange::PAGE`).
-const PAGE: u64 = 4096;
+/// Records the gateway reads and audits per page.
+const PAGE: u64 = gateway::exchange::PAGE as u64;
 const PAGES: u64 = 16;
 
 /// Records whose delivery to the assistance department the log records.
