@@ -4,8 +4,11 @@
 //!
 //! ```toml
 //! consumer = "assistance"
-//! purposes = ["hardship_screening"]
-//! reidentification = false            # optional
+//! # Each purpose grants operations: `pull` (the default), `lookup`,
+//! # `reidentify`. `purposes = ["a", "b"]` is short for pull-only purposes.
+//! [purposes.hardship_screening]
+//! [purposes.hardship_application]
+//! operations = ["pull", "lookup", "reidentify"]
 //!
 //! [kinds.social_insurance]
 //! filter = [{ field = "contribution_status", in = ["2", "3"] }]   # optional
@@ -15,7 +18,7 @@
 //! contribution_base = { op = "keep", justification = "…" }
 //! ```
 
-use crate::{Condition, Diagnostic, FieldRule, KindPolicy, Operator, Policy};
+use crate::{Condition, Diagnostic, FieldRule, KindPolicy, Operation, Operator, Policy};
 use adapters::{RecordKind, ValueType};
 use ring::digest;
 use serde::Deserialize;
@@ -29,11 +32,63 @@ struct PolicyFile {
     consumer: Spanned<String>,
     #[serde(default)]
     description: String,
-    purposes: Spanned<Vec<Spanned<String>>>,
+    purposes: Spanned<PurposesFile>,
+    /// Replaced by the `reidentify` operation of a purpose; named here only
+    /// to point an old file at its replacement.
     #[serde(default)]
-    reidentification: bool,
+    reidentification: Option<Spanned<bool>>,
     #[serde(default)]
     kinds: BTreeMap<Spanned<String>, KindFile>,
+}
+
+/// `purposes = ["a", "b"]` (each grants pull only) or a table of purposes,
+/// each with the operations it grants.
+struct PurposesFile(Vec<(Spanned<String>, PurposeFile)>);
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PurposeFile {
+    #[serde(default)]
+    operations: Option<Vec<Spanned<String>>>,
+    /// Why the purpose exists and why it grants what it grants (for reviewers).
+    #[serde(default)]
+    #[allow(dead_code)]
+    description: String,
+}
+
+impl<'de> Deserialize<'de> for PurposesFile {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = PurposesFile;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of purpose names or a table of purposes")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(name) = seq.next_element::<Spanned<String>>()? {
+                    out.push((name, PurposeFile::default()));
+                }
+                Ok(PurposesFile(out))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some((name, purpose)) =
+                    map.next_entry::<Spanned<String>, PurposeFile>()?
+                {
+                    out.push((name, purpose));
+                }
+                Ok(PurposesFile(out))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Deserialize)]
@@ -116,28 +171,81 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Policy, Vec<Diagnostic>> 
             "`consumer` must be 1–64 characters of a–z, 0–9, '_' or '-' (it is the certificate's name)".into(),
         );
     }
-    let mut purposes = Vec::new();
-    if file.purposes.get_ref().is_empty() {
+    if let Some(flag) = &file.reidentification {
         p.at(
-            file.purposes.span().start,
+            flag.span().start,
+            "`reidentification` is replaced by a purpose's operations: grant `reidentify` to the purposes that may open sealed values, e.g. [purposes.case_work] operations = [\"pull\", \"reidentify\"]".into(),
+        );
+    }
+    let purposes_at = file.purposes.span().start;
+    let mut purposes = Vec::new();
+    let mut grants: BTreeMap<String, Vec<Operation>> = BTreeMap::new();
+    if file.purposes.get_ref().0.is_empty() {
+        p.at(
+            purposes_at,
             "`purposes` must name at least one purpose".into(),
         );
     }
-    for purpose in file.purposes.get_ref() {
+    // Where each operation is first granted, for the lint's line numbers.
+    let mut granted_at: BTreeMap<Operation, usize> = BTreeMap::new();
+    for (purpose, spec) in file.purposes.into_inner().0 {
         if !valid_name(purpose.get_ref()) {
             p.at(
                 purpose.span().start,
                 format!("invalid purpose name `{}`", purpose.get_ref()),
             );
-        } else if purposes.contains(purpose.get_ref()) {
+            continue;
+        }
+        if purposes.contains(purpose.get_ref()) {
             p.at(
                 purpose.span().start,
                 format!("purpose `{}` is listed twice", purpose.get_ref()),
             );
-        } else {
-            purposes.push(purpose.get_ref().clone());
+            continue;
         }
+        let mut ops = Vec::new();
+        match spec.operations {
+            None => ops.push(Operation::Pull),
+            Some(list) => {
+                if list.is_empty() {
+                    p.at(
+                        purpose.span().start,
+                        format!(
+                            "purpose `{}` grants no operation (omit `operations` for pull only)",
+                            purpose.get_ref()
+                        ),
+                    );
+                }
+                for op in list {
+                    match Operation::from_id(op.get_ref()) {
+                        Some(o) if ops.contains(&o) => {
+                            p.at(op.span().start, format!("operation `{o}` is listed twice"))
+                        }
+                        Some(o) => {
+                            granted_at.entry(o).or_insert(op.span().start);
+                            ops.push(o);
+                        }
+                        None if op.get_ref() == "aggregate" => p.at(
+                            op.span().start,
+                            "operation `aggregate` is not supported yet".into(),
+                        ),
+                        None => p.at(
+                            op.span().start,
+                            format!(
+                                "unknown operation `{}` (known: {})",
+                                op.get_ref(),
+                                Operation::ALL.map(Operation::id).join(", ")
+                            ),
+                        ),
+                    }
+                }
+            }
+        }
+        ops.sort();
+        purposes.push(purpose.get_ref().clone());
+        grants.insert(purpose.into_inner(), ops);
     }
+    let reidentification = granted_at.contains_key(&Operation::Reidentify);
 
     let mut kinds = BTreeMap::new();
     for (kind_name, kind_file) in file.kinds {
@@ -199,7 +307,7 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Policy, Vec<Diagnostic>> 
         }
         for (field_name, rule) in kind_file.fields {
             let at = field_name.span().start;
-            let Some(field) = kind.field(field_name.get_ref()) else {
+            let Some(field) = crate::policy_field(kind, field_name.get_ref()) else {
                 p.at(
                     at,
                     format!(
@@ -229,10 +337,10 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Policy, Vec<Diagnostic>> 
                     ),
                 }
             }
-            if rule.op == Operator::Encrypt && !file.reidentification {
+            if rule.op == Operator::Encrypt && !reidentification {
                 p.at(
                     at,
-                    format!("`{kind}.{}` is encrypted for re-identification, but the policy does not set `reidentification = true`", field.name),
+                    format!("`{kind}.{}` is encrypted for re-identification, but no purpose grants `reidentify`: nobody could open it", field.name),
                 );
             }
             kp.fields.push(FieldRule {
@@ -246,6 +354,29 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Policy, Vec<Diagnostic>> 
         kinds.insert(kind, kp);
     }
 
+    // Grants that cannot work are refused: they would read as permissions
+    // the gateway never exercises.
+    if let Some(&at) = granted_at.get(&Operation::Reidentify) {
+        let seals = kinds
+            .values()
+            .any(|k| k.fields.iter().any(|r| r.op == Operator::Encrypt));
+        if !seals {
+            p.at(
+                at,
+                "`reidentify` is granted, but no field is delivered with `encrypt`: there is nothing to re-identify".into(),
+            );
+        }
+    }
+    if let Some(&at) = granted_at.get(&Operation::Lookup) {
+        let persons = kinds.keys().any(|k| k.field("person_id").is_some());
+        if !persons {
+            p.at(
+                at,
+                "`lookup` is granted, but the policy releases no kind of person record: a look-up would find nothing".into(),
+            );
+        }
+    }
+
     if !p.list.is_empty() {
         return Err(p.list);
     }
@@ -253,7 +384,7 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Policy, Vec<Diagnostic>> 
         consumer,
         description: file.description,
         purposes,
-        reidentification: file.reidentification,
+        grants,
         kinds,
         version: format!(
             "sha256:{}",
@@ -418,5 +549,94 @@ mod tests {
         let k = &p.kinds[&RecordKind::SocialInsurance];
         assert_eq!(k.filter.len(), 1);
         assert_eq!(k.fields.len(), 2);
+    }
+
+    #[test]
+    fn purposes_grant_operations_and_the_list_form_grants_pull_only() {
+        let p = parse(
+            Path::new("p.toml"),
+            &format!("{BASE}[kinds.household.fields]\nperson_id = {{ op = \"pseudonymise\" }}\n"),
+        )
+        .unwrap();
+        assert!(p.grants("x", Operation::Pull));
+        assert!(!p.grants("x", Operation::Lookup));
+        let text = "consumer = \"c\"\n[purposes.screening]\n[purposes.case_work]\noperations = [\"pull\", \"lookup\", \"reidentify\"]\n[kinds.household.fields]\nperson_id = { op = \"pseudonymise\" }\nname = { op = \"encrypt\" }\n";
+        let p = parse(Path::new("p.toml"), text).unwrap();
+        assert_eq!(p.purposes, ["case_work", "screening"]);
+        assert!(p.grants("screening", Operation::Pull));
+        assert!(!p.grants("screening", Operation::Lookup));
+        assert!(p.grants("case_work", Operation::Reidentify));
+        assert!(!p.grants("marketing", Operation::Pull));
+        assert!(p.seals("household.name"));
+        assert!(!p.seals("household.person_id"));
+    }
+
+    #[test]
+    fn grants_that_cannot_work_are_refused() {
+        // Re-identification with nothing sealed.
+        let e = errors(
+            "consumer = \"c\"\n[purposes.case]\noperations = [\"pull\", \"reidentify\"]\n[kinds.household.fields]\nperson_id = { op = \"pseudonymise\" }\n",
+        );
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("p.toml:3:") && e[0].contains("nothing to re-identify"),
+            "{e:?}"
+        );
+        // A look-up for a consumer that receives no person records.
+        let e = errors(
+            "consumer = \"c\"\n[purposes.registry]\noperations = [\"lookup\"]\n[kinds.enterprise.fields]\ncredit_code = { op = \"keep\" }\n",
+        );
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("p.toml:3:") && e[0].contains("no kind of person record"),
+            "{e:?}"
+        );
+        // A sealed field nobody may open.
+        let e = errors(&format!(
+            "{BASE}[kinds.household.fields]\nname = {{ op = \"encrypt\" }}\n"
+        ));
+        assert!(e.iter().any(|m| m.starts_with("p.toml:4:") && m.contains("no purpose grants `reidentify`")), "{e:?}");
+        // Unknown and not-yet-supported operations, an empty grant, the old flag.
+        let e = errors(
+            "consumer = \"c\"\nreidentification = true\n[purposes.a]\noperations = [\"pull\", \"export\", \"aggregate\", \"pull\"]\n[purposes.b]\noperations = []\n",
+        );
+        assert_eq!(e.len(), 5, "{e:?}");
+        assert!(
+            e[0].starts_with("p.toml:2:") && e[0].contains("replaced by a purpose's operations"),
+            "{e:?}"
+        );
+        assert!(
+            e.iter().any(|m| m.contains("unknown operation `export`")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("`aggregate` is not supported yet")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("operation `pull` is listed twice")),
+            "{e:?}"
+        );
+        assert!(e.iter().any(|m| m.contains("grants no operation")), "{e:?}");
+    }
+
+    #[test]
+    fn changed_at_is_a_field_a_policy_names_and_shapes() {
+        let p = parse(
+            Path::new("p.toml"),
+            &format!("{BASE}[kinds.work_injury.fields]\nchanged_at = {{ op = \"generalise\", to = \"month\" }}\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            p.forms(&[RecordKind::WorkInjury])
+                .get("work_injury.changed_at"),
+            Some(&"generalised")
+        );
+        let e = errors(&format!(
+            "{BASE}[kinds.work_injury.fields]\nchanged_at = {{ op = \"generalise\", to = \"money_band\", bands = [1] }}\n"
+        ));
+        assert_eq!(e.len(), 1, "{e:?}");
     }
 }

@@ -19,7 +19,7 @@ pub use ops::{
     apply_text, mask,
 };
 
-use adapters::{FieldSpec, Record, RecordKind, Value};
+use adapters::{Category, FieldSpec, Record, RecordKind, Value, ValueType};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -88,14 +88,67 @@ pub struct KindPolicy {
     pub fields: Vec<FieldRule>,
 }
 
+/// What a purpose lets a consumer do. A purpose grants `pull` unless its
+/// policy says otherwise; `lookup` (one named person across all agencies)
+/// and `reidentify` (opening a sealed value) belong to work on a named
+/// person's case and are granted purpose by purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Operation {
+    Pull,
+    Lookup,
+    Reidentify,
+}
+
+impl Operation {
+    pub const ALL: [Operation; 3] = [Operation::Pull, Operation::Lookup, Operation::Reidentify];
+
+    pub fn id(self) -> &'static str {
+        match self {
+            Operation::Pull => "pull",
+            Operation::Lookup => "lookup",
+            Operation::Reidentify => "reidentify",
+        }
+    }
+
+    pub fn from_id(id: &str) -> Option<Operation> {
+        Operation::ALL.into_iter().find(|o| o.id() == id)
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.id())
+    }
+}
+
+/// The change timestamp of a record (the agency's version, `BGSJ`) as a
+/// policy names it: metadata, but delivered only like any other field, when a
+/// rule names it and in the form the rule says (a date generalised to a month
+/// would otherwise be given away by the second the record changed).
+pub static CHANGED_AT: FieldSpec = FieldSpec {
+    name: "changed_at",
+    ty: ValueType::Timestamp,
+    category: Category::Administrative,
+    source: "BGSJ",
+    description: "when the agency last changed the record (its version)",
+};
+
+/// A field of `kind` as a policy may name it: the kind's canonical fields and
+/// the record's change timestamp.
+pub fn policy_field(kind: RecordKind, name: &str) -> Option<&'static FieldSpec> {
+    kind.field(name)
+        .or_else(|| (name == CHANGED_AT.name).then_some(&CHANGED_AT))
+}
+
 /// A consumer's loaded, validated policy.
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub consumer: String,
     pub description: String,
+    /// The purposes in the file's order.
     pub purposes: Vec<String>,
-    /// Whether this consumer may ask for re-identification (issue: union side).
-    pub reidentification: bool,
+    /// What each purpose grants.
+    pub grants: BTreeMap<String, Vec<Operation>>,
     pub kinds: BTreeMap<RecordKind, KindPolicy>,
     /// `sha256:<hex>` of the policy file's bytes.
     pub version: String,
@@ -129,6 +182,60 @@ impl Policy {
         self.purposes.iter().any(|p| p == purpose)
     }
 
+    /// Whether `purpose` is one of this policy's and grants `op`.
+    pub fn grants(&self, purpose: &str, op: Operation) -> bool {
+        self.grants
+            .get(purpose)
+            .is_some_and(|ops| ops.contains(&op))
+    }
+
+    /// Whether any purpose grants re-identification.
+    pub fn reidentification(&self) -> bool {
+        self.grants
+            .values()
+            .any(|ops| ops.contains(&Operation::Reidentify))
+    }
+
+    /// The operator this policy applies to `kind.field`, if it names it.
+    pub fn rule(&self, kind: RecordKind, field: &str) -> Option<&FieldRule> {
+        self.kinds
+            .get(&kind)?
+            .fields
+            .iter()
+            .find(|r| r.field.name == field)
+    }
+
+    /// Whether a sealed value of `field` (`kind.field`) is still delivered
+    /// sealed: a re-identification token opens only while it is.
+    pub fn seals(&self, field: &str) -> bool {
+        let Some((kind, name)) = field.split_once('.') else {
+            return false;
+        };
+        RecordKind::from_id(kind)
+            .and_then(|kind| self.rule(kind, name))
+            .is_some_and(|r| r.op == Operator::Encrypt)
+    }
+
+    /// The employer a delivered record names in clear, if the policy keeps
+    /// the record's employer field: a look-up reaches an employer's registry
+    /// and tax records only through such a record, never through one the
+    /// consumer does not receive or receives without the employer.
+    pub fn delivered_employer<'r>(&self, record: &'r Record) -> Option<&'r str> {
+        let code = record.enterprise.as_ref()?;
+        let kind = self.kinds.get(&record.kind)?;
+        kind.fields
+            .iter()
+            .any(|r| {
+                r.field.ty == ValueType::CreditCode
+                    && r.op == Operator::Keep
+                    && record
+                        .fields
+                        .get(r.field.name)
+                        .is_some_and(|v| v.render() == code.as_str())
+            })
+            .then(|| code.as_str())
+    }
+
     pub fn releases_kind(&self, kind: RecordKind) -> bool {
         self.kinds.contains_key(&kind)
     }
@@ -150,7 +257,13 @@ impl Policy {
         kind.fields
             .iter()
             .filter_map(|rule| {
-                let value = record.fields.get(rule.field.name)?;
+                let changed_at;
+                let value = if std::ptr::eq(rule.field, &CHANGED_AT) {
+                    changed_at = Value::Timestamp(record.changed_at);
+                    &changed_at
+                } else {
+                    record.fields.get(rule.field.name)?
+                };
                 // Only sealed values carry their context (built only for them).
                 let field = match rule.op {
                     Operator::Encrypt => format!("{}.{}", record.kind.id(), rule.field.name),
@@ -168,6 +281,20 @@ impl Policy {
                 })
             })
             .collect()
+    }
+
+    /// The record's change timestamp as this policy delivers it (for a
+    /// removal, which carries no fields); `None` when the policy does not
+    /// name `changed_at` for the record's kind.
+    pub fn changed_at(&self, record: &Record, keys: &ConsumerKeys) -> Option<String> {
+        let rule = self.rule(record.kind, CHANGED_AT.name)?;
+        apply_in(
+            &rule.op,
+            &Value::Timestamp(record.changed_at),
+            keys,
+            Context::default(),
+        )
+        .map(|(value, _)| value)
     }
 
     /// `kind.field` → form, for the audit entry of a delivery of `kinds`.
