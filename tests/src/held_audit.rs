@@ -108,6 +108,24 @@ impl Store for HeldAudit {
     fn meta_set(&self, key: &str, value: &str) -> Result<(), StoreError> {
         self.inner.meta_set(key, value)
     }
+    fn take_reidentification(
+        &self,
+        consumer: &str,
+        now_ms: i64,
+        window_ms: i64,
+        limit: u32,
+    ) -> Result<Result<(), i64>, StoreError> {
+        self.inner
+            .take_reidentification(consumer, now_ms, window_ms, limit)
+    }
+    fn record_version_at(
+        &self,
+        kind: &str,
+        key_hash: &[u8],
+        seq: u64,
+    ) -> Result<Option<gateway::store::StoredRecord>, StoreError> {
+        self.inner.record_version_at(kind, key_hash, seq)
+    }
     fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
         self.inner.latest_checkpoint()
     }

@@ -199,6 +199,15 @@ pub trait Store: Send + Sync + 'static {
         credit_code: &str,
         kinds: &[&str],
     ) -> Result<sealed_rows::Rows, StoreError>;
+    /// The version of a record that was current at `seq` (the latest at or
+    /// before it, the current row included), if the record existed then:
+    /// what a consumer whose cursor is `seq` may hold of it.
+    fn record_version_at(
+        &self,
+        kind: &str,
+        key_hash: &[u8],
+        seq: u64,
+    ) -> Result<Option<StoredRecord>, StoreError>;
     /// The highest seq in the change feed.
     fn feed_head(&self) -> Result<u64, StoreError>;
     /// Durably appends audit entries (for events that change nothing else), as
@@ -228,6 +237,17 @@ pub trait Store: Send + Sync + 'static {
     /// Small durable settings of the gateway itself (e.g. the key ids last in use).
     fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError>;
     fn meta_set(&self, key: &str, value: &str) -> Result<(), StoreError>;
+    /// Durably takes one of `consumer`'s re-identifications if fewer than
+    /// `limit` were taken in the `window_ms` before `now_ms` (a sliding
+    /// window, checked and taken in one transaction); otherwise
+    /// `Err(milliseconds until one is free)`.
+    fn take_reidentification(
+        &self,
+        consumer: &str,
+        now_ms: i64,
+        window_ms: i64,
+        limit: u32,
+    ) -> Result<Result<(), i64>, StoreError>;
     fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError>;
     fn checkpoint_at(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError>;
     fn save_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError>;

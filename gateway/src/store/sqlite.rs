@@ -59,6 +59,25 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS records_by_person ON records (person_index) WHERE person_index IS NOT NULL;
 CREATE INDEX IF NOT EXISTS records_by_enterprise ON records (enterprise, kind) WHERE enterprise IS NOT NULL;
 CREATE INDEX IF NOT EXISTS records_by_batch ON records (agency, batch_id);
+-- The versions a record had before its current row (sealed as they were):
+-- which version a consumer at a given cursor may hold, so that a removal is
+-- announced only to a consumer that could have been delivered the record.
+CREATE TABLE IF NOT EXISTS record_versions (
+    kind          TEXT NOT NULL,
+    key_hash      BLOB NOT NULL,
+    seq           INTEGER NOT NULL,
+    changed_at    INTEGER NOT NULL,
+    cancelled     INTEGER NOT NULL,
+    sealed        BLOB NOT NULL,
+    PRIMARY KEY (kind, key_hash, seq)
+) WITHOUT ROWID;
+-- Re-identifications taken, per consumer: the sliding hourly limit survives
+-- restarts. Rows older than the window are pruned as new ones are taken.
+CREATE TABLE IF NOT EXISTS reidentifications (
+    consumer  TEXT NOT NULL,
+    at_ms     INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reidentifications_by_consumer ON reidentifications (consumer, at_ms);
 
 -- The audit log (see gateway/src/audit/ENCODING.md). `entry` holds the
 -- canonical bytes, the leaf; the other columns are copies for querying.
@@ -1320,6 +1339,14 @@ fn apply_record(
     if held.is_some_and(|held| rec.changed_at < held) {
         return Ok(false);
     }
+    if held.is_some() {
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO record_versions (kind, key_hash, seq, changed_at, cancelled, sealed)
+             SELECT kind, key_hash, seq, changed_at, cancelled, sealed FROM records
+             WHERE kind = ?1 AND key_hash = ?2",
+        )?
+        .execute(params![rec.kind, rec.key_hash])?;
+    }
     tx.prepare_cached(
         "INSERT INTO records (kind, key_hash, seq, person_index, changed_at, cancelled, agency, batch_id, sealed, enterprise)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
@@ -1445,6 +1472,33 @@ impl Store for SqliteStore {
 
     fn feed_head(&self) -> Result<u64, StoreError> {
         self.read(head)
+    }
+
+    fn record_version_at(
+        &self,
+        kind: &str,
+        key_hash: &[u8],
+        seq: u64,
+    ) -> Result<Option<StoredRecord>, StoreError> {
+        self.inner.read_records(|c| {
+            let seq = seq.min(i64::MAX as u64) as i64;
+            let current = c
+                .prepare_cached(
+                    "SELECT seq, kind, key_hash, changed_at, cancelled, sealed FROM records
+                     WHERE kind = ?1 AND key_hash = ?2 AND seq <= ?3",
+                )?
+                .query_row(params![kind, key_hash, seq], row_to_record)
+                .optional()?;
+            if current.is_some() {
+                return Ok(current);
+            }
+            Ok(c.prepare_cached(
+                "SELECT seq, kind, key_hash, changed_at, cancelled, sealed FROM record_versions
+                 WHERE kind = ?1 AND key_hash = ?2 AND seq <= ?3 ORDER BY seq DESC LIMIT 1",
+            )?
+            .query_row(params![kind, key_hash, seq], row_to_record)
+            .optional()?)
+        })
     }
 
     fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
@@ -1584,6 +1638,32 @@ impl Store for SqliteStore {
                 params![key, value],
             )?;
             Ok(())
+        })
+    }
+
+    fn take_reidentification(
+        &self,
+        consumer: &str,
+        now_ms: i64,
+        window_ms: i64,
+        limit: u32,
+    ) -> Result<Result<(), i64>, StoreError> {
+        self.inner.write(|tx, _| {
+            let since = now_ms.saturating_sub(window_ms);
+            tx.prepare_cached("DELETE FROM reidentifications WHERE consumer = ?1 AND at_ms <= ?2")?
+                .execute(params![consumer, since])?;
+            let (taken, oldest): (i64, Option<i64>) = tx
+                .prepare_cached(
+                    "SELECT count(*), min(at_ms) FROM reidentifications WHERE consumer = ?1",
+                )?
+                .query_row(params![consumer], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            if taken >= i64::from(limit) {
+                let free_at = oldest.unwrap_or(now_ms).saturating_add(window_ms);
+                return Ok(Err(free_at.saturating_sub(now_ms).max(1)));
+            }
+            tx.prepare_cached("INSERT INTO reidentifications (consumer, at_ms) VALUES (?1, ?2)")?
+                .execute(params![consumer, now_ms])?;
+            Ok(Ok(()))
         })
     }
 
@@ -1918,5 +1998,58 @@ mod audit_tree_tests {
             })
             .unwrap();
         assert_eq!(filtered.len(), expected[&token(0)].len());
+    }
+}
+
+#[cfg(test)]
+mod reidentification_tests {
+    use super::*;
+
+    /// The hourly limit is a sliding window: a slot frees exactly an hour
+    /// after it was taken, never all at once at a boundary, and consumers
+    /// count apart; the count is in the database, so a reopened store keeps it.
+    #[test]
+    fn the_limit_slides_and_survives_reopening() {
+        const HOUR: i64 = 3_600_000;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let t0 = 1_000_000_000_000;
+        // Ten early in the hour, ten late in it.
+        for i in 0..10 {
+            assert_eq!(
+                store.take_reidentification("a", t0 + i, HOUR, 20).unwrap(),
+                Ok(())
+            );
+        }
+        for i in 0..10 {
+            let at = t0 + HOUR - 1000 + i;
+            assert_eq!(
+                store.take_reidentification("a", at, HOUR, 20).unwrap(),
+                Ok(())
+            );
+        }
+        assert_eq!(
+            store.take_reidentification("b", t0 + 5, HOUR, 20).unwrap(),
+            Ok(())
+        );
+        drop(store);
+        let store = SqliteStore::open(dir.path()).unwrap();
+        // Full: the oldest frees one hour after it was taken.
+        assert_eq!(
+            store
+                .take_reidentification("a", t0 + HOUR - 1, HOUR, 20)
+                .unwrap(),
+            Err(1)
+        );
+        // Past the hour boundary only the early ten are free, not twenty.
+        let later = t0 + HOUR + 100;
+        for _ in 0..10 {
+            assert_eq!(
+                store.take_reidentification("a", later, HOUR, 20).unwrap(),
+                Ok(())
+            );
+        }
+        let wait = store.take_reidentification("a", later, HOUR, 20).unwrap();
+        assert_eq!(wait, Err(t0 + 2 * HOUR - 1000 - later));
     }
 }
