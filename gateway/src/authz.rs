@@ -13,6 +13,7 @@ use crate::audit::{self, AuditEvent, Denied};
 use crate::identity::{Principal, PrincipalCache};
 use crate::limits::{RefusedCall, refused_calls};
 use crate::store::Store;
+use policies::Operation;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -30,17 +31,53 @@ enum Required {
     AnyAuthenticated,
 }
 
-fn required_role(path: &str) -> Required {
-    let service = path.trim_start_matches('/').split('/').next().unwrap_or("");
-    match service {
-        "exchange.v1.AgencyIngest" => Required::Agency,
-        "exchange.v1.UnionExchange" => Required::Union,
-        "exchange.v1.Audit" => Required::Auditor,
-        // Health, reflection, and unknown paths (which the router answers with
-        // UNIMPLEMENTED) need only an authenticated caller.
-        _ => Required::AnyAuthenticated,
-    }
+/// Who may call what, in one table: each served method (or, for a service
+/// whose every method has one rule, the service), the role its caller must
+/// have and, for union calls, the operation the request's purpose must grant
+/// in the caller's policy ([`policies::Operation`]). A path the table does
+/// not name is refused, so a service added later is closed until it is
+/// listed here.
+const ROUTES: &[(&str, Required, Option<Operation>)] = &[
+    ("/exchange.v1.AgencyIngest/Push", Required::Agency, None),
+    (
+        "/exchange.v1.UnionExchange/Pull",
+        Required::Union,
+        Some(Operation::Pull),
+    ),
+    (
+        "/exchange.v1.UnionExchange/Lookup",
+        Required::Union,
+        Some(Operation::Lookup),
+    ),
+    (
+        "/exchange.v1.UnionExchange/Reidentify",
+        Required::Union,
+        Some(Operation::Reidentify),
+    ),
+    ("/exchange.v1.Audit/", Required::Auditor, None),
+    ("/grpc.health.v1.Health/", Required::AnyAuthenticated, None),
+    (
+        "/grpc.reflection.v1.ServerReflection/",
+        Required::AnyAuthenticated,
+        None,
+    ),
+];
+
+/// The rule for a path: an exact method entry, or its service's entry (a
+/// table key ending in `/`).
+fn route(path: &str) -> Option<(Required, Option<Operation>)> {
+    ROUTES
+        .iter()
+        .find(|(p, ..)| *p == path || (p.ends_with('/') && path.starts_with(p)))
+        .map(|&(_, required, op)| (required, op))
 }
+
+/// The operation a union call needs its purpose to grant, put in the
+/// request's extensions by the layer from [`ROUTES`]: the service checks the
+/// purpose against it ([`authorise_purpose`]) and refuses a call that has
+/// none, so a handler cannot forget to say what it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequiredOperation(pub Operation);
 
 fn permits(required: Required, principal: &Principal) -> bool {
     matches!(
@@ -50,6 +87,66 @@ fn permits(required: Required, principal: &Principal) -> bool {
             | (Required::Union, Principal::Union(_))
             | (Required::Auditor, Principal::Auditor(_))
     )
+}
+
+/// Why a union call's purpose does not let it proceed: a stable code, and
+/// the message the caller gets (it never repeats the caller's text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurposeRefusal {
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// The second half of the allow-list, for union calls once their purpose is
+/// read from the request: the consumer's policy must list the purpose and
+/// the purpose must grant the operation the route requires.
+pub fn authorise_purpose(
+    set: &policies::PolicySet,
+    consumer: &str,
+    purpose: &str,
+    required: Option<RequiredOperation>,
+) -> Result<(), PurposeRefusal> {
+    let Some(RequiredOperation(op)) = required else {
+        return Err(PurposeRefusal {
+            code: "no_operation",
+            message: "this call names no operation in the gateway's allow-list".into(),
+        });
+    };
+    let Some(policy) = set.get(consumer) else {
+        return Err(PurposeRefusal {
+            code: "no_policy",
+            message: format!("no policy is in force for consumer {consumer}"),
+        });
+    };
+    if !policy.allows_purpose(purpose) {
+        return Err(PurposeRefusal {
+            code: "purpose_not_allowed",
+            message: format!(
+                "the purpose is not one of consumer {consumer}'s purposes (allowed: {})",
+                policy.purposes.join(", ")
+            ),
+        });
+    }
+    if !policy.grants(purpose, op) {
+        let granting: Vec<&str> = policy
+            .purposes
+            .iter()
+            .filter(|p| policy.grants(p, op))
+            .map(String::as_str)
+            .collect();
+        return Err(PurposeRefusal {
+            code: "operation_not_granted",
+            message: if granting.is_empty() {
+                format!("no purpose of consumer {consumer} grants `{op}`")
+            } else {
+                format!(
+                    "purpose `{purpose}` of consumer {consumer} does not grant `{op}` (granted for: {})",
+                    granting.join(", ")
+                )
+            },
+        });
+    }
+    Ok(())
 }
 
 /// A refusal: who (if known), a stable code and a reason for the caller.
@@ -63,7 +160,7 @@ fn authorise(
     extensions: &http::Extensions,
     path: &str,
     principals: &PrincipalCache,
-) -> Result<Principal, Refusal> {
+) -> Result<(Principal, Option<RequiredOperation>), Refusal> {
     let cert = extensions
         .get::<TlsConnectInfo<TcpConnectInfo>>()
         .and_then(|info| info.peer_certs())
@@ -80,7 +177,13 @@ fn authorise(
         code: e.code(),
         reason: e.to_string(),
     })?;
-    let required = required_role(path);
+    let Some((required, op)) = route(path) else {
+        return Err(Refusal {
+            actor: principal.to_string(),
+            code: "not_in_allow_list",
+            reason: format!("{path} is not in the gateway's allow-list"),
+        });
+    };
     if !permits(required, &principal) {
         let allowed = match required {
             Required::Agency => "agencies",
@@ -94,7 +197,7 @@ fn authorise(
             reason: format!("{principal} may not call {path}: only {allowed} may"),
         });
     }
-    Ok(principal)
+    Ok((principal, op.map(RequiredOperation)))
 }
 
 /// Tower layer: see the module documentation.
@@ -153,9 +256,12 @@ where
     fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
         let path = req.uri().path().to_string();
         match authorise(req.extensions(), &path, &self.layer.principals) {
-            Ok(principal) => {
+            Ok((principal, op)) => {
                 let span = tracing::info_span!("rpc", rpc = %path, caller = %principal);
                 req.extensions_mut().insert(principal);
+                if let Some(op) = op {
+                    req.extensions_mut().insert(op);
+                }
                 // Standard tower pattern: call the clone that was driven ready.
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -174,6 +280,7 @@ where
                             reason: &refusal.reason,
                             repeated: 0,
                             within_secs: 0,
+                            refused_text: None,
                         }
                         .entry(&refusal.actor);
                         if let Err(status) = audit::record(&store, vec![entry]).await {
@@ -197,13 +304,20 @@ mod tests {
         let agency = Principal::Agency(Agency::Hrss);
         let union = Principal::Union("assistance".into());
         let auditor = Principal::Auditor("compliance".into());
-        let push = required_role("/exchange.v1.AgencyIngest/Push");
-        let pull = required_role("/exchange.v1.UnionExchange/Pull");
-        let query = required_role("/exchange.v1.Audit/Query");
-        let health = required_role("/grpc.health.v1.Health/Check");
+        let role = |path| route(path).expect("listed").0;
+        let push = role("/exchange.v1.AgencyIngest/Push");
+        let pull = role("/exchange.v1.UnionExchange/Pull");
+        let query = role("/exchange.v1.Audit/Query");
+        let health = role("/grpc.health.v1.Health/Check");
         assert!(permits(push, &agency) && !permits(push, &union) && !permits(push, &auditor));
         assert!(permits(pull, &union) && !permits(pull, &agency) && !permits(pull, &auditor));
         assert!(permits(query, &auditor) && !permits(query, &agency) && !permits(query, &union));
         assert!(permits(health, &agency) && permits(health, &union) && permits(health, &auditor));
+        assert_eq!(
+            route("/exchange.v1.UnionExchange/Lookup"),
+            Some((Required::Union, Some(Operation::Lookup)))
+        );
+        assert_eq!(route("/exchange.v1.UnionExchange/Extract"), None);
+        assert_eq!(route("/exchange.v2.Anything/Else"), None);
     }
 }

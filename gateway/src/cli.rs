@@ -567,7 +567,18 @@ fn policy_check(dir: &Path) -> anyhow::Result<()> {
                     "{}: ok: consumer {}, purposes {}, kinds {}, {}",
                     p.source.display(),
                     p.consumer,
-                    p.purposes.join(", "),
+                    p.purposes
+                        .iter()
+                        .map(|purpose| format!(
+                            "{purpose} ({})",
+                            p.grants[purpose]
+                                .iter()
+                                .map(|o| o.id())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     p.kinds
                         .keys()
                         .map(|k| k.id())

@@ -214,7 +214,6 @@ pub fn json(r: &proto::LookupResponse) -> serde_json::Value {
         "records": r.records.iter().map(|x| serde_json::json!({
             "kind": x.kind,
             "record_id": x.record_id,
-            "changed_at": x.changed_at,
             "fields": fields(x),
         })).collect::<Vec<_>>(),
     })

@@ -105,18 +105,28 @@ pub async fn run(channel: tonic::transport::Channel, mut job: PullJob) -> anyhow
                 out.write_all(b"\n")?;
             }
             OutputFormat::Csv => {
+                // `changed_at` only as the policy releases it: a field of
+                // a record, or the removal's own.
                 let (kind, id, at, removed, fields) = match &e.event {
                     Some(Event::Record(r)) => {
-                        (&r.kind, &r.record_id, &r.changed_at, "", Some(&r.fields))
+                        let at = r.fields.iter().find(|f| f.name == "changed_at");
+                        let at = at.map(|f| csv_field(&f.value)).unwrap_or_default();
+                        (&r.kind, &r.record_id, at, "", Some(&r.fields))
                     }
-                    Some(Event::Removed(r)) => (&r.kind, &r.record_id, &r.changed_at, "true", None),
+                    Some(Event::Removed(r)) => (
+                        &r.kind,
+                        &r.record_id,
+                        csv_field(&r.changed_at),
+                        "true",
+                        None,
+                    ),
                     None => return Ok(()),
                 };
                 let mut row = vec![
                     e.cursor.to_string(),
                     kind.clone(),
                     id.clone(),
-                    at.clone(),
+                    at,
                     removed.into(),
                 ];
                 for c in &columns {

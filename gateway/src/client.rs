@@ -352,19 +352,24 @@ pub fn event_json(e: &proto::PullEvent) -> serde_json::Value {
                 "cursor": e.cursor,
                 "kind": r.kind,
                 "record_id": r.record_id,
-                "changed_at": r.changed_at,
                 "fields": fields,
                 "forms": forms,
                 "policy_version": r.policy_version,
             })
         }
-        Some(proto::pull_event::Event::Removed(r)) => json!({
-            "cursor": e.cursor,
-            "kind": r.kind,
-            "record_id": r.record_id,
-            "changed_at": r.changed_at,
-            "removed": true,
-        }),
+        Some(proto::pull_event::Event::Removed(r)) => {
+            let mut removed = json!({
+                "cursor": e.cursor,
+                "kind": r.kind,
+                "record_id": r.record_id,
+                "removed": true,
+            });
+            // Present only when the consumer's policy releases it.
+            if !r.changed_at.is_empty() {
+                removed["changed_at"] = json!(r.changed_at);
+            }
+            removed
+        }
         None => json!({ "cursor": e.cursor }),
     }
 }

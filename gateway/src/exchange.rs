@@ -8,11 +8,14 @@
 //! before it is sent.
 
 use crate::Gateway;
+use crate::audit::repeats::Repeats;
 use crate::audit::{
-    self, AuditEvent, Denied, PersonLookedUp, PersonReidentified, RecordsDelivered,
+    self, AuditEvent, Denied, PersonLookedUp, PersonReidentified, RecordsDelivered, TextDigest,
 };
+use crate::authz::{self, RequiredOperation};
 use crate::identity::Principal;
 use crate::ingest::record_aad;
+use crate::limits::RefusedCall;
 use crate::proto;
 use crate::store::StoredRecord;
 use adapters::{Record, RecordKind};
@@ -28,9 +31,9 @@ pub const PAGE: usize = 4096;
 
 pub struct ExchangeService {
     pub gateway: Arc<Gateway>,
-    /// Re-identifications per consumer: (window start, count).
-    reidentifications:
-        std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, u32)>>,
+    /// Policy refusals: the first per caller, call and code in a window is
+    /// audited as it happens, the repeats counted into one summary.
+    refusals: Arc<Repeats<RefusedCall>>,
     /// Look-ups gathering from the store at once; the others wait their turn
     /// in arrival order (fair, and never more than the read connections).
     gathering: tokio::sync::Semaphore,
@@ -46,6 +49,8 @@ const GATHERING_AT_ONCE: usize = 4;
 
 /// Re-identifications a consumer may make per hour (on top of the general limits).
 pub const REIDENTIFICATIONS_PER_HOUR: u32 = 20;
+/// The sliding window of [`REIDENTIFICATIONS_PER_HOUR`].
+const REIDENTIFICATION_WINDOW_MS: i64 = 3_600_000;
 /// The shortest written justification accepted for a re-identification.
 pub const MIN_JUSTIFICATION_CHARS: usize = 20;
 
@@ -53,8 +58,11 @@ impl ExchangeService {
     pub fn new(gateway: Arc<Gateway>) -> Self {
         ExchangeService {
             auditors: audit::auditor_pseudonyms(&gateway.keys),
+            refusals: crate::limits::refused_calls(
+                gateway.store.clone(),
+                std::time::Duration::from_secs(gateway.limits.refusal_window_secs),
+            ),
             gateway,
-            reidentifications: Default::default(),
             gathering: tokio::sync::Semaphore::new(GATHERING_AT_ONCE),
             consumer_keys: Default::default(),
         }
@@ -74,19 +82,30 @@ impl ExchangeService {
         keys
     }
 
-    /// Counts one re-identification; `Err(seconds to wait)` over the hourly limit.
-    fn count_reidentification(&self, consumer: &str) -> Result<(), u64> {
-        let mut m = self.reidentifications.lock().expect("reid lock");
-        let now = std::time::Instant::now();
-        let (start, n) = m.entry(consumer.to_string()).or_insert((now, 0));
-        if now.duration_since(*start) >= std::time::Duration::from_secs(3600) {
-            (*start, *n) = (now, 0);
+    /// Takes one of the consumer's re-identifications of the last hour
+    /// (a sliding window kept in the store, so a restart does not reset it);
+    /// `Err(seconds to wait)` over the limit.
+    async fn take_reidentification(&self, consumer: &str) -> Result<Result<(), u64>, Status> {
+        let store = self.gateway.store.clone();
+        let consumer = consumer.to_string();
+        let taken = tokio::task::spawn_blocking(move || {
+            store.take_reidentification(
+                &consumer,
+                audit::now_ms(),
+                REIDENTIFICATION_WINDOW_MS,
+                REIDENTIFICATIONS_PER_HOUR,
+            )
+        })
+        .await
+        .map_err(|_| Status::internal("re-identification task failed"))?;
+        match taken {
+            Ok(Ok(())) => Ok(Ok(())),
+            Ok(Err(wait_ms)) => Ok(Err((wait_ms as u64).div_ceil(1000).max(1))),
+            Err(e) => {
+                tracing::error!(error = %e, "re-identification count failed");
+                Err(Status::unavailable("the store is unavailable"))
+            }
         }
-        if *n >= REIDENTIFICATIONS_PER_HOUR {
-            return Err(3600 - now.duration_since(*start).as_secs());
-        }
-        *n += 1;
-        Ok(())
     }
 }
 
@@ -153,40 +172,37 @@ impl<T> Authorised<T> {
 
 impl ExchangeService {
     /// Resolves the caller's policy (from the identity its certificate gave,
-    /// never from the request) and checks the request's purpose against it;
-    /// refusals are audited.
+    /// never from the request) and checks the request's purpose against it:
+    /// the policy must list the purpose, and the purpose must grant the
+    /// operation the allow-list ([`crate::authz`]) requires of this call.
+    /// Refusals are audited (repeats folded); a purpose outside the policy
+    /// is recorded as its length and keyed hash, never its text.
     async fn authorise<T: Purposed>(
         &self,
         request: Request<T>,
-        rpc: &str,
+        rpc: &'static str,
     ) -> Result<Authorised<T>, Status> {
         let principal = request.extensions().get::<Principal>().cloned();
+        let required = request.extensions().get::<RequiredOperation>().copied();
         let req = request.into_inner();
-        let purpose = req.purpose();
         let Some(Principal::Union(consumer)) = principal else {
             return Err(Status::permission_denied(
                 "only union consumers may call this",
             ));
         };
         let set = self.gateway.policies();
-        let refusal = match set.get(&consumer) {
-            None => Some((
-                "no_policy",
-                format!("no policy is in force for consumer {consumer}"),
-            )),
-            Some(p) if !p.allows_purpose(purpose) => Some((
-                "purpose_not_allowed",
-                format!(
-                    "purpose `{purpose}` is not in the policy of consumer {consumer} (allowed: {})",
-                    p.purposes.join(", ")
-                ),
-            )),
-            Some(_) => None,
-        };
-        if let Some((code, reason)) = refusal {
-            self.deny(&format!("union/{consumer}"), rpc, code, &reason)
-                .await?;
-            return Err(Status::permission_denied(reason));
+        if let Err(refusal) = authz::authorise_purpose(&set, &consumer, req.purpose(), required) {
+            let text = (refusal.code == "purpose_not_allowed")
+                .then(|| TextDigest::of(&self.gateway.keys, req.purpose()));
+            self.deny(
+                &format!("union/{consumer}"),
+                rpc,
+                refusal.code,
+                &refusal.message,
+                text,
+            )
+            .await?;
+            return Err(Status::permission_denied(refusal.message));
         }
         Ok(Authorised {
             req,
@@ -195,14 +211,31 @@ impl ExchangeService {
         })
     }
 
-    async fn deny(&self, actor: &str, rpc: &str, code: &str, reason: &str) -> Result<(), Status> {
+    /// Records a refusal: the first of a window per caller, call and code as
+    /// it happens (durably, before the caller hears of it), the repeats
+    /// counted into one summary ([`crate::audit::repeats`]).
+    async fn deny(
+        &self,
+        actor: &str,
+        rpc: &str,
+        code: &'static str,
+        reason: &str,
+        refused_text: Option<TextDigest>,
+    ) -> Result<(), Status> {
         tracing::warn!(caller = actor, rpc, code, "call denied by policy");
+        if !self
+            .refusals
+            .first(&(actor.to_string(), rpc.to_string(), code))
+        {
+            return Ok(());
+        }
         let entry = Denied {
             rpc,
             code,
             reason,
             repeated: 0,
             within_secs: 0,
+            refused_text,
         }
         .entry(actor);
         audit::record(&self.gateway.store, vec![entry]).await
@@ -247,14 +280,15 @@ fn decode_record(plain: &[u8]) -> Result<Record, String> {
 
 /// A record shaped for delivery. Its own `policy_version` is left empty: a
 /// pull event sets it (each event stands alone), a look-up answer states it
-/// once for all its records (it was a fifth of an answer's bytes).
+/// once for all its records (it was a fifth of an answer's bytes). The
+/// change timestamp travels as the field `changed_at` when the policy names
+/// it, in the form it says; the message's own `changed_at` stays empty.
 fn deliver(policy: &Policy, keys: &ConsumerKeys, record: &Record) -> proto::DeliveredRecord {
     proto::DeliveredRecord {
         kind: record.kind.id().to_string(),
         record_id: keys.pseudonyms.record_id(record),
-        changed_at: record.changed_at.to_beijing_rfc3339(),
         fields: delivered_fields(policy.shape(record, keys)),
-        policy_version: String::new(),
+        ..Default::default()
     }
 }
 
@@ -272,6 +306,34 @@ struct ShapedPage {
     /// The cursor the page was read from, and its last record's.
     from_cursor: u64,
     last_seq: u64,
+    /// The version of the policy that shaped the page.
+    policy_version: String,
+}
+
+/// Whether the version of `stored`'s record a consumer at `cursor` could
+/// hold (the latest at or before it) was delivered to it: present, not
+/// cancelled and admitted by the policy. A consumer reading from the start
+/// holds nothing.
+fn held_before(
+    gateway: &Gateway,
+    policy: &Policy,
+    stored: &StoredRecord,
+    cursor: u64,
+) -> Result<bool, Status> {
+    if cursor == 0 {
+        return Ok(false);
+    }
+    let earlier = gateway
+        .store
+        .record_version_at(&stored.kind, &stored.key_hash, cursor)
+        .map_err(|e| {
+            tracing::error!(error = %e, "record history read failed");
+            Status::unavailable("the store is unavailable")
+        })?;
+    match earlier {
+        Some(earlier) if !earlier.cancelled => Ok(policy.admits(&open_record(gateway, &earlier)?)),
+        _ => Ok(false),
+    }
 }
 
 fn shape_page(
@@ -290,14 +352,23 @@ fn shape_page(
     let mut people = Vec::new();
     for stored in page {
         let mut record = open_record(gateway, stored)?;
-        // A cancelled record, or one the policy's row filter no longer admits, is
-        // announced as removed: the consumer learns only which record went.
+        if !policy.releases_kind(record.kind) {
+            // A kind a reload withdrew while the page was read.
+            continue;
+        }
+        // A cancelled record, or one the policy's row filter does not admit, is
+        // announced as removed only to a consumer that could hold it: one
+        // whose cursor is past a version of it the policy admits. Anyone else
+        // learns nothing of it, not even that it exists.
         let event = if stored.cancelled || !policy.admits(&record) {
+            if !held_before(gateway, policy, stored, from_cursor)? {
+                continue;
+            }
             removed += 1;
             proto::pull_event::Event::Removed(proto::RemovedRecord {
                 kind: record.kind.id().to_string(),
                 record_id: keys.pseudonyms.record_id(&record),
-                changed_at: record.changed_at.to_beijing_rfc3339(),
+                changed_at: policy.changed_at(&record, keys).unwrap_or_default(),
             })
         } else {
             records += 1;
@@ -344,6 +415,7 @@ fn shape_page(
         commitment,
         from_cursor,
         last_seq: page.last().map(|r| r.seq).unwrap_or(from_cursor),
+        policy_version: policy.version.clone(),
     })
 }
 
@@ -356,9 +428,13 @@ const SHAPING_AHEAD: usize = 2;
 /// (up to [`SHAPING_AHEAD`] pages at once); the next stage awaits them in
 /// order. Waits for new commits when following. Ends at the limit, at the end
 /// of the feed (not following), on shutdown, or when the later stages are gone.
+///
+/// Each page is shaped by the policy in force when it is read: a reload
+/// reaches open (followed) streams at their next page. A reload that
+/// withdraws the purpose's pull, or every kind the stream asked for, ends the
+/// stream with `PERMISSION_DENIED` (audited).
 async fn shape_pages(
     gateway: Arc<Gateway>,
-    policy: Arc<Policy>,
     consumer: String,
     kind_ids: Vec<String>,
     req: proto::PullRequest,
@@ -375,8 +451,32 @@ async fn shape_pages(
         u64::from(req.limit)
     };
     while remaining > 0 {
+        let set = gateway.policies();
+        let policy = match page_policy(&set, &consumer, &req.purpose, &kind_ids) {
+            Ok((policy, ids)) => (policy, ids),
+            Err(reason) => {
+                let actor = format!("union/{consumer}");
+                tracing::warn!(caller = %actor, "a reload withdrew what an open pull delivers");
+                let entry = Denied {
+                    rpc: PULL_PATH,
+                    code: "policy_withdrawn",
+                    reason: &reason,
+                    repeated: 0,
+                    within_secs: 0,
+                    refused_text: None,
+                }
+                .entry(&actor);
+                let status = match audit::record(&gateway.store, vec![entry]).await {
+                    Ok(()) => Status::permission_denied(reason),
+                    Err(status) => status,
+                };
+                let _ = pages.send(Err(status)).await;
+                return;
+            }
+        };
+        let (policy, ids) = policy;
         let take = PAGE.min(remaining.try_into().unwrap_or(PAGE));
-        let (store, ids) = (gateway.store.clone(), kind_ids.clone());
+        let store = gateway.store.clone();
         let stored = tokio::task::spawn_blocking(move || {
             let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
             store.read_feed(&refs, cursor, take)
@@ -413,19 +513,39 @@ async fn shape_pages(
         remaining = remaining.saturating_sub(stored.len() as u64);
         // Decrypting and shaping is CPU work: blocking threads, never the
         // async workers.
-        let (gw, pol, k, aud) = (
-            gateway.clone(),
-            policy.clone(),
-            keys.clone(),
-            auditors.clone(),
-        );
+        let (gw, k, aud) = (gateway.clone(), keys.clone(), auditors.clone());
         let shaping = tokio::task::spawn_blocking(move || {
-            shape_page(&gw, &pol, &k, &aud, from_cursor, &stored)
+            let policy = set.get(&policy).expect("checked above");
+            shape_page(&gw, policy, &k, &aud, from_cursor, &stored)
         });
         if pages.send(Ok(shaping)).await.is_err() {
             return;
         }
     }
+}
+
+/// The consumer's policy in force (by name, in `set`) and the kinds of the
+/// stream it still releases, or why the stream must end.
+fn page_policy(
+    set: &policies::PolicySet,
+    consumer: &str,
+    purpose: &str,
+    kind_ids: &[String],
+) -> Result<(String, Vec<String>), String> {
+    let pull = Some(RequiredOperation(policies::Operation::Pull));
+    authz::authorise_purpose(set, consumer, purpose, pull).map_err(|r| r.message)?;
+    let policy = set.get(consumer).expect("authorised above");
+    let ids: Vec<String> = kind_ids
+        .iter()
+        .filter(|k| RecordKind::from_id(k).is_some_and(|k| policy.releases_kind(k)))
+        .cloned()
+        .collect();
+    if ids.is_empty() {
+        return Err(format!(
+            "the policy of consumer {consumer} no longer releases the kinds of this pull"
+        ));
+    }
+    Ok((consumer.to_string(), ids))
 }
 
 /// A pull's response stream: the events of each audited page in turn, out of
@@ -461,7 +581,9 @@ impl Stream for AuditedEvents {
 type ShapingPage = Result<tokio::task::JoinHandle<Result<ShapedPage, Status>>, Status>;
 
 /// One person's profile for a look-up: their own records, then their
-/// employers' registry and tax records, each shaped by the policy.
+/// employers' registry and tax records, each shaped by the policy. Never
+/// wider than a pull by the same consumer: only records the policy releases
+/// and admits, and employers only as named in clear by such a record.
 fn gather_profile(
     gateway: &Gateway,
     policy: &Policy,
@@ -483,14 +605,15 @@ fn gather_profile(
     let mut employers: Vec<String> = Vec::new();
     for s in stored.iter() {
         let r = open_record(gateway, s)?;
-        if let Some(code) = &r.enterprise
-            && !employers.iter().any(|e| e == code.as_str())
+        if !(policy.releases_kind(r.kind) && policy.admits(&r)) {
+            continue;
+        }
+        if let Some(code) = policy.delivered_employer(&r)
+            && !employers.iter().any(|e| e == code)
         {
-            employers.push(code.as_str().to_string());
+            employers.push(code.to_string());
         }
-        if policy.releases_kind(r.kind) && policy.admits(&r) {
-            records.push(deliver(policy, keys, &r));
-        }
+        records.push(deliver(policy, keys, &r));
     }
     // The applicant's employers, as the registry and the tax office know them.
     let employer_kinds: Vec<&'static str> = [RecordKind::Enterprise, RecordKind::Taxpayer]
@@ -553,8 +676,17 @@ impl ExchangeService {
         let mut kinds: Vec<String> = records.iter().map(|r| r.kind.clone()).collect();
         kinds.sort();
         kinds.dedup();
+        // The subject is the person's `person_id` exactly as the answer's
+        // records deliver it, and only if they do: a policy that does not
+        // release the field gets no handle on the person either.
+        let subject = records
+            .iter()
+            .flat_map(|r| &r.fields)
+            .find(|f| f.name == "person_id")
+            .map(|f| f.value.clone())
+            .unwrap_or_default();
         let response = proto::LookupResponse {
-            subject: keys.pseudonyms.token(person.expose()),
+            subject,
             records,
             policy_version: policy.version.clone(),
         };
@@ -587,9 +719,10 @@ impl ExchangeService {
 
         let mut kinds = Vec::new();
         for k in &req.kinds {
+            // (The caller's text is not repeated back: it is not validated.)
             let kind = RecordKind::from_id(k).ok_or_else(|| {
                 Status::invalid_argument(format!(
-                    "unknown record kind `{k}`; known kinds: {}",
+                    "unknown record kind; known kinds: {}",
                     RecordKind::ALL.map(|k| k.id()).join(", ")
                 ))
             })?;
@@ -601,6 +734,7 @@ impl ExchangeService {
                     RPC,
                     "kind_not_released",
                     &reason,
+                    None,
                 )
                 .await?;
                 return Err(Status::permission_denied(reason));
@@ -612,6 +746,7 @@ impl ExchangeService {
         if kinds.is_empty() {
             kinds = policy.kinds.keys().copied().collect();
         }
+        drop(policy);
         tracing::info!(
             consumer = %consumer,
             purpose = %req.purpose,
@@ -635,7 +770,6 @@ impl ExchangeService {
         let kind_ids: Vec<String> = kinds.iter().map(|k| k.id().to_string()).collect();
         tokio::spawn(shape_pages(
             gateway.clone(),
-            policy.clone(),
             consumer.clone(),
             kind_ids.clone(),
             req.clone(),
@@ -673,7 +807,7 @@ impl ExchangeService {
                     removed: page.removed,
                     from_cursor: page.from_cursor,
                     to_cursor: page.last_seq,
-                    policy_version: &policy.version,
+                    policy_version: &page.policy_version,
                     content_sha256: page.commitment,
                     subjects: page.subjects,
                 }
@@ -736,13 +870,6 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
         let authorised = self.authorise(request, RPC).await?;
         let (req, consumer, policy) = (&authorised.req, &authorised.consumer, authorised.policy());
         let actor = format!("union/{consumer}");
-        if !policy.reidentification {
-            let reason =
-                format!("the policy of consumer {consumer} does not allow re-identification");
-            self.deny(&actor, RPC, "reidentification_not_allowed", &reason)
-                .await?;
-            return Err(Status::permission_denied(reason));
-        }
         let case = case_number(&req.case_number)?;
         let justification = policies::ops::scrub(req.justification.trim());
         if justification.chars().count() < MIN_JUSTIFICATION_CHARS
@@ -752,11 +879,11 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
                 "a written justification of {MIN_JUSTIFICATION_CHARS}–1000 characters is required"
             )));
         }
-        if let Err(wait) = self.count_reidentification(consumer) {
+        if let Err(wait) = self.take_reidentification(consumer).await? {
             let reason = format!(
-                "consumer {consumer} reached {REIDENTIFICATIONS_PER_HOUR} re-identifications this hour; retry in {wait} s"
+                "consumer {consumer} reached {REIDENTIFICATIONS_PER_HOUR} re-identifications in the last hour; retry in {wait} s"
             );
-            self.deny(&actor, RPC, "reidentification_rate", &reason)
+            self.deny(&actor, RPC, "reidentification_rate", &reason, None)
                 .await?;
             return Err(Status::resource_exhausted(reason));
         }
@@ -767,12 +894,25 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
                 RPC,
                 "invalid_token",
                 "the token was not issued to this consumer or is damaged",
+                None,
             )
             .await?;
             return Err(Status::invalid_argument(
                 "the token was not issued to this consumer or is damaged",
             ));
         };
+        // A token opens only while the policy in force still delivers its
+        // field sealed: a reload that stops releasing the field (or releases
+        // it in another form) withdraws every token issued for it.
+        if !policy.seals(&sealed.field) {
+            let reason = format!(
+                "the policy of consumer {consumer} no longer delivers {} sealed for re-identification",
+                sealed.field
+            );
+            self.deny(&actor, RPC, "field_no_longer_sealed", &reason, None)
+                .await?;
+            return Err(Status::permission_denied(reason));
+        }
         let subject = if sealed.subject.is_empty() {
             String::new()
         } else {

@@ -193,6 +193,7 @@ pub fn refused_calls(store: Arc<dyn Store>, window: Duration) -> Arc<Repeats<Ref
                 reason: &format!("refused {repeated} more times ({code})"),
                 repeated,
                 within_secs: window.as_secs().max(1),
+                refused_text: None,
             }
             .entry(identity)
         }),
@@ -353,6 +354,7 @@ async fn refuse(state: &State, identity: &str, path: &str, code: &'static str, m
             reason: message,
             repeated: 0,
             within_secs: 0,
+            refused_text: None,
         }
         .entry(identity);
         let _ = audit::record(&state.store, vec![entry]).await;

@@ -440,7 +440,36 @@ pub struct Denied<'a> {
     pub repeated: u64,
     #[serde(skip_serializing_if = "is_zero")]
     pub within_secs: u64,
+    /// Text the caller sent that the refusal concerns (a purpose outside its
+    /// policy), as its length and a keyed hash: never the text, which could
+    /// be anything typed into the field and would be permanent in the log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused_text: Option<TextDigest>,
 }
+
+/// Caller text recorded without its content: enough to tell two attempts
+/// apart, or to confirm a suspected value with the gateway's key, and
+/// nothing to erase.
+#[derive(Debug, Clone, Serialize)]
+pub struct TextDigest {
+    /// Length in characters.
+    pub chars: u64,
+    /// HMAC-SHA256 of the text in the gateway's `refused_text` pseudonym domain.
+    pub keyed_hash: String,
+}
+
+impl TextDigest {
+    pub fn of(keys: &crate::keys::Keys, text: &str) -> TextDigest {
+        TextDigest {
+            chars: text.chars().count() as u64,
+            keyed_hash: policies::Pseudonymiser::new(keys.pseudonym_secret(), REFUSED_TEXT_DOMAIN)
+                .token(text),
+        }
+    }
+}
+
+/// The pseudonym domain of [`TextDigest`]s.
+pub const REFUSED_TEXT_DOMAIN: &str = "refused_text";
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
