@@ -172,6 +172,8 @@ impl Default for TestPki {
 /// A gateway served in-process by `gateway::serve` on 127.0.0.1:0.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The gateway served (e.g. to reload its policies as SIGHUP does).
+    pub gateway: Arc<gateway::Gateway>,
     pub data_dir: PathBuf,
     pub keys_file: PathBuf,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -226,9 +228,27 @@ impl TestServer {
         limits: gateway::limits::LimitsConfig,
         store: Arc<dyn gateway::store::Store>,
     ) -> TestServer {
+        Self::start_serving(pki, state, limits, store, &shipped_policies()).await
+    }
+
+    /// As [`TestServer::start`], serving the policies in `dir`, which
+    /// `server.gateway.reload_policies()` reloads (as SIGHUP does).
+    pub async fn start_with_policies(pki: &TestPki, state: &ServerState, dir: &Path) -> TestServer {
+        let store = gateway::store::sqlite::SqliteStore::open(&state.data_dir()).unwrap();
+        let limits = gateway::limits::LimitsConfig::default();
+        Self::start_serving(pki, state, limits, Arc::new(store), dir).await
+    }
+
+    async fn start_serving(
+        pki: &TestPki,
+        state: &ServerState,
+        limits: gateway::limits::LimitsConfig,
+        store: Arc<dyn gateway::store::Store>,
+        policies_dir: &Path,
+    ) -> TestServer {
         gateway::tls::install_crypto_provider();
         let keys = gateway::keys::Keys::load(&state.keys_file(), true).unwrap();
-        let policies = policies::PolicySet::load_dir(&shipped_policies()).unwrap();
+        let policies = policies::PolicySet::load_dir(policies_dir).unwrap();
         let gw = Arc::new(
             gateway::Gateway::new(
                 TRUST_DOMAIN.to_string(),
@@ -238,8 +258,10 @@ impl TestServer {
                 policies,
             )
             .unwrap()
-            .with_limits(limits),
+            .with_limits(limits)
+            .with_policies_dir(policies_dir.to_path_buf()),
         );
+        let served = gw.clone();
         let tls = gateway::tls::server_config(
             &pki.path("ca.pem"),
             &pki.path("server.pem"),
@@ -251,7 +273,7 @@ impl TestServer {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            gateway::serve(listener, gw, tls, Duration::from_secs(5), async {
+            gateway::serve(listener, served, tls, Duration::from_secs(5), async {
                 let _ = rx.await;
             })
             .await
@@ -259,6 +281,7 @@ impl TestServer {
         });
         TestServer {
             addr,
+            gateway: gw,
             data_dir: state.data_dir(),
             keys_file: state.keys_file(),
             shutdown: Some(tx),
@@ -418,6 +441,37 @@ pub fn synthetic_hrss_rows(start: u64, n: u64) -> Vec<Vec<u8>> {
 pub fn synthetic_hrss_row(i: u64, change: char, changed_at: &str) -> Vec<u8> {
     let line = format!(
         "{:012},{},测试{},91340207Y2L8WFB30P,芜湖埃夫特新材料有限公司,310,\"5,{:03}.50\",202501,1,{change},{changed_at}",
+        340_200_000_000u64 + i,
+        valid_identity_number("340202", "19850315", i as u32),
+        ["甲", "乙", "丙", "丁"][(i % 4) as usize],
+        i % 1000
+    );
+    encoding_rs::GBK.encode(&line).0.into_owned()
+}
+
+/// A copy of the shipped policies in a directory of its own, for a test
+/// that edits and reloads them.
+pub fn shipped_policies_copy() -> TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(shipped_policies()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|x| x == "toml") {
+            std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    dir
+}
+
+/// An hrss row like [`synthetic_hrss_row`] with the given contribution
+/// status (`JFZT`: 1 paying, 2 suspended, 3 terminated).
+pub fn synthetic_hrss_row_with_status(
+    i: u64,
+    status: char,
+    change: char,
+    changed_at: &str,
+) -> Vec<u8> {
+    let line = format!(
+        "{:012},{},测试{},91340207Y2L8WFB30P,芜湖埃夫特新材料有限公司,310,\"5,{:03}.50\",202501,{status},{change},{changed_at}",
         340_200_000_000u64 + i,
         valid_identity_number("340202", "19850315", i as u32),
         ["甲", "乙", "丙", "丁"][(i % 4) as usize],

@@ -182,3 +182,51 @@ async fn follow_sees_new_pushes_and_cancellations_in_order() {
     assert!(removed.cursor > first[2].cursor);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_policy_reload_reaches_an_open_follow() {
+    let mut pki = TestPki::new();
+    pki.issue("agency/hrss");
+    pki.issue("union/assistance");
+    let state = ServerState::new();
+    let policies = gateway_tests::shipped_policies_copy();
+    let server = TestServer::start_with_policies(&pki, &state, policies.path()).await;
+    let agency = server.connect(&pki.client("agency/hrss")).await.unwrap();
+    let union = server
+        .connect(&pki.client("union/assistance"))
+        .await
+        .unwrap();
+    let mut stream = UnionExchangeClient::new(union)
+        .pull(request(0, 0, true))
+        .await
+        .unwrap()
+        .into_inner();
+    push(&agency, "before", synthetic_hrss_rows(0, 1)).await;
+    let Some(Event::Record(before)) = next(&mut stream).await.event else {
+        panic!("a record")
+    };
+    assert!(before.fields.iter().any(|f| f.name == "name"));
+
+    // The reviewed change drops the (masked) name from contributions.
+    let file = policies.path().join("assistance.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let narrowed = text.replacen("name = { op = \"mask\", keep_first = 1 }\n", "", 1);
+    assert_ne!(narrowed, text);
+    std::fs::write(&file, narrowed).unwrap();
+    server.gateway.reload_policies().unwrap();
+
+    push(&agency, "after", synthetic_hrss_rows(1, 1)).await;
+    let Some(Event::Record(after)) = next(&mut stream).await.event else {
+        panic!("a record")
+    };
+    assert!(
+        !after.fields.iter().any(|f| f.name == "name"),
+        "the open stream still delivers the dropped field"
+    );
+    assert_ne!(after.policy_version, before.policy_version);
+    assert_eq!(
+        after.policy_version,
+        server.gateway.policies().get("assistance").unwrap().version
+    );
+    server.stop().await;
+}

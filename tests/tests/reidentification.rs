@@ -60,7 +60,7 @@ async fn an_allowed_consumer_reidentifies_for_a_case_and_others_are_refused() {
     let request = |token: &str, justification: &str| ReidentifyRequest {
         token: token.into(),
         case_number: "KN-2026-0200".into(),
-        purpose: "hardship_screening".into(),
+        purpose: "hardship_application".into(),
         justification: justification.into(),
     };
     let mut client = UnionExchangeClient::new(union);
@@ -104,9 +104,147 @@ async fn an_allowed_consumer_reidentifies_for_a_case_and_others_are_refused() {
     assert!(!done[0].details_json.contains(&phone));
     let denied = audit_entries(&server, &pki, "denied").await;
     assert!(
-        denied.iter().any(|e| e.actor == "union/organisation"
-            && e.details_json.contains("reidentification_not_allowed")),
+        denied
+            .iter()
+            .any(|e| e.actor == "union/organisation"
+                && e.details_json.contains("operation_not_granted")),
         "{denied:?}"
+    );
+    server.stop().await;
+}
+
+/// Pushes the housing sample and returns the assistance department's
+/// connection and a sealed phone token from its pull.
+async fn phone_token(server: &TestServer, pki: &TestPki) -> (tonic::transport::Channel, String) {
+    let agency = server.connect(&pki.client("agency/housing")).await.unwrap();
+    push_file(
+        agency,
+        &sample("housing.jsonl"),
+        &PushOptions::default(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let union = server
+        .connect(&pki.client("union/assistance"))
+        .await
+        .unwrap();
+    let mut token = None;
+    pull(
+        union.clone(),
+        PullRequest {
+            kinds: vec!["housing_assistance".into()],
+            purpose: "hardship_application".into(),
+            ..Default::default()
+        },
+        |e| {
+            let e = event_json(e);
+            if token.is_none() && e["fields"]["phone"].is_string() {
+                token = e["fields"]["phone"].as_str().map(str::to_string);
+            }
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    (union, token.expect("a sealed phone"))
+}
+
+fn case_request(token: &str) -> ReidentifyRequest {
+    ReidentifyRequest {
+        token: token.into(),
+        case_number: "KN-2026-0210".into(),
+        purpose: "hardship_application".into(),
+        justification: "The applicant's housing file must be completed by phone for the case."
+            .into(),
+    }
+}
+
+#[tokio::test]
+async fn a_token_opens_only_while_the_policy_in_force_delivers_its_field_sealed() {
+    let mut pki = TestPki::new();
+    for id in ["agency/housing", "union/assistance", "auditor/compliance"] {
+        pki.issue(id);
+    }
+    let state = ServerState::new();
+    let policies = gateway_tests::shipped_policies_copy();
+    let server = TestServer::start_with_policies(&pki, &state, policies.path()).await;
+    let (union, token) = phone_token(&server, &pki).await;
+    let mut client = UnionExchangeClient::new(union);
+    client.reidentify(case_request(&token)).await.unwrap();
+
+    // A reviewed change stops releasing the phone (the name is sealed instead).
+    let file = policies.path().join("assistance.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut narrowed = String::new();
+    let mut in_housing = false;
+    for line in text.lines() {
+        in_housing = if line.starts_with('[') {
+            line == "[kinds.housing_assistance.fields]"
+        } else {
+            in_housing
+        };
+        if in_housing && line.starts_with("phone =") {
+            continue;
+        }
+        if in_housing && line.starts_with("name =") {
+            narrowed.push_str("name = { op = \"encrypt\" }\n");
+            continue;
+        }
+        narrowed.push_str(line);
+        narrowed.push('\n');
+    }
+    assert_ne!(narrowed, text);
+    std::fs::write(&file, narrowed).unwrap();
+    server.gateway.reload_policies().unwrap();
+
+    let err = client.reidentify(case_request(&token)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    let done = audit_entries(&server, &pki, "person_reidentified").await;
+    assert_eq!(done.len(), 1, "released after the reload: {done:?}");
+    let denied = audit_entries(&server, &pki, "denied").await;
+    assert!(
+        denied
+            .iter()
+            .any(|e| e.details_json.contains("field_no_longer_sealed")),
+        "{denied:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_hourly_limit_is_kept_across_a_restart() {
+    let mut pki = TestPki::new();
+    for id in ["agency/housing", "union/assistance", "auditor/compliance"] {
+        pki.issue(id);
+    }
+    let state = ServerState::new();
+    let server = TestServer::start(&pki, &state).await;
+    let (union, token) = phone_token(&server, &pki).await;
+    let mut client = UnionExchangeClient::new(union);
+    for _ in 0..gateway::exchange::REIDENTIFICATIONS_PER_HOUR {
+        client.reidentify(case_request(&token)).await.unwrap();
+    }
+    let err = client.reidentify(case_request(&token)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    server.stop().await;
+
+    // A restart does not hand out a fresh hour.
+    let server = TestServer::start(&pki, &state).await;
+    let union = server
+        .connect(&pki.client("union/assistance"))
+        .await
+        .unwrap();
+    let err = UnionExchangeClient::new(union)
+        .reidentify(case_request(&token))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("retry in"), "{}", err.message());
+    let done = audit_entries(&server, &pki, "person_reidentified").await;
+    assert_eq!(
+        done.len() as u32,
+        gateway::exchange::REIDENTIFICATIONS_PER_HOUR
     );
     server.stop().await;
 }

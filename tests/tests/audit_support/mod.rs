@@ -87,21 +87,23 @@ pub fn pull_request() -> PullRequest {
     }
 }
 
-/// One denied call (a purpose outside the consumer's policy): one more audit
-/// entry. (Refusals by the role matrix or a limit would not do: repeats of
-/// those within a window are counted into one summary, see `refusal_floods`.)
+/// One audited call that releases nothing (a look-up of a person nobody
+/// pushed): one more audit entry. (Refusals would not do: repeats of a
+/// refusal within a window are counted into one summary, see
+/// `refusal_floods`.)
 pub async fn deny(server: &TestServer, pki: &TestPki) {
-    let request = PullRequest {
-        purpose: "marketing".into(),
-        ..pull_request()
-    };
-    let err = pull(assistance(server, pki).await, request, |_| Ok(()))
-        .await
-        .unwrap_err();
-    assert!(
-        format!("{err:#}").to_lowercase().contains("purpose"),
-        "{err:#}"
-    );
+    let answer = gateway::proto::union_exchange_client::UnionExchangeClient::new(
+        assistance(server, pki).await,
+    )
+    .lookup(gateway::proto::LookupRequest {
+        id_number: gateway_tests::valid_identity_number("340202", "19900101", 7),
+        case_number: "KN-2026-0001".into(),
+        purpose: "hardship_application".into(),
+    })
+    .await
+    .unwrap()
+    .into_inner();
+    assert!(answer.records.is_empty());
 }
 
 /// The public key an officer pins, derived from the gateway's key file.
