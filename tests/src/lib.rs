@@ -439,14 +439,7 @@ pub fn synthetic_hrss_rows(start: u64, n: u64) -> Vec<Vec<u8>> {
 /// Row `i` of [`synthetic_hrss_rows`] with the given change type (`BGLX`) and
 /// change timestamp (`BGSJ`): the same source key, so a later one supersedes it.
 pub fn synthetic_hrss_row(i: u64, change: char, changed_at: &str) -> Vec<u8> {
-    let line = format!(
-        "{:012},{},测试{},91340207Y2L8WFB30P,芜湖埃夫特新材料有限公司,310,\"5,{:03}.50\",202501,1,{change},{changed_at}",
-        340_200_000_000u64 + i,
-        valid_identity_number("340202", "19850315", i as u32),
-        ["甲", "乙", "丙", "丁"][(i % 4) as usize],
-        i % 1000
-    );
-    encoding_rs::GBK.encode(&line).0.into_owned()
+    synthetic_hrss_row_with_status(i, '1', change, changed_at)
 }
 
 /// A copy of the shipped policies in a directory of its own, for a test
@@ -462,8 +455,8 @@ pub fn shipped_policies_copy() -> TempDir {
     dir
 }
 
-/// An hrss row like [`synthetic_hrss_row`] with the given contribution
-/// status (`JFZT`: 1 paying, 2 suspended, 3 terminated).
+/// Row `i` of [`synthetic_hrss_rows`] with the given contribution status
+/// (`JFZT`: 1 paying, 2 suspended, 3 terminated) as well.
 pub fn synthetic_hrss_row_with_status(
     i: u64,
     status: char,
@@ -478,6 +471,29 @@ pub fn synthetic_hrss_row_with_status(
         i % 1000
     );
     encoding_rs::GBK.encode(&line).0.into_owned()
+}
+
+/// Pushes one batch of hrss rows (GBK CSV) as the agency on `channel` and
+/// returns its receipt.
+pub async fn push_hrss_rows(
+    channel: &Channel,
+    batch_id: &str,
+    rows: Vec<Vec<u8>>,
+) -> gateway::proto::BatchReceipt {
+    let batch = gateway::proto::PushBatch {
+        batch_id: batch_id.into(),
+        format: gateway::proto::NativeFormat::CsvGbk as i32,
+        header: hrss_header(),
+        rows,
+        first_row: 1,
+    };
+    let mut receipts =
+        gateway::proto::agency_ingest_client::AgencyIngestClient::new(channel.clone())
+            .push(tokio_stream::iter(vec![batch]))
+            .await
+            .unwrap()
+            .into_inner();
+    receipts.message().await.unwrap().unwrap()
 }
 
 /// The GBK header line of the hrss export.

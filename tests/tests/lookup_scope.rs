@@ -10,7 +10,7 @@ use gateway::proto::{
     self, DeliveredRecord, LookupRequest, PullRequest, pull_event::Event,
     union_exchange_client::UnionExchangeClient,
 };
-use gateway_tests::{ServerState, TestPki, TestServer, hrss_header, sample, synthetic_hrss_row};
+use gateway_tests::{ServerState, TestPki, TestServer, sample, synthetic_hrss_row};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The identity numbers (valid check character) written in a sample file.
@@ -100,18 +100,13 @@ async fn every_lookup_answer_is_part_of_the_same_consumers_pull() {
     }
     // The medical-insurance-only worker (synthetic row 7: insurance type 310).
     let hrss = server.connect(&pki.client("agency/hrss")).await.unwrap();
-    let mut push = proto::agency_ingest_client::AgencyIngestClient::new(hrss)
-        .push(tokio_stream::iter(vec![proto::PushBatch {
-            batch_id: "medical-only".into(),
-            format: proto::NativeFormat::CsvGbk as i32,
-            header: hrss_header(),
-            rows: vec![synthetic_hrss_row(7, '1', "20250101120000")],
-            first_row: 1,
-        }]))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(push.message().await.unwrap().unwrap().accepted, 1);
+    let receipt = gateway_tests::push_hrss_rows(
+        &hrss,
+        "medical-only",
+        vec![synthetic_hrss_row(7, '1', "20250101120000")],
+    )
+    .await;
+    assert_eq!(receipt.accepted, 1);
     let medical_only = gateway_tests::valid_identity_number("340202", "19850315", 7);
     people.insert(medical_only.clone());
     assert!(people.len() >= 10, "{} people in the samples", people.len());

@@ -4,12 +4,9 @@
 //! newer one.
 
 use gateway::proto::{
-    self, PullEvent, PullRequest, agency_ingest_client::AgencyIngestClient, pull_event::Event,
-    union_exchange_client::UnionExchangeClient,
+    self, PullEvent, PullRequest, pull_event::Event, union_exchange_client::UnionExchangeClient,
 };
-use gateway_tests::{
-    ServerState, TestPki, TestServer, hrss_header, synthetic_hrss_row, synthetic_hrss_rows,
-};
+use gateway_tests::{ServerState, TestPki, TestServer, synthetic_hrss_row, synthetic_hrss_rows};
 use std::time::Duration;
 use tonic::transport::Channel;
 
@@ -24,19 +21,7 @@ fn request(cursor: u64, limit: u32, follow: bool) -> PullRequest {
 }
 
 async fn push(agency: &Channel, id: &str, rows: Vec<Vec<u8>>) -> proto::BatchReceipt {
-    let batch = proto::PushBatch {
-        batch_id: id.into(),
-        format: proto::NativeFormat::CsvGbk as i32,
-        header: hrss_header(),
-        rows,
-        first_row: 1,
-    };
-    let mut s = AgencyIngestClient::new(agency.clone())
-        .push(tokio_stream::iter(vec![batch]))
-        .await
-        .unwrap()
-        .into_inner();
-    s.message().await.unwrap().unwrap()
+    gateway_tests::push_hrss_rows(agency, id, rows).await
 }
 
 async fn next(s: &mut tonic::Streaming<PullEvent>) -> PullEvent {

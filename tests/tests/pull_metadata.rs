@@ -5,28 +5,13 @@
 //! records a row filter excludes do not leak through removals.
 
 use gateway::proto::{
-    self, PullEvent, PullRequest, agency_ingest_client::AgencyIngestClient, pull_event::Event,
-    union_exchange_client::UnionExchangeClient,
+    self, PullEvent, PullRequest, pull_event::Event, union_exchange_client::UnionExchangeClient,
 };
-use gateway_tests::{
-    ServerState, TestPki, TestServer, hrss_header, synthetic_hrss_row_with_status,
-};
+use gateway_tests::{ServerState, TestPki, TestServer, synthetic_hrss_row_with_status};
 use tonic::transport::Channel;
 
 async fn push(agency: &Channel, id: &str, rows: Vec<Vec<u8>>) {
-    let batch = proto::PushBatch {
-        batch_id: id.into(),
-        format: proto::NativeFormat::CsvGbk as i32,
-        header: hrss_header(),
-        rows,
-        first_row: 1,
-    };
-    let mut s = AgencyIngestClient::new(agency.clone())
-        .push(tokio_stream::iter(vec![batch]))
-        .await
-        .unwrap()
-        .into_inner();
-    let receipt = s.message().await.unwrap().unwrap();
+    let receipt = gateway_tests::push_hrss_rows(agency, id, rows).await;
     assert!(receipt.rejections.is_empty(), "{receipt:?}");
 }
 
