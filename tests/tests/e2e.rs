@@ -5,6 +5,7 @@
 
 mod audit_support;
 
+mod allow_list;
 mod audit_checkpoint_signature;
 mod audit_cli;
 mod audit_delivery_commitment;
