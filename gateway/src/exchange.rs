@@ -792,19 +792,25 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
             .next()
             .unwrap_or_default()
             .to_string();
+        // The justification may name people or places: it is kept beside
+        // the log, sealed and erasable; the leaf holds a salted commitment.
+        let note = audit::notes::SealedNote::seal(&self.gateway.keys, &justification);
+        let commitment = note.commitment.clone();
         let entry = PersonReidentified {
             consumer,
             purpose: &req.purpose,
             case_number: case,
             field: &sealed.field,
             approved_by: &actor,
-            justification: &justification,
+            justification_sha256: &commitment,
+            justification_chars: justification.chars().count() as u64,
             policy_version: &policy.version,
             subject: &subject,
             kinds: vec![kind],
         }
-        .entry(&actor);
-        // Audited durably before the value is released.
+        .entry(&actor)
+        .with_note(note);
+        // Audited durably, with its note, before the value is released.
         audit::record(&self.gateway.store, vec![entry]).await?;
         tracing::info!(consumer = %consumer, field = %sealed.field, "re-identification released");
         Ok(Response::new(proto::ReidentifyResponse {
