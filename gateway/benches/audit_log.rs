@@ -63,6 +63,7 @@ fn entry(i: u64, subject: bool) -> AuditEntry {
             vec![]
         },
         details,
+        note: None,
     }
 }
 

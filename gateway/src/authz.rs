@@ -64,6 +64,8 @@ pub const ROUTES: &[(&str, Required, Option<Operation>)] = &[
         None,
     ),
     ("/exchange.v1.Audit/Export", Required::Auditor, None),
+    ("/exchange.v1.Audit/ReadNote", Required::Auditor, None),
+    ("/exchange.v1.Audit/EraseNote", Required::Auditor, None),
     (
         "/grpc.health.v1.Health/Check",
         Required::AnyAuthenticated,

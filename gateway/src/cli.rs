@@ -200,7 +200,8 @@ struct LookupArgs {
     /// The applicant's identity number, as typed from the application form.
     #[arg(long)]
     id_number: String,
-    /// The case this look-up is for (recorded in the audit log).
+    /// The case this look-up is for (recorded in the audit log), of the gateway's
+    /// configured form: by default ASCII letters, digits, `-`, `/`, `.`, 1–64 of them.
     #[arg(long)]
     case: String,
     #[arg(long)]

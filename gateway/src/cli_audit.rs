@@ -1,5 +1,5 @@
 //! `gateway audit …`: the compliance officers' command line. `query`,
-//! `report`, `export` and `checkpoint` call the `Audit` service with an auditor
+//! `report`, `export`, `checkpoint`, `note` and `erase-note` call the `Audit` service with an auditor
 //! certificate; `verify` runs offline, with an export file and the log's
 //! pinned public key only. This is the binary's edge (`anyhow`).
 
@@ -26,6 +26,34 @@ pub enum AuditCommand {
     Verify(VerifyArgs),
     /// Print the latest signed checkpoint (signed now if the log grew).
     Checkpoint(CheckpointArgs),
+    /// Read the note beside an entry (a re-identification's justification),
+    /// checked against the commitment in its leaf. The read is audited.
+    Note(NoteArgs),
+    /// Erase the note beside an entry for good; the log still verifies. Audited.
+    EraseNote(EraseNoteArgs),
+}
+
+#[derive(Args)]
+pub struct NoteArgs {
+    /// The entry's seq.
+    #[arg(long)]
+    seq: u64,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Args)]
+pub struct EraseNoteArgs {
+    /// The entry's seq.
+    #[arg(long)]
+    seq: u64,
+    /// Why (recorded in the erasure's entry).
+    #[arg(long, value_parser = crate::audit::notes::ERASE_REASONS)]
+    reason: String,
+    #[command(flatten)]
+    client: ClientArgs,
 }
 
 #[derive(Args)]
@@ -112,6 +140,8 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<()> {
         AuditCommand::Export(a) => export_log(a).await,
         AuditCommand::Verify(a) => verify(a),
         AuditCommand::Checkpoint(a) => checkpoint(a).await,
+        AuditCommand::Note(a) => note(a).await,
+        AuditCommand::EraseNote(a) => erase_note(a).await,
     }
 }
 
@@ -399,5 +429,67 @@ async fn checkpoint(a: CheckpointArgs) -> anyhow::Result<()> {
     if let Some(out) = &a.out {
         std::fs::write(out, &cp.note).with_context(|| format!("cannot write {}", out.display()))?;
     }
+    Ok(())
+}
+
+async fn note(a: NoteArgs) -> anyhow::Result<()> {
+    let mut client = audit_client(&a.client).await?;
+    let n = client
+        .read_note(proto::ReadNoteRequest { seq: a.seq })
+        .await?
+        .into_inner();
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({
+                "seq": n.seq, "commitment": n.commitment, "text": n.text,
+                "commitment_ok": n.commitment_ok, "erased": n.erased,
+                "erased_at": n.erased.then(|| format_ms(n.erased_at_unix_ms)),
+                "erased_by_seq": n.erased.then_some(n.erased_by_seq),
+            })
+        )?;
+    } else if n.erased {
+        writeln!(
+            out,
+            "entry {}: the note was erased at {} (entry {})",
+            n.seq,
+            format_ms(n.erased_at_unix_ms),
+            n.erased_by_seq
+        )?;
+    } else {
+        writeln!(
+            out,
+            "entry {}: commitment {} {}",
+            n.seq,
+            n.commitment,
+            if n.commitment_ok {
+                "matches"
+            } else {
+                "DOES NOT MATCH"
+            }
+        )?;
+        writeln!(out, "{}", n.text)?;
+    }
+    if !n.erased && !n.commitment_ok {
+        bail!("the note does not match the commitment in its entry");
+    }
+    Ok(())
+}
+
+async fn erase_note(a: EraseNoteArgs) -> anyhow::Result<()> {
+    let mut client = audit_client(&a.client).await?;
+    let r = client
+        .erase_note(proto::EraseNoteRequest {
+            seq: a.seq,
+            reason: a.reason,
+        })
+        .await?
+        .into_inner();
+    println!(
+        "entry {}: note erased (recorded as entry {})",
+        r.seq, r.erasure_seq
+    );
     Ok(())
 }

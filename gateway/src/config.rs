@@ -49,6 +49,105 @@ pub struct Config {
     pub limits: crate::limits::LimitsConfig,
     /// When the audit log's checkpoints are signed (`[audit]`).
     pub audit: crate::audit::CheckpointPolicy,
+    /// What union callers may type into requests (`[exchange]`).
+    pub exchange: ExchangeConfig,
+}
+
+/// Caller-typed values that end up in the audit log (`[exchange]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExchangeConfig {
+    /// The form of a case number in `Lookup` and `Reidentify`. Env:
+    /// `GATEWAY_CASE_NUMBER_PATTERN`. Default `[A-Za-z0-9./-]{1,64}`.
+    pub case_number_pattern: CaseNumberPattern,
+}
+
+/// The form every case number must have: a regular expression (Rust `regex`
+/// syntax) that must match the whole case number. A case number is recorded
+/// verbatim in the append-only audit log, which can never be edited, so only
+/// text of this form gets there: not a name, an address or a paragraph typed
+/// into the wrong field. A pattern is refused unless its longest match is
+/// bounded (at most [`CaseNumberPattern::MAX_BYTES`] bytes).
+#[derive(Clone)]
+pub struct CaseNumberPattern {
+    source: String,
+    regex: regex::Regex,
+}
+
+/// A configured case-number pattern that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PatternError {
+    #[error("case_number_pattern is not a valid regular expression: {0}")]
+    Syntax(String),
+    #[error(
+        "case_number_pattern must bound the length of a case number to at most {max} bytes (e.g. `{{1,64}}`)"
+    )]
+    Unbounded { max: usize },
+    #[error("case_number_pattern must not match an empty case number")]
+    MatchesEmpty,
+}
+
+impl CaseNumberPattern {
+    /// Letters (ASCII), digits, `-`, `/` and `.`, 1 to 64 of them.
+    pub const DEFAULT: &'static str = "[A-Za-z0-9./-]{1,64}";
+    /// The longest case number any pattern may admit, in UTF-8 bytes.
+    pub const MAX_BYTES: usize = 256;
+
+    pub fn new(source: &str) -> Result<CaseNumberPattern, PatternError> {
+        let anchored = format!("^(?:{source})$");
+        let hir = regex_syntax::Parser::new()
+            .parse(&anchored)
+            .map_err(|e| PatternError::Syntax(e.to_string()))?;
+        if hir
+            .properties()
+            .maximum_len()
+            .is_none_or(|max| max > Self::MAX_BYTES)
+        {
+            return Err(PatternError::Unbounded {
+                max: Self::MAX_BYTES,
+            });
+        }
+        let regex =
+            regex::Regex::new(&anchored).map_err(|e| PatternError::Syntax(e.to_string()))?;
+        if regex.is_match("") {
+            return Err(PatternError::MatchesEmpty);
+        }
+        Ok(CaseNumberPattern {
+            source: source.to_string(),
+            regex,
+        })
+    }
+
+    /// Whether `case` (already trimmed) has the configured form.
+    pub fn admits(&self, case: &str) -> bool {
+        case.len() <= Self::MAX_BYTES && self.regex.is_match(case)
+    }
+
+    /// The pattern as configured (operator text, never a caller's).
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+}
+
+impl Default for CaseNumberPattern {
+    fn default() -> Self {
+        CaseNumberPattern::new(Self::DEFAULT).expect("the default case-number pattern is valid")
+    }
+}
+
+impl std::fmt::Debug for CaseNumberPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("CaseNumberPattern")
+            .field(&self.source)
+            .finish()
+    }
+}
+
+impl<'de> Deserialize<'de> for CaseNumberPattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let source = String::deserialize(d)?;
+        CaseNumberPattern::new(&source).map_err(serde::de::Error::custom)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -93,6 +192,7 @@ impl Default for Config {
             telemetry: TelemetryConfig::default(),
             limits: crate::limits::LimitsConfig::default(),
             audit: crate::audit::CheckpointPolicy::default(),
+            exchange: ExchangeConfig::default(),
         }
     }
 }
@@ -228,6 +328,13 @@ impl Config {
         if let Some(v) = get("GATEWAY_AUDIT_CHECKPOINT_SECS") {
             self.audit.checkpoint_every_secs = parse("GATEWAY_AUDIT_CHECKPOINT_SECS", &v)?;
         }
+        if let Some(v) = get("GATEWAY_CASE_NUMBER_PATTERN") {
+            self.exchange.case_number_pattern =
+                CaseNumberPattern::new(&v).map_err(|e| ConfigError::Env {
+                    var: "GATEWAY_CASE_NUMBER_PATTERN",
+                    message: e.to_string(),
+                })?;
+        }
         Ok(())
     }
 }
@@ -262,6 +369,40 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../gateway.example.toml");
         let example = Config::from_file(&path).unwrap();
         assert_eq!(format!("{example:?}"), format!("{:?}", Config::default()));
+    }
+
+    #[test]
+    fn case_numbers_have_the_configured_form() {
+        let default = CaseNumberPattern::default();
+        for ok in ["KN-2026-0042", "a", "2026/17.3", &"A".repeat(64)] {
+            assert!(default.admits(ok), "{ok}");
+        }
+        for refused in [
+            "",
+            "张三 case",
+            "KN 2026",
+            "KN-2026\n",
+            "Ｋ",
+            "KN_1",
+            &"A".repeat(65),
+        ] {
+            assert!(!default.admits(refused), "{refused}");
+        }
+        // A stricter form; the whole case number must match.
+        let strict: Config =
+            toml::from_str("[exchange]\ncase_number_pattern = 'KN-\\d{4}-\\d{4}'").unwrap();
+        let strict = strict.exchange.case_number_pattern;
+        assert!(strict.admits("KN-2026-0042"));
+        assert!(!strict.admits("xKN-2026-0042") && !strict.admits("KN-2026-00421"));
+        // Unbounded, empty-matching and broken patterns are refused up front.
+        for bad in [".*", "[A-Z]+", "x{1,300}", "[A-Z]{0,4}", "(", ""] {
+            assert!(CaseNumberPattern::new(bad).is_err(), "{bad}");
+        }
+        let mut c = Config::default();
+        let err = c
+            .apply_env(|k| (k == "GATEWAY_CASE_NUMBER_PATTERN").then(|| ".+".into()))
+            .unwrap_err();
+        assert!(err.to_string().contains("bound the length"), "{err}");
     }
 
     #[test]

@@ -242,13 +242,21 @@ impl ExchangeService {
     }
 }
 
-/// The case a look-up or re-identification is for: required, at most 64 characters.
-fn case_number(raw: &str) -> Result<&str, Status> {
+/// The case a look-up or re-identification is for: required, and of the
+/// configured form (`[exchange] case_number_pattern`). It is recorded verbatim
+/// in the append-only audit log, so anything else (a name, an address, a
+/// sentence) is refused before anything is logged or audited, and the refusal
+/// names the form, never the text.
+fn case_number<'a>(
+    pattern: &crate::config::CaseNumberPattern,
+    raw: &'a str,
+) -> Result<&'a str, Status> {
     let case = raw.trim();
-    if case.is_empty() || case.len() > 64 {
-        return Err(Status::invalid_argument(
-            "a case number (1–64 characters) is required",
-        ));
+    if !pattern.admits(case) {
+        return Err(Status::invalid_argument(format!(
+            "a case number of the configured form is required (the whole case number must match `{}`)",
+            pattern.as_str()
+        )));
     }
     Ok(case)
 }
@@ -658,7 +666,7 @@ impl ExchangeService {
     ) -> Result<Response<Bytes>, Status> {
         let authorised = self.authorise(request, LOOKUP_PATH).await?;
         let (req, consumer, policy) = (&authorised.req, &authorised.consumer, authorised.policy());
-        let case = case_number(&req.case_number)?;
+        let case = case_number(&self.gateway.exchange.case_number_pattern, &req.case_number)?;
         let person = adapters::rules::parse_identity_number(&req.id_number).map_err(|code| {
             Status::invalid_argument(format!("the identity number is not valid ({code})"))
         })?;
@@ -870,7 +878,7 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
         let authorised = self.authorise(request, RPC).await?;
         let (req, consumer, policy) = (&authorised.req, &authorised.consumer, authorised.policy());
         let actor = format!("union/{consumer}");
-        let case = case_number(&req.case_number)?;
+        let case = case_number(&self.gateway.exchange.case_number_pattern, &req.case_number)?;
         let justification = policies::ops::scrub(req.justification.trim());
         if justification.chars().count() < MIN_JUSTIFICATION_CHARS
             || justification.chars().count() > 1000
@@ -924,19 +932,25 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
             .next()
             .unwrap_or_default()
             .to_string();
+        // The justification may name people or places: it is kept beside
+        // the log, sealed and erasable; the leaf holds a salted commitment.
+        let note = audit::notes::SealedNote::seal(&self.gateway.keys, &justification);
+        let commitment = note.commitment.clone();
         let entry = PersonReidentified {
             consumer,
             purpose: &req.purpose,
             case_number: case,
             field: &sealed.field,
             approved_by: &actor,
-            justification: &justification,
+            justification_sha256: &commitment,
+            justification_chars: justification.chars().count() as u64,
             policy_version: &policy.version,
             subject: &subject,
             kinds: vec![kind],
         }
-        .entry(&actor);
-        // Audited durably before the value is released.
+        .entry(&actor)
+        .with_note(note);
+        // Audited durably, with its note, before the value is released.
         audit::record(&self.gateway.store, vec![entry]).await?;
         tracing::info!(consumer = %consumer, field = %sealed.field, "re-identification released");
         Ok(Response::new(proto::ReidentifyResponse {

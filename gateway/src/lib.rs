@@ -75,6 +75,8 @@ pub struct Gateway {
     pub feed: watch::Sender<u64>,
     /// Rate, concurrency, deadline and message-size limits.
     pub limits: limits::LimitsConfig,
+    /// What union callers may type into requests (the case-number form).
+    pub exchange: config::ExchangeConfig,
     /// Set when the server begins to shut down: followed pulls end (clients
     /// resume from their cursor elsewhere) so that draining completes.
     pub stopping: watch::Sender<bool>,
@@ -107,6 +109,7 @@ impl Gateway {
             policies_dir: None,
             feed: watch::Sender::new(head),
             limits: limits::LimitsConfig::default(),
+            exchange: config::ExchangeConfig::default(),
             stopping: watch::Sender::new(false),
             audit_log: Arc::new(audit_log),
         })
@@ -123,6 +126,12 @@ impl Gateway {
     /// Replaces the default limits.
     pub fn with_limits(mut self, limits: limits::LimitsConfig) -> Gateway {
         self.limits = limits;
+        self
+    }
+
+    /// Replaces the default `[exchange]` settings.
+    pub fn with_exchange(mut self, exchange: config::ExchangeConfig) -> Gateway {
+        self.exchange = exchange;
         self
     }
 
@@ -189,7 +198,8 @@ impl Gateway {
         )?
         .with_policies_dir(config.policies_dir.clone())
         .with_audit_policy(config.audit.clone())
-        .with_limits(config.limits.clone()))
+        .with_limits(config.limits.clone())
+        .with_exchange(config.exchange.clone()))
     }
 
     /// The policies in force (a snapshot: a reload never changes a running call).

@@ -7,8 +7,8 @@ use gateway::audit::AuditEntry;
 use gateway::store::sealed_rows::Rows;
 use gateway::store::sqlite::SqliteStore;
 use gateway::store::{
-    AuditDone, AuditFilter, AuditLeaf, BatchWrite, CommitOutcome, Store, StoreError,
-    StoredAuditEntry, StoredBatch, StoredCheckpoint, StoredRecord,
+    AuditDone, AuditFilter, AuditLeaf, BatchWrite, CommitOutcome, NoteErasure, Store, StoreError,
+    StoredAuditEntry, StoredBatch, StoredCheckpoint, StoredNote, StoredRecord,
 };
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -101,6 +101,12 @@ impl Store for HeldAudit {
     }
     fn audit_subject_entries(&self, subject: &str) -> Result<Vec<StoredAuditEntry>, StoreError> {
         self.inner.audit_subject_entries(subject)
+    }
+    fn audit_note(&self, seq: u64) -> Result<Option<StoredNote>, StoreError> {
+        self.inner.audit_note(seq)
+    }
+    fn erase_audit_note(&self, seq: u64, erasure: AuditEntry) -> Result<NoteErasure, StoreError> {
+        self.inner.erase_audit_note(seq, erasure)
     }
     fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.inner.meta_get(key)

@@ -211,6 +211,7 @@ mod tests {
                 kinds: vec![],
                 subjects: vec![],
                 details: Value::U64(i),
+                note: None,
             })
             .collect()
     }

@@ -10,11 +10,13 @@
 //! [`encoding`] defines the canonical bytes of an entry (its Merkle leaf, see
 //! `ENCODING.md`); the store appends leaves and tree nodes in the same
 //! transaction as the change recorded; [`log`] signs checkpoints; [`service`]
-//! is the `Audit` gRPC service; [`export`] writes and verifies export files.
+//! is the `Audit` gRPC service; [`export`] writes and verifies export files;
+//! [`notes`] keeps free text an entry commits to beside the log, erasable.
 
 pub mod encoding;
 pub mod export;
 pub mod log;
+pub mod notes;
 pub mod repeats;
 pub mod service;
 
@@ -41,9 +43,18 @@ pub struct AuditEntry {
     /// Persons concerned, as auditor-domain pseudonyms.
     pub subjects: Vec<String>,
     pub details: Value,
+    /// Free text the details commit to, kept beside the log (sealed, erasable)
+    /// and stored in the same transaction as the entry; never in the leaf.
+    pub note: Option<notes::SealedNote>,
 }
 
 impl AuditEntry {
+    /// This entry with a note beside it (its details hold the note's commitment).
+    pub fn with_note(mut self, note: notes::SealedNote) -> AuditEntry {
+        self.note = Some(note);
+        self
+    }
+
     /// The canonical bytes of this entry at `seq` with the given subject
     /// back-pointers (the leaf).
     pub fn encode(
@@ -145,6 +156,7 @@ pub trait AuditEvent: Serialize {
                 }
                 details
             },
+            note: None,
         }
     }
 }
@@ -161,7 +173,13 @@ fn detail_map<const N: usize>(entries: [(&str, Value); N]) -> Value {
 }
 
 /// Detail keys whose values are hashes, never free text.
-const HASH_KEYS: [&str; 4] = ["content_sha256", "policy_version", "policies", "serving"];
+const HASH_KEYS: [&str; 5] = [
+    "content_sha256",
+    "justification_sha256",
+    "policy_version",
+    "policies",
+    "serving",
+];
 
 /// Safety net for caller-typed text (purposes, case numbers, reasons quoting
 /// them): an identity number (18 characters with a valid check character, or
@@ -376,8 +394,11 @@ pub struct PersonReidentified<'a> {
     pub field: &'a str,
     /// Who approved the re-identification (an identity, never a person's data).
     pub approved_by: &'a str,
-    /// The officer's written reason (long digit runs scrubbed).
-    pub justification: &'a str,
+    /// Commitment to the officer's written reason, which is kept beside the
+    /// log, sealed and erasable ([`notes`]): the text never enters the leaf.
+    pub justification_sha256: &'a str,
+    /// The reason's length in characters.
+    pub justification_chars: u64,
     pub policy_version: &'a str,
     #[serde(skip)]
     pub subject: &'a str,
@@ -423,6 +444,47 @@ impl AuditEvent for SubjectReported<'_> {
     const ACTION: &'static str = "subject_report";
     fn subjects(&self) -> Vec<String> {
         vec![self.subject.to_string()]
+    }
+}
+
+/// An auditor read the note beside an entry (a re-identification's
+/// justification): audited, and chained to the persons that entry names.
+#[derive(Debug, Serialize)]
+pub struct NoteRead<'a> {
+    pub auditor: &'a str,
+    /// The entry whose note was read.
+    pub seq: u64,
+    /// `opened`, `erased` (nothing left to read), `missing` or `unreadable`.
+    pub result: &'a str,
+    /// The opened text matched the commitment in the entry's leaf.
+    pub commitment_ok: bool,
+    #[serde(skip)]
+    pub subjects: Vec<String>,
+}
+
+impl AuditEvent for NoteRead<'_> {
+    const ACTION: &'static str = "note_read";
+    fn subjects(&self) -> Vec<String> {
+        self.subjects.clone()
+    }
+}
+
+/// The note beside an entry was erased: the entry and its leaf are unchanged.
+#[derive(Debug, Serialize)]
+pub struct NoteErased<'a> {
+    pub auditor: &'a str,
+    /// The entry whose note was erased.
+    pub seq: u64,
+    /// A fixed code ([`notes::ERASE_REASONS`]), never free text.
+    pub reason: &'a str,
+    #[serde(skip)]
+    pub subjects: Vec<String>,
+}
+
+impl AuditEvent for NoteErased<'_> {
+    const ACTION: &'static str = "note_erased";
+    fn subjects(&self) -> Vec<String> {
+        self.subjects.clone()
     }
 }
 

@@ -1,13 +1,19 @@
 //! The `Audit` gRPC service for compliance officers (the authz layer admits
 //! auditors only): queries, a person's subject report with its completeness
-//! check, signed checkpoints, inclusion and consistency proofs, and exports
-//! that can be verified offline with the log's public key alone.
+//! check, signed checkpoints, inclusion and consistency proofs, exports
+//! that can be verified offline with the log's public key alone, and the
+//! notes kept beside entries (read against their commitment, or erased).
 
-use super::{AuditEvent, CanonicalEntry, SubjectReported, auditor_pseudonyms};
+use super::notes::{self, COMMITMENT_KEYS, ERASE_REASONS};
+use super::{
+    AuditEvent, CanonicalEntry, NoteErased, NoteRead, SubjectReported, auditor_pseudonyms,
+};
 use crate::Gateway;
 use crate::identity::Principal;
 use crate::proto;
-use crate::store::{AuditFilter, StoreError, StoredAuditEntry, StoredCheckpoint};
+use crate::store::{
+    AuditFilter, NoteErasure, StoreError, StoredAuditEntry, StoredCheckpoint, StoredNote,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -162,6 +168,37 @@ impl AuditService {
         blocking(move || log.checkpoint_now().map_err(log_status)).await
     }
 
+    /// Entry `seq`, the note commitment its details hold, and the note kept
+    /// beside it (if the store has one).
+    async fn noted_entry(
+        &self,
+        seq: u64,
+    ) -> Result<(CanonicalEntry, String, Option<StoredNote>), Status> {
+        if seq == 0 {
+            return Err(Status::invalid_argument("seq starts at 1"));
+        }
+        let store = self.gateway.store.clone();
+        let (leaf, stored) = blocking(move || {
+            let leaf = store
+                .audit_leaves(seq - 1, seq, 1)
+                .map_err(store_status)?
+                .pop();
+            Ok((leaf, store.audit_note(seq).map_err(store_status)?))
+        })
+        .await?;
+        let bytes = leaf
+            .and_then(|l| l.entry)
+            .ok_or_else(|| Status::not_found(format!("the log holds no entry {seq}")))?;
+        let entry = CanonicalEntry::decode(&bytes)
+            .map_err(|e| Status::data_loss(format!("entry {seq} cannot be decoded: {e}")))?;
+        let commitment = COMMITMENT_KEYS
+            .iter()
+            .find_map(|k| entry.details.str(k))
+            .ok_or_else(|| Status::not_found(format!("entry {seq} has no note beside it")))?
+            .to_string();
+        Ok((entry, commitment, stored))
+    }
+
     fn subject_token(&self, id_number: &str) -> Result<String, Status> {
         let person = adapters::rules::parse_identity_number(id_number).map_err(|code| {
             Status::invalid_argument(format!("the identity number is not valid ({code})"))
@@ -171,6 +208,19 @@ impl AuditService {
 }
 
 type ExportStream = Pin<Box<dyn Stream<Item = Result<proto::ExportChunk, Status>> + Send>>;
+
+/// The caller's identity as the log names it.
+fn caller<T>(request: &Request<T>) -> String {
+    request
+        .extensions()
+        .get::<Principal>()
+        .map(|p| p.to_string())
+        .unwrap_or_default()
+}
+
+fn subject_tokens(entry: &CanonicalEntry) -> Vec<String> {
+    entry.subjects.iter().map(|s| s.token.clone()).collect()
+}
 
 #[tonic::async_trait]
 impl proto::audit_server::Audit for AuditService {
@@ -382,6 +432,107 @@ impl proto::audit_server::Audit for AuditService {
                 .or(stored_to_cp)
                 .map(|cp| self.checkpoint_message(&cp)),
         }))
+    }
+
+    async fn read_note(
+        &self,
+        request: Request<proto::ReadNoteRequest>,
+    ) -> Result<Response<proto::Note>, Status> {
+        let auditor = caller(&request);
+        let seq = request.into_inner().seq;
+        let (entry, commitment, stored) = self.noted_entry(seq).await?;
+        let mut note = proto::Note {
+            seq,
+            commitment: commitment.clone(),
+            ..Default::default()
+        };
+        let result = match stored {
+            Some(StoredNote {
+                erased: Some((at_ms, by)),
+                ..
+            }) => {
+                note.erased = true;
+                note.erased_at_unix_ms = at_ms;
+                note.erased_by_seq = by;
+                "erased"
+            }
+            Some(StoredNote {
+                sealed: Some(sealed),
+                ..
+            }) => match notes::open(&self.gateway.keys, &commitment, &sealed) {
+                Ok(opened) => {
+                    note.text = opened.text;
+                    note.commitment_ok = opened.commitment_ok;
+                    "opened"
+                }
+                Err(e) => {
+                    tracing::error!(seq, error = %e, "an audit note cannot be opened");
+                    "unreadable"
+                }
+            },
+            _ => "missing",
+        };
+        // The read is audited, chained to the persons of the entry, and
+        // durable before the text leaves.
+        let event = NoteRead {
+            auditor: &auditor,
+            seq,
+            result,
+            commitment_ok: note.commitment_ok,
+            subjects: subject_tokens(&entry),
+        }
+        .entry(&auditor);
+        super::record(&self.gateway.store, vec![event]).await?;
+        tracing::info!(auditor = %auditor, seq, result, "audit note read");
+        match result {
+            "missing" => Err(Status::data_loss(format!(
+                "the note of entry {seq} is missing from the store"
+            ))),
+            "unreadable" => Err(Status::data_loss(format!(
+                "the note of entry {seq} cannot be opened (altered, moved, or its key is gone)"
+            ))),
+            _ => Ok(Response::new(note)),
+        }
+    }
+
+    async fn erase_note(
+        &self,
+        request: Request<proto::EraseNoteRequest>,
+    ) -> Result<Response<proto::EraseNoteResponse>, Status> {
+        let auditor = caller(&request);
+        let req = request.into_inner();
+        let Some(reason) = ERASE_REASONS.iter().find(|r| **r == req.reason) else {
+            return Err(Status::invalid_argument(format!(
+                "reason must be one of: {}",
+                ERASE_REASONS.join(", ")
+            )));
+        };
+        let seq = req.seq;
+        let (entry, _, _) = self.noted_entry(seq).await?;
+        let erasure = NoteErased {
+            auditor: &auditor,
+            seq,
+            reason,
+            subjects: subject_tokens(&entry),
+        }
+        .entry(&auditor);
+        let store = self.gateway.store.clone();
+        let outcome =
+            blocking(move || store.erase_audit_note(seq, erasure).map_err(store_status)).await?;
+        let erasure_seq = match outcome {
+            NoteErasure::Erased { erasure_seq } => {
+                tracing::info!(auditor = %auditor, seq, erasure_seq, reason, "audit note erased");
+                erasure_seq
+            }
+            // A retry after a lost answer: already done, nothing written.
+            NoteErasure::AlreadyErased { erasure_seq } => erasure_seq,
+            NoteErasure::NoNote => {
+                return Err(Status::data_loss(format!(
+                    "the note of entry {seq} is missing from the store"
+                )));
+            }
+        };
+        Ok(Response::new(proto::EraseNoteResponse { seq, erasure_seq }))
     }
 
     type ExportStream = ExportStream;

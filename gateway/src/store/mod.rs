@@ -15,6 +15,10 @@
 //!   a leaf (its canonical bytes, `audit::encoding`), with its subjects'
 //!   back-pointers and the new tree nodes, in the same transaction as the change
 //!   it records; roots and proofs come from stored nodes in O(log n) reads.
+//! - An entry's note (free text its details commit to, sealed: `audit::notes`)
+//!   is stored in the same transaction as the entry. Erasing a note removes
+//!   its sealed text for good and appends the erasure's entry, atomically; the
+//!   entry, its leaf and the tree never change.
 
 pub mod sealed_rows;
 pub mod sqlite;
@@ -163,6 +167,30 @@ pub struct AuditLeaf {
     pub entry: Option<Vec<u8>>,
 }
 
+/// The note kept beside an audit entry (`audit::notes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredNote {
+    /// The entry whose details commit to the note.
+    pub seq: u64,
+    /// The commitment as stored with the note (the leaf's is authoritative).
+    pub commitment: String,
+    /// The sealed salt and text; `None` once erased.
+    pub sealed: Option<Vec<u8>>,
+    /// When it was erased, and the seq of the erasure's audit entry.
+    pub erased: Option<(i64, u64)>,
+}
+
+/// What [`Store::erase_audit_note`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoteErasure {
+    /// Erased now; the erasure's audit entry has this seq.
+    Erased { erasure_seq: u64 },
+    /// Erased before (nothing was written).
+    AlreadyErased { erasure_seq: u64 },
+    /// The entry has no note (nothing was written).
+    NoNote,
+}
+
 /// A signed checkpoint as kept by the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredCheckpoint {
@@ -234,6 +262,13 @@ pub trait Store: Send + Sync + 'static {
     fn audit_leaves(&self, from: u64, to: u64, limit: usize) -> Result<Vec<AuditLeaf>, StoreError>;
     /// Every entry naming this subject token, in seq order.
     fn audit_subject_entries(&self, subject: &str) -> Result<Vec<StoredAuditEntry>, StoreError>;
+    /// The note kept beside entry `seq`, if it has one (erased or not).
+    fn audit_note(&self, seq: u64) -> Result<Option<StoredNote>, StoreError>;
+    /// Erases the note beside entry `seq` (its sealed text is overwritten,
+    /// not merely unlinked) and durably appends `erasure`, the audit entry
+    /// recording it, in one transaction. Entry `seq` and the tree are
+    /// untouched.
+    fn erase_audit_note(&self, seq: u64, erasure: AuditEntry) -> Result<NoteErasure, StoreError>;
     /// Small durable settings of the gateway itself (e.g. the key ids last in use).
     fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError>;
     fn meta_set(&self, key: &str, value: &str) -> Result<(), StoreError>;

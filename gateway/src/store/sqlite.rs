@@ -18,8 +18,8 @@
 
 use super::sealed_rows::{self, SealedRows};
 use super::{
-    AuditDone, AuditFilter, AuditLeaf, BatchWrite, CommitOutcome, RecordWrite, Store, StoreError,
-    StoredAuditEntry, StoredBatch, StoredCheckpoint, StoredRecord,
+    AuditDone, AuditFilter, AuditLeaf, BatchWrite, CommitOutcome, NoteErasure, RecordWrite, Store,
+    StoreError, StoredAuditEntry, StoredBatch, StoredCheckpoint, StoredNote, StoredRecord,
 };
 use crate::audit::AuditEntry;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
@@ -119,6 +119,18 @@ CREATE TABLE IF NOT EXISTS audit_nodes (
     hash     BLOB NOT NULL,
     PRIMARY KEY (level, idx)
 ) WITHOUT ROWID;
+-- Notes beside the log (audit/notes.rs): free text an entry's details commit
+-- to (a re-identification's justification) but the leaf never holds; sealed,
+-- bound to the commitment, written in the entry's own transaction. Erasing a
+-- note overwrites `sealed` (secure_delete) and records when and by which
+-- entry; the entry and its leaf stay as they were.
+CREATE TABLE IF NOT EXISTS audit_notes (
+    seq         INTEGER PRIMARY KEY,   -- the entry whose details commit to the note
+    commitment  TEXT NOT NULL,         -- hex SHA-256(salt || text), as in the entry
+    sealed      BLOB,                  -- AES-GCM(salt || text); NULL once erased
+    erased_ms   INTEGER,
+    erased_seq  INTEGER                -- the note_erased entry
+);
 CREATE TABLE IF NOT EXISTS audit_checkpoints (
     size      INTEGER PRIMARY KEY,
     root      BLOB NOT NULL,
@@ -1166,6 +1178,12 @@ fn insert_audit(
             insert.execute(params![
                 seq as i64, e.at_ms, e.actor, e.action, e.outcome, kinds, bytes
             ])?;
+            if let Some(note) = &e.note {
+                tx.prepare_cached(
+                    "INSERT INTO audit_notes (seq, commitment, sealed) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![seq as i64, note.commitment, note.sealed])?;
+            }
         }
     }
     let mut frontier = match heads.frontier.take() {
@@ -1620,6 +1638,61 @@ impl Store for SqliteStore {
         })
     }
 
+    fn audit_note(&self, seq: u64) -> Result<Option<StoredNote>, StoreError> {
+        self.read(|c| {
+            let row = c
+                .prepare_cached(
+                    "SELECT commitment, sealed, erased_ms, erased_seq FROM audit_notes WHERE seq = ?1",
+                )?
+                .query_row(params![seq as i64], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Option<Vec<u8>>>(1)?,
+                        r.get::<_, Option<i64>>(2)?,
+                        r.get::<_, Option<i64>>(3)?,
+                    ))
+                })
+                .optional()?;
+            Ok(row.map(|(commitment, sealed, erased_ms, erased_seq)| StoredNote {
+                seq,
+                commitment,
+                sealed,
+                erased: erased_ms.zip(erased_seq).map(|(ms, by)| (ms, by as u64)),
+            }))
+        })
+    }
+
+    fn erase_audit_note(&self, seq: u64, erasure: AuditEntry) -> Result<NoteErasure, StoreError> {
+        self.inner.write(|tx, heads| {
+            let held: Option<Option<i64>> = tx
+                .prepare_cached("SELECT erased_seq FROM audit_notes WHERE seq = ?1")?
+                .query_row(params![seq as i64], |r| r.get(0))
+                .optional()?;
+            match held {
+                None => return Ok(NoteErasure::NoNote),
+                Some(Some(by)) => {
+                    return Ok(NoteErasure::AlreadyErased {
+                        erasure_seq: by as u64,
+                    });
+                }
+                Some(None) => {}
+            }
+            let erasure_seq = SqlTree::open(tx)?.size + 1;
+            insert_audit(tx, heads, std::slice::from_ref(&erasure))?;
+            // The freed bytes are overwritten with zeros, not left in the
+            // page's free space or on the free list (this update only: the
+            // extra writes would slow every other change for nothing).
+            tx.pragma_update(None, "secure_delete", true)?;
+            let erased = tx.execute(
+                "UPDATE audit_notes SET sealed = NULL, erased_ms = ?2, erased_seq = ?3 WHERE seq = ?1",
+                params![seq as i64, erasure.at_ms, erasure_seq as i64],
+            );
+            tx.pragma_update(None, "secure_delete", false)?;
+            erased?;
+            Ok(NoteErasure::Erased { erasure_seq })
+        })
+    }
+
     fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.read(|c| {
             Ok(
@@ -1721,6 +1794,7 @@ mod audit_tree_tests {
             kinds: vec!["social_insurance".into()],
             subjects: subject.into_iter().collect(),
             details: Value::Map([("n".to_string(), Value::U64(i))].into()),
+            note: None,
         }
     }
 
@@ -1777,6 +1851,62 @@ mod audit_tree_tests {
             store.audit_root(n + 1),
             Err(StoreError::Proof(tlog::ProofError::SizeBeyondStore { .. }))
         ));
+    }
+
+    /// A note is stored with its entry, through the committer too; erasing
+    /// it appends the erasure's entry and clears the sealed text, and leaves
+    /// the entry, its leaf and the tree as they were.
+    #[test]
+    fn notes_are_stored_with_their_entry_and_erased_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let note = |c: &str| crate::audit::notes::SealedNote {
+            commitment: c.repeat(64),
+            sealed: vec![7; 40],
+        };
+        store
+            .append_audit(&[entry(0, None), entry(1, None).with_note(note("a"))])
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        store.append_audit_queued(
+            vec![entry(2, None).with_note(note("b"))],
+            Box::new(move |r| tx.send(r.is_ok()).unwrap()),
+        );
+        assert!(rx.recv().unwrap());
+        assert_eq!(store.audit_note(1).unwrap(), None);
+        let held = store.audit_note(2).unwrap().unwrap();
+        assert_eq!(
+            (held.commitment.as_str(), held.erased),
+            (&*"a".repeat(64), None)
+        );
+        assert_eq!(held.sealed, Some(vec![7; 40]));
+        assert_eq!(
+            store.audit_note(3).unwrap().unwrap().commitment,
+            "b".repeat(64)
+        );
+
+        let leaf = store.audit_leaves(1, 2, 1).unwrap();
+        let root = store.audit_root(3).unwrap();
+        assert_eq!(
+            store.erase_audit_note(2, entry(9, None)).unwrap(),
+            NoteErasure::Erased { erasure_seq: 4 }
+        );
+        let erased = store.audit_note(2).unwrap().unwrap();
+        assert_eq!((erased.sealed, erased.erased), (None, Some((9, 4))));
+        assert_eq!(store.audit_size().unwrap(), 4);
+        assert_eq!(store.audit_leaves(1, 2, 1).unwrap(), leaf);
+        assert_eq!(store.audit_root(3).unwrap(), root);
+        // Nothing more is written for a second erasure, or for no note.
+        assert_eq!(
+            store.erase_audit_note(2, entry(10, None)).unwrap(),
+            NoteErasure::AlreadyErased { erasure_seq: 4 }
+        );
+        assert_eq!(
+            store.erase_audit_note(1, entry(11, None)).unwrap(),
+            NoteErasure::NoNote
+        );
+        assert_eq!(store.audit_size().unwrap(), 4);
+        assert!(store.audit_note(3).unwrap().unwrap().sealed.is_some());
     }
 
     /// Look-ups and pulls read records in snapshots kept open across calls:
