@@ -310,7 +310,7 @@ async fn report(a: ReportArgs) -> anyhow::Result<()> {
         }
         writeln!(
             out,
-            "{} deliveries and look-ups; back-pointer chain {}",
+            "{} lines (deliveries, look-ups, re-identifications, auditors' reads); back-pointer chain {}",
             r.items.len(),
             if r.chain_complete {
                 "complete"

@@ -12,6 +12,7 @@ mod audit_delivery_commitment;
 mod audit_entries_without_personal_data;
 mod audit_free_text;
 mod audit_proofs;
+mod audit_reads_audited;
 mod audit_subject_report;
 mod audit_tamper_altered_byte;
 mod audit_tamper_dropped_reordered;

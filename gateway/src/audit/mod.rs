@@ -1,6 +1,6 @@
 //! The audit trail: typed events for everything security-relevant (pushes,
-//! deliveries, look-ups, re-identifications, denials, refused connections,
-//! policy reloads, key rotations, start-ups), turned into entries of a
+//! deliveries, look-ups, re-identifications, auditors' reads, denials,
+//! refused connections, policy reloads, key rotations, start-ups), turned into entries of a
 //! tamper-evident Merkle log that compliance officers query and verify offline.
 //!
 //! Events are structs, not strings scattered through the code, and none has a
@@ -486,6 +486,46 @@ impl AuditEvent for NoteErased<'_> {
     fn subjects(&self) -> Vec<String> {
         self.subjects.clone()
     }
+}
+
+/// An auditor read one person's entries: `Audit.Query` filtered by that
+/// person (identity number or pseudonym). Chained to the person's entries
+/// like [`SubjectReported`]; one entry per call, so paging through a
+/// person's entries writes one per page read.
+#[derive(Debug, Serialize)]
+pub struct AuditQueried<'a> {
+    pub auditor: &'a str,
+    /// The filters the query used, by name only (`subject_id_number` or
+    /// `subject`, `action`, `kind`, ...): their values are caller text, and
+    /// the person is already the entry's subject.
+    pub filters: Vec<&'static str>,
+    /// Entries the answer held.
+    pub entries: u64,
+    #[serde(skip)]
+    pub subject: &'a str,
+}
+
+impl AuditEvent for AuditQueried<'_> {
+    const ACTION: &'static str = "audit_queried";
+    fn subjects(&self) -> Vec<String> {
+        vec![self.subject.to_string()]
+    }
+}
+
+/// An auditor exported the log: every entry up to `tree_size`, so every
+/// person named in them. The entry names no subject (the list would be
+/// unbounded); a subject report lists the exports whose `tree_size` reaches
+/// the person's first entry.
+#[derive(Debug, Serialize)]
+pub struct AuditExported<'a> {
+    pub auditor: &'a str,
+    /// The size of the checkpoint the export carries: its leaves are
+    /// entries 1 to `tree_size`.
+    pub tree_size: u64,
+}
+
+impl AuditEvent for AuditExported<'_> {
+    const ACTION: &'static str = "audit_exported";
 }
 
 /// A call was refused after the TLS handshake (role matrix, policy, purpose,

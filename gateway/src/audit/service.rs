@@ -3,10 +3,15 @@
 //! check, signed checkpoints, inclusion and consistency proofs, exports
 //! that can be verified offline with the log's public key alone, and the
 //! notes kept beside entries (read against their commitment, or erased).
+//! Every read that names a person (a query filtered by a person, a subject
+//! report, an export, a note) is itself audited under the auditor's
+//! certificate identity, durably before the answer leaves, and shows in that
+//! person's subject report.
 
 use super::notes::{self, COMMITMENT_KEYS, ERASE_REASONS};
 use super::{
-    AuditEvent, CanonicalEntry, NoteErased, NoteRead, SubjectReported, auditor_pseudonyms,
+    AuditEvent, AuditExported, AuditQueried, CanonicalEntry, NoteErased, NoteRead, SubjectReported,
+    auditor_pseudonyms,
 };
 use crate::Gateway;
 use crate::identity::Principal;
@@ -82,6 +87,17 @@ fn forms_of(v: &super::Value) -> BTreeMap<String, String> {
             })
             .collect(),
         _ => BTreeMap::new(),
+    }
+}
+
+/// The auditor calling, from the certificate (the authz layer put it in the
+/// request); never from a request field.
+fn auditor_of<T>(request: &Request<T>) -> Result<String, Status> {
+    match request.extensions().get::<Principal>() {
+        Some(p @ Principal::Auditor(_)) => Ok(p.to_string()),
+        _ => Err(Status::permission_denied(
+            "only auditors may read the audit log",
+        )),
     }
 }
 
@@ -228,7 +244,7 @@ impl proto::audit_server::Audit for AuditService {
         &self,
         request: Request<proto::AuditQuery>,
     ) -> Result<Response<proto::AuditPage>, Status> {
-        let principal = request.extensions().get::<Principal>().cloned();
+        let auditor = auditor_of(&request)?;
         let q = request.into_inner();
         let nonempty = |s: String| (!s.is_empty()).then_some(s);
         let limit = if q.page_size == 0 {
@@ -236,6 +252,22 @@ impl proto::audit_server::Audit for AuditService {
         } else {
             q.page_size.min(1000)
         };
+        // Which filters were used, by name: the entry of a query naming a
+        // person says so, never with their values (caller text).
+        let filters: Vec<&'static str> = [
+            ("from_unix", q.from_unix != 0),
+            ("to_unix", q.to_unix != 0),
+            ("actor", !q.actor.is_empty()),
+            ("action", !q.action.is_empty()),
+            ("outcome", !q.outcome.is_empty()),
+            ("kind", !q.kind.is_empty()),
+            ("subject", !q.subject.is_empty()),
+            ("subject_id_number", !q.subject_id_number.is_empty()),
+            ("after_seq", q.after_seq != 0),
+        ]
+        .into_iter()
+        .filter_map(|(name, used)| used.then_some(name))
+        .collect();
         let subject = match (nonempty(q.subject), nonempty(q.subject_id_number)) {
             (Some(_), Some(_)) => {
                 return Err(Status::invalid_argument(
@@ -260,15 +292,29 @@ impl proto::audit_server::Audit for AuditService {
             action: nonempty(q.action),
             outcome: nonempty(q.outcome),
             kind: nonempty(q.kind),
-            subject,
+            subject: subject.clone(),
             after_seq: q.after_seq,
             limit,
         };
         let store = self.gateway.store.clone();
         let rows = blocking(move || store.query_audit(&filter).map_err(store_status)).await?;
+        // A read of one person's entries is audited, chained to them, and
+        // durable before the answer leaves (one entry per call: each page of
+        // a paged read is a read). A query naming no one is not.
+        if let Some(subject) = &subject {
+            let entry = AuditQueried {
+                auditor: &auditor,
+                filters,
+                entries: rows.len() as u64,
+                subject,
+            }
+            .entry(&auditor);
+            super::record(&self.gateway.store, vec![entry]).await?;
+        }
         tracing::info!(
-            auditor = %principal.map(|p| p.to_string()).unwrap_or_default(),
+            auditor = %auditor,
             entries = rows.len(),
+            about_a_person = subject.is_some(),
             "audit query"
         );
         let next = if rows.len() as u32 == limit {
@@ -286,20 +332,20 @@ impl proto::audit_server::Audit for AuditService {
         &self,
         request: Request<proto::SubjectReportRequest>,
     ) -> Result<Response<proto::SubjectReportResponse>, Status> {
-        let auditor = request
-            .extensions()
-            .get::<Principal>()
-            .map(|p| p.to_string())
-            .unwrap_or_default();
+        let auditor = auditor_of(&request)?;
         let token = self.subject_token(&request.into_inner().id_number)?;
         let store = self.gateway.store.clone();
         let t = token.clone();
         let tables = self.policy_tables.clone();
-        let (stored, tables) = blocking(move || {
+        let (stored, exports, tables) = blocking(move || {
             let stored = store.audit_subject_entries(&t).map_err(store_status)?;
+            let exports = match stored.first() {
+                Some(first) => exports_since(store.as_ref(), first.seq).map_err(store_status)?,
+                None => Vec::new(),
+            };
             let mut tables = tables.lock().unwrap_or_else(|p| p.into_inner());
             tables.catch_up(store.as_ref()).map_err(store_status)?;
-            Ok((stored, tables.by_version.clone()))
+            Ok((stored, exports, tables.by_version.clone()))
         })
         .await?;
 
@@ -328,6 +374,22 @@ impl proto::audit_server::Audit for AuditService {
             if let Some(item) = report_item(&e, me.prev_seq, &tables, &mut problems) {
                 items.push(item);
             }
+        }
+        // Exports name no one but held the person's entries: listed, outside
+        // the chain, when their checkpoint reached the person's first entry.
+        if let Some(first) = stored.first() {
+            for s in &exports {
+                match s.decode() {
+                    // Without a size (not written by this gateway) it is
+                    // listed: an export is over-reported rather than hidden.
+                    Ok(e) if tree_size(&e).is_none_or(|size| size >= first.seq) => {
+                        items.push(access_item(&e, 0));
+                    }
+                    Ok(_) => {}
+                    Err(err) => problems.push(format!("entry {} cannot be decoded: {err}", s.seq)),
+                }
+            }
+            items.sort_by_key(|i| i.seq);
         }
         // The access itself is audited, chained to the person's entries, and
         // durable before the answer leaves.
@@ -539,9 +601,20 @@ impl proto::audit_server::Audit for AuditService {
 
     async fn export(
         &self,
-        _request: Request<proto::ExportRequest>,
+        request: Request<proto::ExportRequest>,
     ) -> Result<Response<Self::ExportStream>, Status> {
+        let auditor = auditor_of(&request)?;
         let cp = self.checkpoint_now().await?;
+        // Every person in the log is read: audited (naming no one, see
+        // `AuditExported`) and durable before a leaf leaves. The entry comes
+        // after the checkpoint, so it says exactly which entries were read.
+        let entry = AuditExported {
+            auditor: &auditor,
+            tree_size: cp.size,
+        }
+        .entry(&auditor);
+        super::record(&self.gateway.store, vec![entry]).await?;
+        tracing::info!(auditor = %auditor, tree_size = cp.size, "audit export");
         let first = self.checkpoint_message(&cp);
         let store = self.gateway.store.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -594,8 +667,52 @@ impl proto::audit_server::Audit for AuditService {
     }
 }
 
-/// The report line of an entry about the person (deliveries, look-ups and
-/// re-identifications; the chain also holds audit accesses, not listed).
+/// The `audit_exported` entries after `seq`, in seq order.
+fn exports_since(
+    store: &dyn crate::store::Store,
+    seq: u64,
+) -> Result<Vec<StoredAuditEntry>, StoreError> {
+    let mut all = Vec::new();
+    let mut after_seq = seq;
+    loop {
+        let page = store.query_audit(&AuditFilter {
+            action: Some(AuditExported::ACTION.to_string()),
+            after_seq,
+            limit: 1000,
+            ..Default::default()
+        })?;
+        let Some(last) = page.last() else {
+            return Ok(all);
+        };
+        after_seq = last.seq;
+        all.extend(page);
+    }
+}
+
+/// The checkpoint size an `audit_exported` entry covered.
+fn tree_size(e: &CanonicalEntry) -> Option<u64> {
+    match e.details.get("tree_size") {
+        Some(super::Value::U64(n)) => Some(*n),
+        _ => None,
+    }
+}
+
+/// The report line of an auditor's read (who, when, which read); `prev_seq`
+/// is 0 for an export, which is outside the person's chain.
+fn access_item(e: &CanonicalEntry, prev_seq: u64) -> proto::SubjectReportItem {
+    proto::SubjectReportItem {
+        seq: e.seq,
+        at_unix_ms: e.at_ms,
+        actor: e.actor.clone(),
+        action: e.action.clone(),
+        prev_seq,
+        ..Default::default()
+    }
+}
+
+/// The report line of an entry about the person: deliveries, look-ups,
+/// re-identifications and auditors' reads of the person's entries (earlier
+/// subject reports and queries; exports are added from outside the chain).
 /// The fields of deliveries and look-ups are their policy version's forms
 /// for the kinds concerned (entries written before `policy_recorded` existed
 /// carry them inline); a version whose table the log lacks is a problem.
@@ -605,11 +722,12 @@ fn report_item(
     tables: &HashMap<String, BTreeMap<String, String>>,
     problems: &mut Vec<String>,
 ) -> Option<proto::SubjectReportItem> {
-    if !matches!(
-        e.action.as_str(),
-        "records_delivered" | "person_looked_up" | "person_reidentified"
-    ) {
-        return None;
+    match e.action.as_str() {
+        "records_delivered" | "person_looked_up" | "person_reidentified" => {}
+        a if a == SubjectReported::ACTION || a == AuditQueried::ACTION => {
+            return Some(access_item(e, prev_seq));
+        }
+        _ => return None,
     }
     let d = &e.details;
     let fields = match (d.get("fields"), d.str("field"), d.str("policy_version")) {
@@ -740,6 +858,18 @@ mod tests {
         assert!(item.fields.is_empty());
         assert_eq!(problems.len(), 1);
         assert!(problems[0].contains("entry 9") && problems[0].contains("sha256:gone"));
+
+        // Auditors' reads of the person are lines, with who and the chain.
+        for action in ["subject_report", "audit_queried"] {
+            let mut read = entry(11, action, &[], map(&[]));
+            read.actor = "auditor/compliance".into();
+            let item = report_item(&read, 9, &tables, &mut problems).unwrap();
+            assert_eq!(
+                (item.actor.as_str(), item.action.as_str(), item.prev_seq),
+                ("auditor/compliance", action, 9)
+            );
+        }
+        assert_eq!(problems.len(), 1);
 
         // Other actions are not report lines.
         assert!(
