@@ -64,9 +64,12 @@ impl AuditEntry {
     }
 }
 
-/// The auditors' pseudonymiser: subjects in entries are its tokens.
+/// The auditors' pseudonymiser: subjects in entries are its tokens. Its domain
+/// stays bound to the pseudonym key it was first used with, whatever key is
+/// active later, so that no person's chain of entries splits.
 pub fn auditor_pseudonyms(keys: &crate::keys::Keys) -> policies::Pseudonymiser {
-    policies::Pseudonymiser::new(keys.pseudonym_secret(), crate::exchange::AUDIT_DOMAIN)
+    let domain = crate::exchange::AUDIT_DOMAIN;
+    policies::Pseudonymiser::new(keys.pseudonym_secret_for(domain), domain)
 }
 
 /// SHA-256 commitment (hex) of what was delivered: the protobuf encodings of
