@@ -7,8 +7,8 @@ use gateway::audit::AuditEntry;
 use gateway::store::sealed_rows::Rows;
 use gateway::store::sqlite::SqliteStore;
 use gateway::store::{
-    AuditDone, AuditFilter, AuditLeaf, BatchWrite, CommitOutcome, Store, StoreError,
-    StoredAuditEntry, StoredBatch, StoredCheckpoint, StoredRecord,
+    AuditDone, AuditFilter, AuditLeaf, BatchWrite, CommitOutcome, ReindexedRecord, Store,
+    StoreError, StoredAuditEntry, StoredBatch, StoredCheckpoint, StoredRecord,
 };
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -107,6 +107,20 @@ impl Store for HeldAudit {
     }
     fn meta_set(&self, key: &str, value: &str) -> Result<(), StoreError> {
         self.inner.meta_set(key, value)
+    }
+    fn meta_set_audited(
+        &self,
+        meta: &[(&str, &str)],
+        entries: &[AuditEntry],
+    ) -> Result<(), StoreError> {
+        self.inner.meta_set_audited(meta, entries)
+    }
+    fn reindex_records(
+        &self,
+        rows: &[ReindexedRecord],
+        meta: &[(&str, &str)],
+    ) -> Result<u64, StoreError> {
+        self.inner.reindex_records(rows, meta)
     }
     fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
         self.inner.latest_checkpoint()
