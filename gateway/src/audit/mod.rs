@@ -411,6 +411,53 @@ impl AuditEvent for KeyRotated<'_> {
     const ACTION: &'static str = "key_rotated";
 }
 
+/// A re-index of the stored records under the active index key began (or
+/// resumed after an interruption). Key ids only.
+#[derive(Debug, Serialize)]
+pub struct RecordsReindexStarted<'a> {
+    /// The index key the records were indexed under (`unknown` for a store
+    /// from before the key id was recorded).
+    pub old_key_id: &'a str,
+    pub new_key_id: &'a str,
+    /// Records up to this feed position were re-indexed already (0: a new start).
+    pub resume_after_seq: u64,
+}
+
+impl AuditEvent for RecordsReindexStarted<'_> {
+    const ACTION: &'static str = "records_reindex_started";
+}
+
+/// Every stored record is now indexed under `new_key_id`.
+#[derive(Debug, Serialize)]
+pub struct RecordsReindexed<'a> {
+    pub old_key_id: &'a str,
+    pub new_key_id: &'a str,
+    /// Records re-indexed (and sealed again), over all runs of this re-index.
+    pub records: u64,
+    /// Records that turned out to be another version of a record stored
+    /// under the new key (pushed again while the old key's rows were not
+    /// found): only the newer version is kept.
+    pub merged: u64,
+}
+
+impl AuditEvent for RecordsReindexed<'_> {
+    const ACTION: &'static str = "records_reindexed";
+}
+
+/// An operator re-pseudonymised a consumer: its domain is bound to another
+/// pseudonym key, so all its pseudonyms and outstanding re-identification
+/// tokens changed. Key ids only.
+#[derive(Debug, Serialize)]
+pub struct ConsumerRepseudonymised<'a> {
+    pub consumer: &'a str,
+    pub old_key_id: &'a str,
+    pub new_key_id: &'a str,
+}
+
+impl AuditEvent for ConsumerRepseudonymised<'_> {
+    const ACTION: &'static str = "consumer_repseudonymised";
+}
+
 /// An auditor asked for one person's report (the access is itself audited,
 /// and chained to the person's entries).
 #[derive(Debug, Serialize)]
