@@ -1,5 +1,6 @@
-//! The `gateway` command line: `serve`, `certs init`, `push` and `pull`. This is
-//! the binary's edge, where errors become messages and exit codes (`anyhow`).
+//! The `gateway` command line: `serve`, `certs init`, `push`, `pull`, `keys` and
+//! the others below. This is the binary's edge, where errors become messages
+//! and exit codes (`anyhow`).
 
 use crate::client::{self, ClientTls, PushOptions};
 use crate::config::{Config, DEV_CERTS_DIR};
@@ -50,6 +51,40 @@ enum Command {
         #[command(subcommand)]
         command: crate::cli_audit::AuditCommand,
     },
+    /// Operators: bring the store in line with a rotated key (the gateway must be stopped).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Re-index every stored record under the active index key (resumable;
+    /// `serve` does the same at start-up before it serves).
+    Reindex(StoreArgs),
+    /// Bind one consumer's pseudonyms to the active pseudonym key: ALL of its
+    /// pseudonyms change and the re-identification tokens it holds stop
+    /// opening. Audited; takes effect at the next start. The auditors' domain
+    /// is never re-pseudonymised.
+    Repseudonymise {
+        /// The consumer (its policy's `consumer`).
+        #[arg(long)]
+        consumer: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// The store and key file a `keys` command works on, as `serve` finds them.
+#[derive(Args)]
+struct StoreArgs {
+    /// Configuration file (TOML), as given to `serve`.
+    #[arg(long, env = "GATEWAY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory of the embedded store (overrides the configuration).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -288,6 +323,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Audit { command } => crate::cli_audit::run(command).await,
+        Command::Keys { command } => keys_command(command),
         Command::Policy {
             command: PolicyCommand::Check { dir },
         } => policy_check(&dir),
@@ -370,6 +406,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tracing::warn!(dir = %dir.display(), "DEV MODE: created a dev PKI");
         }
     }
+    let _lock = lock_data_dir(&config.data_dir)?;
     let gateway = Arc::new(Gateway::open(&config)?);
     let server_tls = tls::server_config(
         &config.tls.ca,
@@ -407,6 +444,81 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_signal(),
     )
     .await?;
+    Ok(())
+}
+
+/// Holds `<data_dir>/gateway.lock` for as long as the returned file lives,
+/// so that a `keys` command never rewrites the store under a serving
+/// gateway (nor two gateways share one store).
+fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let path = data_dir.join("gateway.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "{} is in use by a running gateway (or another `gateway keys` command); stop it first",
+            data_dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}
+
+/// `gateway keys …`: opens the store and key file `serve` would, with the
+/// gateway stopped, and calls [`crate::rotation`].
+fn keys_command(command: KeysCommand) -> anyhow::Result<()> {
+    let args = match &command {
+        KeysCommand::Reindex(args) | KeysCommand::Repseudonymise { store: args, .. } => args,
+    };
+    let mut config = Config::load(args.config.as_deref())?;
+    if let Some(d) = &args.data_dir {
+        config.data_dir = d.clone();
+    }
+    let _telemetry = crate::telemetry::init(&config.telemetry)?;
+    let _lock = lock_data_dir(&config.data_dir)?;
+    let keys = crate::keys::Keys::load(&config.keys_file, false)?;
+    let store = crate::store::sqlite::SqliteStore::open(&config.data_dir)?;
+    let mut out = std::io::stdout().lock();
+    match command {
+        KeysCommand::Reindex(_) => match crate::rotation::reindex(&store, &keys)? {
+            Some(done) => writeln!(
+                out,
+                "re-indexed {} records from index key {} to {} ({} merged with a newer version)",
+                done.records, done.old_key_id, done.new_key_id, done.merged
+            )?,
+            None => writeln!(
+                out,
+                "every record is indexed under the active index key {} already",
+                keys.active_index_id()
+            )?,
+        },
+        KeysCommand::Repseudonymise { consumer, .. } => {
+            let policies =
+                policies::PolicySet::load_dir(&config.policies_dir).with_context(|| {
+                    format!("loading policies from {}", config.policies_dir.display())
+                })?;
+            match crate::rotation::repseudonymise(&store, &keys, &policies, &consumer)? {
+                Some((old, new)) => writeln!(
+                    out,
+                    "consumer {consumer}: pseudonym key {old} -> {new} from the next start; \
+                     all its pseudonyms change and its re-identification tokens no longer open"
+                )?,
+                None => writeln!(
+                    out,
+                    "consumer {consumer} uses the active pseudonym key {} already",
+                    keys.active_pseudonym_id()
+                )?,
+            }
+        }
+    }
     Ok(())
 }
 

@@ -76,7 +76,9 @@ impl ExchangeService {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(consumer.to_string())
-            .or_insert_with(|| ConsumerKeys::derive(self.gateway.keys.pseudonym_secret(), consumer))
+            .or_insert_with(|| {
+                ConsumerKeys::derive(self.gateway.keys.pseudonym_secret_for(consumer), consumer)
+            })
             .clone();
         keys.today = policies::ops::today_beijing();
         keys
@@ -278,7 +280,7 @@ fn open_record(gateway: &Gateway, stored: &StoredRecord) -> Result<Record, Statu
 
 /// A record's plaintext as sealed: the binary form, or JSON for records
 /// sealed before it existed.
-fn decode_record(plain: &[u8]) -> Result<Record, String> {
+pub(crate) fn decode_record(plain: &[u8]) -> Result<Record, String> {
     match plain.first() {
         // (serde_json's message may quote the text: never passed on.)
         Some(b'{') => serde_json::from_slice(plain).map_err(|_| "invalid JSON".to_string()),
@@ -448,7 +450,7 @@ async fn shape_pages(
     req: proto::PullRequest,
     pages: tokio::sync::mpsc::Sender<ShapingPage>,
 ) {
-    let keys = ConsumerKeys::derive(gateway.keys.pseudonym_secret(), &consumer);
+    let keys = ConsumerKeys::derive(gateway.keys.pseudonym_secret_for(&consumer), &consumer);
     let auditors = audit::auditor_pseudonyms(&gateway.keys);
     let mut feed = gateway.feed.subscribe();
     let mut stopping = gateway.stopping.subscribe();

@@ -7,6 +7,7 @@
 use crate::Gateway;
 use crate::audit::{AuditEvent, BatchPushed};
 use crate::identity::Principal;
+use crate::keys::Keys;
 use crate::proto::{self, BatchOutcome, NativeFormat};
 use crate::store::{BatchWrite, CommitOutcome, Receipt, RecordWrite, Rejection, StoreError};
 use adapters::{Agency, Format, Record};
@@ -113,17 +114,23 @@ pub fn record_aad(kind: &str, key_hash: &[u8]) -> Vec<u8> {
 /// Seals a canonical record for storage: keyed hashes for its keys, the record
 /// itself encrypted. Nothing raw leaves this function.
 pub fn seal_record(gateway: &Gateway, record: &Record) -> RecordWrite {
+    seal_record_with(&gateway.keys, record)
+}
+
+/// [`seal_record`] with the given keys (also used to re-index stored records,
+/// [`crate::rotation`]).
+pub fn seal_record_with(keys: &Keys, record: &Record) -> RecordWrite {
     let kind = record.kind.id();
-    let key_hash = gateway.keys.index_hash(
+    let key_hash = keys.index_hash(
         &format!("record/{kind}"),
         record.source_key.expose().as_bytes(),
     );
     let person_index = record
         .person
         .as_ref()
-        .map(|p| gateway.keys.index_hash("person", p.expose().as_bytes()));
+        .map(|p| keys.index_hash("person", p.expose().as_bytes()));
     let plaintext = record.to_binary();
-    let sealed = gateway.keys.seal(&record_aad(kind, &key_hash), &plaintext);
+    let sealed = keys.seal(&record_aad(kind, &key_hash), &plaintext);
     RecordWrite {
         kind,
         key_hash,

@@ -6,7 +6,10 @@
 //! Keys live in a TOML key file outside the data directory (or come from the
 //! environment); dev mode generates one. Every key has an id, and ciphertexts
 //! name the key that sealed them, so keys can be rotated while old data stays
-//! readable. Key material never appears in `Debug` output or logs.
+//! readable. Index and pseudonym keys rotate without loss through
+//! [`crate::rotation`]: records are re-indexed under the active index key, and
+//! each pseudonym domain keeps the pseudonym key it is bound to. Key material
+//! never appears in `Debug` output or logs.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -14,8 +17,10 @@ use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -69,8 +74,15 @@ struct NamedKey<K> {
 pub struct Keys {
     encryption: Vec<NamedKey<LessSafeKey>>,
     active_encryption: usize,
-    pseudonym_secret: NamedKey<Vec<u8>>,
-    index: NamedKey<hmac::Key>,
+    pseudonym: Vec<NamedKey<Vec<u8>>>,
+    active_pseudonym: usize,
+    /// Pseudonym domains bound to a pseudonym key (its position in
+    /// `pseudonym`): a domain keeps the key it was first used with, so a
+    /// rotation does not change the pseudonyms its consumer already holds.
+    /// Filled from the store at start-up ([`crate::rotation`]).
+    pseudonym_domains: RwLock<HashMap<String, usize>>,
+    index: Vec<NamedKey<hmac::Key>>,
+    active_index: usize,
     audit_log_seed: [u8; 32],
     rng: SystemRandom,
 }
@@ -82,8 +94,8 @@ impl fmt::Debug for Keys {
                 "active_encryption",
                 &self.encryption[self.active_encryption].id,
             )
-            .field("pseudonym", &self.pseudonym_secret.id)
-            .field("index", &self.index.id)
+            .field("pseudonym", &self.pseudonym[self.active_pseudonym].id)
+            .field("index", &self.index[self.active_index].id)
             .finish_non_exhaustive()
     }
 }
@@ -195,13 +207,42 @@ impl Keys {
             }
             Ok(b)
         };
-        let find = |list: &[KeyEntry], id: &str, what: &str| -> Result<Vec<u8>, String> {
-            let e = list
-                .iter()
-                .find(|e| e.id == id)
-                .ok_or_else(|| format!("active {what} key `{id}` is not in the file"))?;
-            secret(e)
+        let active = |list: &[KeyEntry], id: &str, what: &str| -> Result<usize, String> {
+            list.iter()
+                .position(|e| e.id == id)
+                .ok_or_else(|| format!("active {what} key `{id}` is not in the file"))
         };
+        let unique = |list: &[KeyEntry], what: &str| -> Result<(), String> {
+            for (i, e) in list.iter().enumerate() {
+                if list[..i].iter().any(|o| o.id == e.id) {
+                    return Err(format!("{what} key id `{}` appears twice", e.id));
+                }
+            }
+            Ok(())
+        };
+        unique(&file.encryption, "encryption")?;
+        unique(&file.pseudonym, "pseudonym")?;
+        unique(&file.index, "index")?;
+        let pseudonym = file
+            .pseudonym
+            .iter()
+            .map(|e| {
+                Ok(NamedKey {
+                    id: e.id.clone(),
+                    key: secret(e)?,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let index = file
+            .index
+            .iter()
+            .map(|e| {
+                Ok(NamedKey {
+                    id: e.id.clone(),
+                    key: hmac::Key::new(hmac::HMAC_SHA256, &secret(e)?),
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         let mut encryption = Vec::new();
         for e in &file.encryption {
             let key = UnboundKey::new(&AES_256_GCM, &secret(e)?).map_err(|_| "bad AES key")?;
@@ -222,17 +263,11 @@ impl Keys {
         Ok(Keys {
             encryption,
             active_encryption,
-            pseudonym_secret: NamedKey {
-                id: file.active_pseudonym.clone(),
-                key: find(&file.pseudonym, &file.active_pseudonym, "pseudonym")?,
-            },
-            index: NamedKey {
-                id: file.active_index.clone(),
-                key: hmac::Key::new(
-                    hmac::HMAC_SHA256,
-                    &find(&file.index, &file.active_index, "index")?,
-                ),
-            },
+            active_pseudonym: active(&file.pseudonym, &file.active_pseudonym, "pseudonym")?,
+            pseudonym,
+            pseudonym_domains: RwLock::default(),
+            active_index: active(&file.index, &file.active_index, "index")?,
+            index,
             audit_log_seed: {
                 let text = file.audit_log_key.as_deref().ok_or(
                     "no audit_log_key (the audit log's Ed25519 signing seed, 32 bytes base64)",
@@ -251,24 +286,72 @@ impl Keys {
         self.audit_log_seed
     }
 
-    /// The secret from which per-consumer pseudonymisation keys are derived.
     /// The id of the key in use for each purpose (never key material).
     pub fn active_ids(&self) -> [(&'static str, &str); 3] {
         [
             ("encryption", &self.encryption[self.active_encryption].id),
-            ("pseudonym", &self.pseudonym_secret.id),
-            ("index", &self.index.id),
+            ("pseudonym", &self.pseudonym[self.active_pseudonym].id),
+            ("index", &self.index[self.active_index].id),
         ]
     }
 
-    pub fn pseudonym_secret(&self) -> &[u8] {
-        &self.pseudonym_secret.key
+    /// The id of the active pseudonym key: the one new domains are bound to.
+    pub fn active_pseudonym_id(&self) -> &str {
+        &self.pseudonym[self.active_pseudonym].id
     }
 
-    /// Keyed hash for indexes: `domain` separates what is hashed (a person, a
-    /// record's source key), so equal strings in different roles never collide.
+    /// The id of the active index key: the one every stored record's keyed
+    /// hashes are computed with once re-indexed ([`crate::rotation`]).
+    pub fn active_index_id(&self) -> &str {
+        &self.index[self.active_index].id
+    }
+
+    /// The secret from which a pseudonym domain's keys are derived (a
+    /// consumer's pseudonyms and re-identification key, or the auditors'
+    /// tokens, [`crate::exchange::AUDIT_DOMAIN`]): the key the domain is bound
+    /// to, or the active key for a domain not bound yet.
+    pub fn pseudonym_secret_for(&self, domain: &str) -> &[u8] {
+        let bound = self
+            .pseudonym_domains
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(domain)
+            .copied();
+        &self.pseudonym[bound.unwrap_or(self.active_pseudonym)].key
+    }
+
+    /// The id of the pseudonym key `domain` is bound to, if bound.
+    pub fn pseudonym_binding(&self, domain: &str) -> Option<&str> {
+        let bound = self
+            .pseudonym_domains
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(domain)
+            .copied()?;
+        Some(&self.pseudonym[bound].id)
+    }
+
+    /// Binds a pseudonym domain to the pseudonym key `key_id` (which must be
+    /// in the key file). The store keeps the bindings; this is their copy in
+    /// memory.
+    pub fn bind_pseudonym_domain(&self, domain: &str, key_id: &str) -> Result<(), KeyError> {
+        let at = self
+            .pseudonym
+            .iter()
+            .position(|k| k.id == key_id)
+            .ok_or_else(|| KeyError::UnknownKeyId("pseudonym", key_id.to_string()))?;
+        self.pseudonym_domains
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(domain.to_string(), at);
+        Ok(())
+    }
+
+    /// Keyed hash for indexes, with the active index key: `domain` separates
+    /// what is hashed (a person, a record's source key), so equal strings in
+    /// different roles never collide.
     pub fn index_hash(&self, domain: &str, value: &[u8]) -> Vec<u8> {
-        let mut ctx = hmac::Context::with_key(&self.index.key);
+        let mut ctx = hmac::Context::with_key(&self.index[self.active_index].key);
         ctx.update(domain.as_bytes());
         ctx.update(&[0x1f]);
         ctx.update(value);

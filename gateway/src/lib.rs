@@ -28,6 +28,7 @@ pub mod ingest;
 pub mod keys;
 pub mod limits;
 pub mod pki;
+pub mod rotation;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
@@ -52,7 +53,6 @@ use crate::config::Config;
 use crate::keys::Keys;
 use crate::store::Store;
 use policies::PolicySet;
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -84,14 +84,27 @@ pub struct Gateway {
     pub audit_log: Arc<audit::AuditLog>,
 }
 
+/// Why a gateway could not be set up on its store and keys.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Keys(#[from] rotation::RotationError),
+}
+
 impl Gateway {
+    /// Sets the gateway up on `store`, first bringing the store in line with
+    /// the key file ([`rotation::prepare`]): records re-indexed under the
+    /// active index key, pseudonym domains bound, key rotations recorded.
     pub fn new(
         trust_domain: String,
         dev_mode: bool,
         store: Arc<dyn Store>,
         keys: Arc<Keys>,
         policies: PolicySet,
-    ) -> Result<Gateway, store::StoreError> {
+    ) -> Result<Gateway, OpenError> {
+        rotation::prepare(&*store, &keys, &policies.consumers().collect::<Vec<_>>())?;
         let head = store.feed_head()?;
         let audit_log = audit::AuditLog::new(
             store.clone(),
@@ -150,6 +163,14 @@ impl Gateway {
         };
         match PolicySet::load_dir(dir) {
             Ok(set) => {
+                // New consumers' pseudonym domains are bound to the active key
+                // before they are served.
+                let consumers: Vec<&str> = set.consumers().collect();
+                if let Err(e) =
+                    rotation::bind_pseudonym_domains(&*self.store, &self.keys, &consumers, None)
+                {
+                    tracing::error!(error = %e, "cannot bind new consumers' pseudonym domains");
+                }
                 let versions = set.versions();
                 *self.policies.write().expect("policy lock") = Arc::new(set);
                 tracing::info!(?versions, "policies reloaded");
@@ -208,44 +229,6 @@ impl Gateway {
     }
 }
 
-/// Records a `key_rotated` entry for each key whose active id changed since the
-/// last start (rotation = a new key made active in the key file, the old one
-/// kept for reading).
-fn record_key_rotations(gateway: &Gateway) -> Result<(), store::StoreError> {
-    const META: &str = "active_key_ids";
-    let current: BTreeMap<&str, &str> = gateway.keys.active_ids().into_iter().collect();
-    let encoded = current
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let previous = gateway.store.meta_get(META)?;
-    if previous.as_deref() == Some(encoded.as_str()) {
-        return Ok(());
-    }
-    if let Some(previous) = &previous {
-        let old: BTreeMap<&str, &str> = previous
-            .split(',')
-            .filter_map(|p| p.split_once('='))
-            .collect();
-        let entries: Vec<_> = current
-            .iter()
-            .filter(|(kind, id)| old.get(*kind).is_some_and(|o| o != *id))
-            .map(|(kind, id)| {
-                tracing::warn!(key_kind = kind, new_key_id = id, "key rotated");
-                audit::KeyRotated {
-                    key_kind: kind,
-                    old_key_id: old[kind],
-                    new_key_id: id,
-                }
-                .entry(audit::GATEWAY)
-            })
-            .collect();
-        gateway.store.append_audit(&entries)?;
-    }
-    gateway.store.meta_set(META, &encoded)
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("gRPC server failed: {0}")]
@@ -265,7 +248,6 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let policies = gateway.policies();
-    record_key_rotations(&gateway)?;
     let mut entries = vec![
         GatewayStarted {
             version: env!("CARGO_PKG_VERSION"),

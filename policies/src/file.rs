@@ -170,6 +170,11 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<Policy, Vec<Diagnostic>> 
             file.consumer.span().start,
             "`consumer` must be 1–64 characters of a–z, 0–9, '_' or '-' (it is the certificate's name)".into(),
         );
+    } else if crate::RESERVED_CONSUMERS.contains(&consumer.as_str()) {
+        p.at(
+            file.consumer.span().start,
+            format!("`{consumer}` is reserved for the gateway's own pseudonym domain"),
+        );
     }
     if let Some(flag) = &file.reidentification {
         p.at(
@@ -569,6 +574,15 @@ mod tests {
         assert!(!p.grants("marketing", Operation::Pull));
         assert!(p.seals("household.name"));
         assert!(!p.seals("household.person_id"));
+    }
+
+    #[test]
+    fn reserved_consumer_names_are_refused() {
+        let e = errors("consumer = \"auditors\"\npurposes = [\"x\"]\n");
+        assert!(
+            e[0].starts_with("p.toml:1:") && e[0].contains("reserved"),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -121,6 +121,11 @@ impl fmt::Display for Operation {
     }
 }
 
+/// Names no consumer may have: the gateway's own pseudonym domains (the
+/// auditors' tokens, refused caller text). A consumer so named would share
+/// their keys, so its pseudonyms would be the auditors' tokens.
+pub const RESERVED_CONSUMERS: &[&str] = &["auditors", "refused_text"];
+
 /// The change timestamp of a record (the agency's version, `BGSJ`) as a
 /// policy names it: metadata, but delivered only like any other field, when a
 /// rule names it and in the form the rule says (a date generalised to a month

@@ -7,8 +7,8 @@ use gateway::audit::AuditEntry;
 use gateway::store::sealed_rows::Rows;
 use gateway::store::sqlite::SqliteStore;
 use gateway::store::{
-    AuditDone, AuditFilter, AuditLeaf, BatchWrite, CommitOutcome, NoteErasure, Store, StoreError,
-    StoredAuditEntry, StoredBatch, StoredCheckpoint, StoredNote, StoredRecord,
+    AuditDone, AuditFilter, AuditLeaf, BatchWrite, CommitOutcome, NoteErasure, ReindexedRecord,
+    Store, StoreError, StoredAuditEntry, StoredBatch, StoredCheckpoint, StoredNote, StoredRecord,
 };
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -124,6 +124,13 @@ impl Store for HeldAudit {
         self.inner
             .take_reidentification(consumer, now_ms, window_ms, limit)
     }
+    fn record_versions(
+        &self,
+        kind: &str,
+        key_hash: &[u8],
+    ) -> Result<Vec<gateway::store::StoredRecord>, StoreError> {
+        self.inner.record_versions(kind, key_hash)
+    }
     fn record_version_at(
         &self,
         kind: &str,
@@ -131,6 +138,20 @@ impl Store for HeldAudit {
         seq: u64,
     ) -> Result<Option<gateway::store::StoredRecord>, StoreError> {
         self.inner.record_version_at(kind, key_hash, seq)
+    }
+    fn meta_set_audited(
+        &self,
+        meta: &[(&str, &str)],
+        entries: &[AuditEntry],
+    ) -> Result<(), StoreError> {
+        self.inner.meta_set_audited(meta, entries)
+    }
+    fn reindex_records(
+        &self,
+        rows: &[ReindexedRecord],
+        meta: &[(&str, &str)],
+    ) -> Result<u64, StoreError> {
+        self.inner.reindex_records(rows, meta)
     }
     fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
         self.inner.latest_checkpoint()

@@ -75,9 +75,12 @@ impl AuditEntry {
     }
 }
 
-/// The auditors' pseudonymiser: subjects in entries are its tokens.
+/// The auditors' pseudonymiser: subjects in entries are its tokens. Its domain
+/// stays bound to the pseudonym key it was first used with, whatever key is
+/// active later, so that no person's chain of entries splits.
 pub fn auditor_pseudonyms(keys: &crate::keys::Keys) -> policies::Pseudonymiser {
-    policies::Pseudonymiser::new(keys.pseudonym_secret(), crate::exchange::AUDIT_DOMAIN)
+    let domain = crate::exchange::AUDIT_DOMAIN;
+    policies::Pseudonymiser::new(keys.pseudonym_secret_for(domain), domain)
 }
 
 /// SHA-256 commitment (hex) of what was delivered: the protobuf encodings of
@@ -429,6 +432,53 @@ impl AuditEvent for KeyRotated<'_> {
     const ACTION: &'static str = "key_rotated";
 }
 
+/// A re-index of the stored records under the active index key began (or
+/// resumed after an interruption). Key ids only.
+#[derive(Debug, Serialize)]
+pub struct RecordsReindexStarted<'a> {
+    /// The index key the records were indexed under (`unknown` for a store
+    /// from before the key id was recorded).
+    pub old_key_id: &'a str,
+    pub new_key_id: &'a str,
+    /// Records up to this feed position were re-indexed already (0: a new start).
+    pub resume_after_seq: u64,
+}
+
+impl AuditEvent for RecordsReindexStarted<'_> {
+    const ACTION: &'static str = "records_reindex_started";
+}
+
+/// Every stored record is now indexed under `new_key_id`.
+#[derive(Debug, Serialize)]
+pub struct RecordsReindexed<'a> {
+    pub old_key_id: &'a str,
+    pub new_key_id: &'a str,
+    /// Records re-indexed (and sealed again), over all runs of this re-index.
+    pub records: u64,
+    /// Records that turned out to be another version of a record stored
+    /// under the new key (pushed again while the old key's rows were not
+    /// found): only the newer version is kept.
+    pub merged: u64,
+}
+
+impl AuditEvent for RecordsReindexed<'_> {
+    const ACTION: &'static str = "records_reindexed";
+}
+
+/// An operator re-pseudonymised a consumer: its domain is bound to another
+/// pseudonym key, so all its pseudonyms and outstanding re-identification
+/// tokens changed. Key ids only.
+#[derive(Debug, Serialize)]
+pub struct ConsumerRepseudonymised<'a> {
+    pub consumer: &'a str,
+    pub old_key_id: &'a str,
+    pub new_key_id: &'a str,
+}
+
+impl AuditEvent for ConsumerRepseudonymised<'_> {
+    const ACTION: &'static str = "consumer_repseudonymised";
+}
+
 /// An auditor asked for one person's report (the access is itself audited,
 /// and chained to the person's entries).
 #[derive(Debug, Serialize)]
@@ -564,8 +614,11 @@ impl TextDigest {
     pub fn of(keys: &crate::keys::Keys, text: &str) -> TextDigest {
         TextDigest {
             chars: text.chars().count() as u64,
-            keyed_hash: policies::Pseudonymiser::new(keys.pseudonym_secret(), REFUSED_TEXT_DOMAIN)
-                .token(text),
+            keyed_hash: policies::Pseudonymiser::new(
+                keys.pseudonym_secret_for(REFUSED_TEXT_DOMAIN),
+                REFUSED_TEXT_DOMAIN,
+            )
+            .token(text),
         }
     }
 }
@@ -738,6 +791,15 @@ mod tests {
             content_sha256: "cd34".into(),
         };
         assert_eq!(looked_up.details(), details_via_serde(&looked_up));
+    }
+
+    /// The gateway's own pseudonym domains are names no policy may give a
+    /// consumer.
+    #[test]
+    fn the_gateways_domains_are_reserved_consumer_names() {
+        for domain in [crate::exchange::AUDIT_DOMAIN, REFUSED_TEXT_DOMAIN] {
+            assert!(policies::RESERVED_CONSUMERS.contains(&domain), "{domain}");
+        }
     }
 
     #[test]

@@ -129,6 +129,21 @@ pub struct StoredRecord {
     pub sealed: Vec<u8>,
 }
 
+/// A stored record moved under the active index key (`gateway keys reindex`):
+/// its new keyed hashes and its ciphertext sealed again for them.
+#[derive(Debug, Clone)]
+pub struct ReindexedRecord {
+    /// The row (its feed position does not change).
+    pub seq: u64,
+    pub kind: String,
+    pub key_hash: Vec<u8>,
+    pub person_index: Option<Vec<u8>>,
+    pub sealed: Vec<u8>,
+    /// The record's earlier versions ([`Store::record_version_at`]), each
+    /// sealed again for the new hash: (seq, sealed).
+    pub versions: Vec<(u64, Vec<u8>)>,
+}
+
 /// Filters for audit queries (all optional).
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
@@ -236,6 +251,9 @@ pub trait Store: Send + Sync + 'static {
         key_hash: &[u8],
         seq: u64,
     ) -> Result<Option<StoredRecord>, StoreError>;
+    /// Every earlier version kept of a record, in seq order.
+    fn record_versions(&self, kind: &str, key_hash: &[u8])
+    -> Result<Vec<StoredRecord>, StoreError>;
     /// The highest seq in the change feed.
     fn feed_head(&self) -> Result<u64, StoreError>;
     /// Durably appends audit entries (for events that change nothing else), as
@@ -283,6 +301,22 @@ pub trait Store: Send + Sync + 'static {
         window_ms: i64,
         limit: u32,
     ) -> Result<Result<(), i64>, StoreError>;
+    /// Sets meta values and appends audit entries in one durable transaction
+    /// (an operator's change and its record, or neither).
+    fn meta_set_audited(
+        &self,
+        meta: &[(&str, &str)],
+        entries: &[AuditEntry],
+    ) -> Result<(), StoreError>;
+    /// Rewrites rows in place under new keyed hashes (a re-index), and sets
+    /// meta values (its progress), in one durable transaction. A row whose
+    /// new hash another row holds already is the same record: the older
+    /// version of the two is deleted. Returns how many rows were so merged.
+    fn reindex_records(
+        &self,
+        rows: &[ReindexedRecord],
+        meta: &[(&str, &str)],
+    ) -> Result<u64, StoreError>;
     fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError>;
     fn checkpoint_at(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError>;
     fn save_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError>;

@@ -18,8 +18,9 @@
 
 use super::sealed_rows::{self, SealedRows};
 use super::{
-    AuditDone, AuditFilter, AuditLeaf, BatchWrite, CommitOutcome, NoteErasure, RecordWrite, Store,
-    StoreError, StoredAuditEntry, StoredBatch, StoredCheckpoint, StoredNote, StoredRecord,
+    AuditDone, AuditFilter, AuditLeaf, BatchWrite, CommitOutcome, NoteErasure, RecordWrite,
+    ReindexedRecord, Store, StoreError, StoredAuditEntry, StoredBatch, StoredCheckpoint,
+    StoredNote, StoredRecord,
 };
 use crate::audit::AuditEntry;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
@@ -1330,6 +1331,25 @@ fn head(conn: &Connection) -> Result<u64, StoreError> {
     )
 }
 
+/// A row's version, (changed_at, seq), if the row exists.
+fn record_version(tx: &Transaction<'_>, seq: u64) -> Result<Option<(i64, u64)>, StoreError> {
+    Ok(tx
+        .prepare_cached("SELECT changed_at FROM records WHERE seq = ?1")?
+        .query_row(params![seq as i64], |r| r.get::<_, i64>(0))
+        .optional()?
+        .map(|changed_at| (changed_at, seq)))
+}
+
+fn set_meta(tx: &Transaction<'_>, meta: &[(&str, &str)]) -> Result<(), StoreError> {
+    for (k, v) in meta {
+        tx.prepare_cached(
+            "INSERT INTO meta (k, v) VALUES (?1, ?2) ON CONFLICT (k) DO UPDATE SET v = excluded.v",
+        )?
+        .execute(params![k, v])?;
+    }
+    Ok(())
+}
+
 fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRecord> {
     Ok(StoredRecord {
         seq: r.get::<_, i64>(0)? as u64,
@@ -1490,6 +1510,21 @@ impl Store for SqliteStore {
 
     fn feed_head(&self) -> Result<u64, StoreError> {
         self.read(head)
+    }
+
+    fn record_versions(
+        &self,
+        kind: &str,
+        key_hash: &[u8],
+    ) -> Result<Vec<StoredRecord>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, kind, key_hash, changed_at, cancelled, sealed FROM record_versions
+                 WHERE kind = ?1 AND key_hash = ?2 ORDER BY seq",
+            )?;
+            let rows = stmt.query_map(params![kind, key_hash], row_to_record)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
     }
 
     fn record_version_at(
@@ -1737,6 +1772,79 @@ impl Store for SqliteStore {
             tx.prepare_cached("INSERT INTO reidentifications (consumer, at_ms) VALUES (?1, ?2)")?
                 .execute(params![consumer, now_ms])?;
             Ok(Ok(()))
+        })
+    }
+
+    fn meta_set_audited(
+        &self,
+        meta: &[(&str, &str)],
+        entries: &[AuditEntry],
+    ) -> Result<(), StoreError> {
+        self.inner.write(|tx, heads| {
+            set_meta(tx, meta)?;
+            insert_audit(tx, heads, entries)
+        })
+    }
+
+    fn reindex_records(
+        &self,
+        rows: &[ReindexedRecord],
+        meta: &[(&str, &str)],
+    ) -> Result<u64, StoreError> {
+        self.inner.write_records(|tx, _| {
+            let mut merged = 0;
+            for row in rows {
+                let Some(version) = record_version(tx, row.seq)? else {
+                    // Merged away earlier in this transaction.
+                    continue;
+                };
+                let holder: Option<i64> = tx
+                    .prepare_cached(
+                        "SELECT seq FROM records WHERE kind = ?1 AND key_hash = ?2 AND seq != ?3",
+                    )?
+                    .query_row(params![row.kind, row.key_hash, row.seq as i64], |r| {
+                        r.get(0)
+                    })
+                    .optional()?;
+                if let Some(holder) = holder {
+                    // The same record pushed again under the new key while
+                    // this row could not be found: the newer version stays.
+                    merged += 1;
+                    let theirs = record_version(tx, holder as u64)?.unwrap_or((i64::MIN, 0));
+                    let (loser, keep_this) = if theirs > version {
+                        (row.seq as i64, false)
+                    } else {
+                        (holder, true)
+                    };
+                    tx.prepare_cached("DELETE FROM records WHERE seq = ?1")?
+                        .execute(params![loser])?;
+                    if !keep_this {
+                        continue;
+                    }
+                }
+                // The record's earlier versions move with it, sealed again.
+                let old_hash: Vec<u8> = tx
+                    .prepare_cached("SELECT key_hash FROM records WHERE seq = ?1")?
+                    .query_row(params![row.seq as i64], |r| r.get(0))?;
+                for (seq, sealed) in &row.versions {
+                    tx.prepare_cached(
+                        "UPDATE record_versions SET key_hash = ?1, sealed = ?2
+                         WHERE kind = ?3 AND key_hash = ?4 AND seq = ?5",
+                    )?
+                    .execute(params![row.key_hash, sealed, row.kind, old_hash, *seq as i64])?;
+                }
+                tx.prepare_cached(
+                    "UPDATE records SET key_hash = ?1, person_index = ?2, sealed = ?3 WHERE seq = ?4",
+                )?
+                .execute(params![
+                    row.key_hash,
+                    row.person_index,
+                    row.sealed,
+                    row.seq as i64
+                ])?;
+            }
+            set_meta(tx, meta)?;
+            Ok(merged)
         })
     }
 
