@@ -69,7 +69,7 @@ async fn consistency_between_two_checkpoints_verifies_and_a_fork_does_not() {
     std::fs::copy(state.keys_file(), fork_state.keys_file()).unwrap();
     let fork = TestServer::start(&pki, &fork_state).await;
     while log_size(&fork_state) < second.size() {
-        deny(&fork, &pki).await;
+        one_entry(&fork, &pki).await;
     }
     let mut fork_client = auditor(&fork, &pki).await;
     let forked = open(&checkpoint(&mut fork_client).await.note, &state);

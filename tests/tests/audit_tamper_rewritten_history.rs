@@ -43,7 +43,7 @@ async fn a_rewritten_history_fails_against_an_earlier_checkpoint() {
     let server = TestServer::start(&pki, &state).await;
     let mut client = auditor(&server, &pki).await;
     while log_size(&state) <= saved_size {
-        deny(&server, &pki).await;
+        one_entry(&server, &pki).await;
     }
     // The gateway will not sign a tree that does not extend its last checkpoint.
     let refused = client

@@ -87,11 +87,26 @@ pub fn pull_request() -> PullRequest {
     }
 }
 
-/// One audited call that releases nothing (a look-up of a person nobody
-/// pushed): one more audit entry. (Refusals would not do: repeats of a
-/// refusal within a window are counted into one summary, see
-/// `refusal_floods`.)
+/// A denied call (a purpose outside the consumer's policy). Only the first
+/// refusal of a window is an entry of its own (repeats are counted into one
+/// summary, see `refusal_floods`): for one entry per call, see [`one_entry`].
 pub async fn deny(server: &TestServer, pki: &TestPki) {
+    let request = PullRequest {
+        purpose: "marketing".into(),
+        ..pull_request()
+    };
+    let err = pull(assistance(server, pki).await, request, |_| Ok(()))
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").to_lowercase().contains("purpose"),
+        "{err:#}"
+    );
+}
+
+/// One audited call that releases nothing (a look-up of a person nobody
+/// pushed): exactly one more audit entry each time.
+pub async fn one_entry(server: &TestServer, pki: &TestPki) {
     let answer = gateway::proto::union_exchange_client::UnionExchangeClient::new(
         assistance(server, pki).await,
     )
