@@ -615,6 +615,13 @@ async fn push(args: PushArgs) -> anyhow::Result<()> {
     for (code, rows) in &by_code {
         writeln!(std::io::stdout().lock(), "  {code}: {} rows", rows.len())?;
     }
+    if summary.unlisted_rejections > 0 {
+        writeln!(
+            std::io::stdout().lock(),
+            "  {} more rejections not listed (a receipt lists the first of its batch)",
+            summary.unlisted_rejections
+        )?;
+    }
     for (id, code, message) in &summary.rejected_batches {
         writeln!(
             std::io::stdout().lock(),

@@ -180,6 +180,9 @@ pub struct PushSummary {
     pub superseded: u64,
     pub duplicates: u64,
     pub rejections: Vec<FileRejection>,
+    /// Rejections the receipts counted but did not list (a receipt lists the
+    /// first ones of its batch, up to the gateway's limit).
+    pub unlisted_rejections: u64,
     /// (batch id, code, message) of batches rejected whole.
     pub rejected_batches: Vec<(String, String, String)>,
 }
@@ -284,6 +287,8 @@ pub async fn push_file(
             }
             _ => {}
         }
+        let counted: u64 = r.rejected_by_code.values().sum();
+        summary.unlisted_rejections += counted.saturating_sub(r.rejections.len() as u64);
         for x in r.rejections {
             summary.rejections.push(FileRejection {
                 row: r.first_row.max(1) + u64::from(x.row) - 1,

@@ -316,6 +316,27 @@ impl Config {
         if let Some(v) = get("GATEWAY_LIMITS_MAX_MESSAGE") {
             self.limits.max_message_bytes = parse("GATEWAY_LIMITS_MAX_MESSAGE", &v)?;
         }
+        if let Some(v) = get("GATEWAY_LIMITS_MAX_REQUEST") {
+            self.limits.max_request_bytes = parse("GATEWAY_LIMITS_MAX_REQUEST", &v)?;
+        }
+        if let Some(v) = get("GATEWAY_LIMITS_MAX_PUSH_STREAMS") {
+            self.limits.max_push_streams = parse("GATEWAY_LIMITS_MAX_PUSH_STREAMS", &v)?;
+        }
+        if let Some(v) = get("GATEWAY_LIMITS_MAX_ROWS") {
+            self.limits.max_rows_per_batch = parse("GATEWAY_LIMITS_MAX_ROWS", &v)?;
+        }
+        if let Some(v) = get("GATEWAY_LIMITS_MAX_ROW_BYTES") {
+            self.limits.max_row_bytes = parse("GATEWAY_LIMITS_MAX_ROW_BYTES", &v)?;
+        }
+        if let Some(v) = get("GATEWAY_LIMITS_MAX_REJECTIONS") {
+            self.limits.max_rejections_listed = parse("GATEWAY_LIMITS_MAX_REJECTIONS", &v)?;
+        }
+        if let Some(v) = get("GATEWAY_LIMITS_BATCH_RATE") {
+            self.limits.batch_rate_per_second = parse("GATEWAY_LIMITS_BATCH_RATE", &v)?;
+        }
+        if let Some(v) = get("GATEWAY_LIMITS_BATCH_BURST") {
+            self.limits.batch_burst = parse("GATEWAY_LIMITS_BATCH_BURST", &v)?;
+        }
         if let Some(v) = get("GATEWAY_LIMITS_REFUSAL_WINDOW") {
             self.limits.refusal_window_secs = parse("GATEWAY_LIMITS_REFUSAL_WINDOW", &v)?;
         }

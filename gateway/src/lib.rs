@@ -261,9 +261,7 @@ pub async fn serve(
     gateway.store.append_audit(&entries)?;
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<proto::agency_ingest_server::AgencyIngestServer<ingest::IngestService>>()
-        .await;
+    health_reporter.set_serving::<ingest::IngestRoutes>().await;
     health_reporter
         .set_serving::<proto::union_exchange_server::UnionExchangeServer<exchange::ExchangeService>>()
         .await;
@@ -320,12 +318,10 @@ pub async fn serve(
         );
     });
 
-    let ingest = proto::agency_ingest_server::AgencyIngestServer::new(ingest::IngestService {
-        gateway: gateway.clone(),
-    })
-    .max_decoding_message_size(gateway.limits.max_message_bytes);
+    let ingest = ingest::IngestRoutes::new(gateway.clone());
     let exchange = exchange::UnionExchangeRoutes::new(gateway.clone());
-    let audit = proto::audit_server::AuditServer::new(audit::AuditService::new(gateway.clone()));
+    let audit = proto::audit_server::AuditServer::new(audit::AuditService::new(gateway.clone()))
+        .max_decoding_message_size(gateway.limits.max_request_bytes);
     // Officers pin this key (also written to <data_dir>/audit-log.vkey).
     tracing::info!(vkey = %gateway.audit_log.vkey(), "audit log public key");
     let checkpointer = tokio::spawn(gateway.audit_log.clone().run_checkpointer());

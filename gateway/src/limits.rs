@@ -46,8 +46,33 @@ pub struct LimitsConfig {
     /// Deadline for a call to produce its response (a stream: to open; a
     /// followed pull may then stay open). Env: `GATEWAY_LIMITS_TIMEOUT`.
     pub request_timeout_secs: u64,
-    /// Largest request message in bytes (one push batch). Env: `GATEWAY_LIMITS_MAX_MESSAGE`.
+    /// Largest push message in bytes (one batch). The server holds a whole
+    /// message before it decodes it, so this times `max_push_streams` bounds
+    /// what one agency can make it hold. Env: `GATEWAY_LIMITS_MAX_MESSAGE`.
     pub max_message_bytes: usize,
+    /// Largest request message of every other call (pulls, look-ups,
+    /// re-identifications, audit queries: a few short fields). Env:
+    /// `GATEWAY_LIMITS_MAX_REQUEST`.
+    pub max_request_bytes: usize,
+    /// Push streams one identity may hold open at once (on top of
+    /// `max_concurrent`). Env: `GATEWAY_LIMITS_MAX_PUSH_STREAMS`.
+    pub max_push_streams: u32,
+    /// Rows in one batch; a larger batch is rejected whole, before its rows
+    /// are decoded. Env: `GATEWAY_LIMITS_MAX_ROWS`.
+    pub max_rows_per_batch: u64,
+    /// Bytes in one row (and in a batch's CSV header); a batch with a larger
+    /// one is rejected whole, before its rows are decoded. Env:
+    /// `GATEWAY_LIMITS_MAX_ROW_BYTES`.
+    pub max_row_bytes: usize,
+    /// Row rejections a receipt lists (the first ones); counts by code cover
+    /// them all. Env: `GATEWAY_LIMITS_MAX_REJECTIONS`.
+    pub max_rejections_listed: usize,
+    /// Batches per second one agency may push (sustained), with a burst:
+    /// a stream of batches counts against it batch by batch, as calls count
+    /// against `rate_per_second`. Env: `GATEWAY_LIMITS_BATCH_RATE`,
+    /// `GATEWAY_LIMITS_BATCH_BURST`.
+    pub batch_rate_per_second: f64,
+    pub batch_burst: u32,
     /// Refusals of the same kind from the same source (a caller, a peer
     /// address) are audited one by one only once per this many seconds; the
     /// ones between are counted, and one entry records the count
@@ -67,7 +92,14 @@ impl Default for LimitsConfig {
             burst: 100,
             max_concurrent: 16,
             request_timeout_secs: 60,
-            max_message_bytes: 32 * 1024 * 1024,
+            max_message_bytes: 16 * 1024 * 1024,
+            max_request_bytes: 1024 * 1024,
+            max_push_streams: 4,
+            max_rows_per_batch: 10_000,
+            max_row_bytes: 64 * 1024,
+            max_rejections_listed: 1_000,
+            batch_rate_per_second: 50.0,
+            batch_burst: 100,
             refusal_window_secs: 60,
             max_handshakes: 512,
             identities: BTreeMap::new(),
@@ -94,6 +126,7 @@ struct State {
     config: LimitsConfig,
     buckets: Mutex<HashMap<String, Bucket>>,
     slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    push_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Refusals audited: the first of a window per identity, call and code as
     /// it happens, the rest counted (a flood cannot flood the audit log).
     refusals: Arc<Repeats<RefusedCall>>,
@@ -103,34 +136,82 @@ struct State {
 enum Refusal {
     Rate { retry_after: Duration, limit: Limit },
     Concurrency { limit: Limit },
+    PushStreams { max: u32 },
+}
+
+/// Spends a token of the bucket of `key` (refilled at `rate` a second, up to
+/// `burst`), or says how long until one is free.
+fn take_from(
+    buckets: &Mutex<HashMap<String, Bucket>>,
+    key: &str,
+    rate: f64,
+    burst: u32,
+) -> Result<(), Duration> {
+    let mut buckets = buckets.lock().unwrap_or_else(|p| p.into_inner());
+    let now = Instant::now();
+    let capacity = f64::from(burst.max(1));
+    let b = buckets.entry(key.to_string()).or_insert(Bucket {
+        tokens: capacity,
+        updated: now,
+    });
+    let refill = now.duration_since(b.updated).as_secs_f64() * rate;
+    b.tokens = (b.tokens + refill).min(capacity);
+    b.updated = now;
+    if b.tokens >= 1.0 {
+        b.tokens -= 1.0;
+        Ok(())
+    } else {
+        let wait = if rate > 0.0 {
+            (1.0 - b.tokens) / rate
+        } else {
+            60.0
+        };
+        Err(Duration::from_secs_f64(wait))
+    }
+}
+
+/// Token buckets by identity with one rate for all (e.g. batches per second
+/// per agency: [`LimitsConfig::batch_rate_per_second`]).
+pub struct TokenBuckets {
+    rate: f64,
+    burst: u32,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+impl TokenBuckets {
+    pub fn new(rate: f64, burst: u32) -> Self {
+        TokenBuckets {
+            rate,
+            burst,
+            buckets: Mutex::default(),
+        }
+    }
+
+    /// Spends one token of `identity`'s bucket; `Err(wait)` when empty.
+    pub fn take(&self, identity: &str) -> Result<(), Duration> {
+        take_from(&self.buckets, identity, self.rate, self.burst)
+    }
 }
 
 impl State {
     fn take_token(&self, identity: &str, limit: Limit) -> Result<(), Refusal> {
-        let mut buckets = self.buckets.lock().expect("limits lock");
-        let now = Instant::now();
-        let capacity = f64::from(limit.burst.max(1));
-        let b = buckets.entry(identity.to_string()).or_insert(Bucket {
-            tokens: capacity,
-            updated: now,
-        });
-        let refill = now.duration_since(b.updated).as_secs_f64() * limit.rate_per_second;
-        b.tokens = (b.tokens + refill).min(capacity);
-        b.updated = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            Ok(())
-        } else {
-            let wait = if limit.rate_per_second > 0.0 {
-                (1.0 - b.tokens) / limit.rate_per_second
-            } else {
-                60.0
-            };
-            Err(Refusal::Rate {
-                retry_after: Duration::from_secs_f64(wait),
-                limit,
-            })
-        }
+        take_from(&self.buckets, identity, limit.rate_per_second, limit.burst)
+            .map_err(|retry_after| Refusal::Rate { retry_after, limit })
+    }
+
+    /// A push stream's slot: an agency holds at most `max_push_streams`
+    /// open (each may make the server hold a whole message).
+    fn take_push_slot(&self, identity: &str) -> Result<OwnedSemaphorePermit, Refusal> {
+        let max = self.config.max_push_streams;
+        let sem = self
+            .push_slots
+            .lock()
+            .expect("limits lock")
+            .entry(identity.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(max as usize)))
+            .clone();
+        sem.try_acquire_owned()
+            .map_err(|_| Refusal::PushStreams { max })
     }
 
     fn take_slot(&self, identity: &str, limit: Limit) -> Result<OwnedSemaphorePermit, Refusal> {
@@ -146,10 +227,11 @@ impl State {
     }
 }
 
-/// A response body that holds a concurrency permit until it is dropped.
+/// A response body that holds concurrency permits until it is dropped.
 struct PermitBody {
     inner: Body,
     _permit: OwnedSemaphorePermit,
+    _push: Option<OwnedSemaphorePermit>,
 }
 
 impl http_body::Body for PermitBody {
@@ -214,6 +296,7 @@ impl LimitLayer {
                 config,
                 buckets: Mutex::default(),
                 slots: Mutex::default(),
+                push_slots: Mutex::default(),
                 refusals: refused_calls(store.clone(), window),
                 store,
             }),
@@ -261,12 +344,18 @@ where
             return Box::pin(inner.call(req));
         };
         let limit = self.state.config.limit_for(&identity);
-        let admitted = self
-            .state
-            .take_slot(&identity, limit)
-            .and_then(|permit| self.state.take_token(&identity, limit).map(|()| permit));
+        let pushing = req.uri().path() == crate::ingest::PUSH_PATH;
+        let admitted = self.state.take_slot(&identity, limit).and_then(|permit| {
+            let push = match pushing {
+                true => Some(self.state.take_push_slot(&identity)?),
+                false => None,
+            };
+            self.state
+                .take_token(&identity, limit)
+                .map(|()| (permit, push))
+        });
         match admitted {
-            Ok(permit) => {
+            Ok((permit, push)) => {
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
                 let deadline = Duration::from_secs(self.state.config.request_timeout_secs.max(1));
@@ -282,6 +371,7 @@ where
                             Body::new(PermitBody {
                                 inner: body,
                                 _permit: permit,
+                                _push: push,
                             })
                         })),
                         // The call is dropped unanswered. (Whatever it had
@@ -325,6 +415,13 @@ where
                         ),
                         100,
                         "too_many_concurrent_calls",
+                    ),
+                    Refusal::PushStreams { max } => (
+                        format!(
+                            "{identity} already has {max} push streams open (max_push_streams); retry when one ends"
+                        ),
+                        100,
+                        "too_many_push_streams",
                     ),
                 };
                 let path = req.uri().path().to_string();

@@ -512,6 +512,7 @@ mod tests {
             accepted: records.len() as u64,
             superseded: 0,
             rejections: Vec::new(),
+            ..Default::default()
         };
         let audit = |_: &Receipt| crate::audit::AuditEntry {
             at_ms: 0,

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod held_audit;
+pub mod raw;
 
 use gateway::client::{self, ClientTls};
 use gateway::pki::{Ca, Issued, Validity};

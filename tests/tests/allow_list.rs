@@ -4,61 +4,19 @@
 //! does not list is `PERMISSION_DENIED` for every caller (not left to the
 //! router), and recorded.
 
-use bytes::{Buf, BufMut};
+use bytes::Bytes;
 use gateway::authz::{ROUTES, permits};
 use gateway::identity::Principal;
-use gateway_tests::{ServerState, TestPki, TestServer, audit_entries};
+use gateway_tests::{ServerState, TestPki, TestServer, audit_entries, raw};
 use std::time::Duration;
 use tonic::Status;
-use tonic::codec::{DecodeBuf, EncodeBuf};
-
-/// Sends and receives messages as the bytes they are: any method, any body.
-#[derive(Clone, Copy, Default)]
-struct Raw;
-
-impl tonic::codec::Codec for Raw {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = Raw;
-    type Decoder = Raw;
-    fn encoder(&mut self) -> Raw {
-        Raw
-    }
-    fn decoder(&mut self) -> Raw {
-        Raw
-    }
-}
-
-impl tonic::codec::Encoder for Raw {
-    type Item = Vec<u8>;
-    type Error = Status;
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl tonic::codec::Decoder for Raw {
-    type Item = Vec<u8>;
-    type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
-        let n = src.remaining();
-        Ok(Some(src.copy_to_bytes(n).to_vec()))
-    }
-}
 
 /// Calls `path` with one empty message; `Some(status)` when the call was
 /// refused, `None` when it got anywhere (an answer, another error, or still
 /// streaming after a moment).
 async fn call(channel: tonic::transport::Channel, path: &'static str) -> Option<Status> {
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.unwrap();
-    let request = tonic::Request::new(tokio_stream::iter(vec![Vec::new()]));
     let answer = tokio::time::timeout(Duration::from_secs(3), async {
-        let mut stream = grpc
-            .streaming(request, http::uri::PathAndQuery::from_static(path), Raw)
-            .await?
-            .into_inner();
+        let mut stream = raw::call(channel, path, vec![Bytes::new()], 1 << 20).await?;
         stream.message().await.map(|_| ())
     })
     .await;

@@ -37,6 +37,7 @@ mod pull_follow;
 mod pull_masked;
 mod pull_metadata;
 mod push_hrss_samples;
+mod push_limits;
 mod push_report;
 mod push_samples;
 mod refusal_floods;

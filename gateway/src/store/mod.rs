@@ -63,16 +63,24 @@ pub struct RecordWrite {
 
 /// The outcome of one batch, as reported to the agency and kept for idempotent
 /// re-sends. Holds no raw values: rejections name field, code and rule only.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Receipt {
     pub rows_received: u64,
     pub accepted: u64,
     pub superseded: u64,
+    /// The first rejections (at most the configured number listed).
     pub rejections: Vec<Rejection>,
+    /// Rejections by code, all of them (also those not listed). Empty in
+    /// receipts stored before the list was capped: then the list is all.
+    #[serde(default)]
+    pub rejected_counts: BTreeMap<String, u64>,
 }
 
 impl Receipt {
     pub fn rejected_by_code(&self) -> BTreeMap<String, u64> {
+        if !self.rejected_counts.is_empty() {
+            return self.rejected_counts.clone();
+        }
         let mut m = BTreeMap::new();
         for r in &self.rejections {
             *m.entry(r.code.clone()).or_insert(0) += 1;

@@ -2046,6 +2046,7 @@ mod audit_tree_tests {
                         accepted: 1,
                         superseded: 0,
                         rejections: vec![],
+                        ..Default::default()
                     },
                     audit: &audit,
                 })
