@@ -63,6 +63,7 @@ async fn every_served_method_answers_each_role_as_the_table_says() {
             "/exchange.v1.UnionExchange/Export",
             "/exchange.v2.Audit/Query",
             "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+            "/exchange.v1.UnionExchange/340207197607111133-ZhangWei",
         ] {
             let outcome = call(channel.clone(), path).await;
             assert!(role_denied(&outcome), "{id} calling {path}: {outcome:?}");
@@ -75,5 +76,17 @@ async fn every_served_method_answers_each_role_as_the_table_says() {
             .any(|e| e.details_json.contains("not_in_allow_list")),
         "{denied:?}"
     );
+    // A path is the caller's text: an unlisted one is recorded by a fixed word.
+    for e in &denied {
+        let canonical = String::from_utf8_lossy(&e.canonical);
+        for leaked in [
+            "340207197607111133",
+            "ZhangWei",
+            "UnionExchange/Export",
+            "v1alpha",
+        ] {
+            assert!(!canonical.contains(leaked), "{leaked} in {e:?}");
+        }
+    }
     server.stop().await;
 }
