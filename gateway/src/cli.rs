@@ -362,19 +362,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!("DEV MODE: dev certificates and generated keys; NOT FOR PRODUCTION.");
         tracing::warn!("Set dev_mode = false in the configuration file for real data.");
         tracing::warn!("==================================================================");
-        let dir = config.tls.ca.parent().unwrap_or(Path::new(DEV_CERTS_DIR));
         if !config.tls.ca.exists() {
+            let dir = config.tls.ca.parent().unwrap_or(Path::new(DEV_CERTS_DIR));
             let ids = dev_identities(&config.policies_dir);
             pki::init_dev_pki(dir, &config.trust_domain, &ids)?;
             tracing::warn!(dir = %dir.display(), "DEV MODE: created a dev PKI");
-        }
-        // The dev PKI's CRL, unless others are listed.
-        let dev_crl = dir.join("crl.pem");
-        if config.tls.crls.is_empty()
-            && config.tls.revocation == crate::config::Revocation::Crl
-            && dev_crl.exists()
-        {
-            config.tls.crls.push(dev_crl);
         }
     }
     config.check_revocation()?;
@@ -383,7 +375,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "REVOCATION NOT CHECKED ([tls] revocation = \"none\"): a revoked client certificate keeps its access until it expires"
         );
     } else if config.tls.crls.is_empty() {
-        tracing::warn!("DEV MODE: no CRL; revocation not checked");
+        tracing::warn!(
+            "DEV MODE: no CRL in [tls] crls; revocation not checked (the dev PKI's crl.pem can be listed)"
+        );
     }
     let gateway = Arc::new(Gateway::open(&config)?);
     let server_tls = tls::ServerTls::load(config.tls.files())?;

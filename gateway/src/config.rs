@@ -186,7 +186,7 @@ impl Config {
 
     /// A production gateway checks revocation unless told, in so many words,
     /// not to: without CRLs, a revoked certificate would keep its access
-    /// silently. Dev mode uses the dev PKI's CRL when none is listed.
+    /// silently. Dev mode may run without (it says so at start).
     pub fn check_revocation(&self) -> Result<(), ConfigError> {
         match (self.tls.revocation, self.tls.crls.is_empty()) {
             (Revocation::None, false) => Err(ConfigError::RevocationConflict),
@@ -350,7 +350,7 @@ mod tests {
             production("[tls]\nrevocation = \"none\"\ncrls = [\"crl.pem\"]"),
             Err(ConfigError::RevocationConflict)
         ));
-        // Dev mode uses the dev PKI's CRL.
+        // Dev mode may run without.
         Config::default().check_revocation().unwrap();
         // From the environment as well.
         let mut c = Config::default();
