@@ -7,7 +7,9 @@
 
 use gateway::proto::{AuditEntry, AuditQuery, audit_client::AuditClient};
 use gateway::tls::StaleCrl;
-use gateway_tests::{ProcessServer, ServerState, TestPki, TestServer, tls_handshake};
+use gateway_tests::{
+    ProcessServer, ServerState, TestPki, TestServer, shipped_policies, tls_handshake,
+};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use std::path::Path;
@@ -269,5 +271,50 @@ async fn sighup_serves_a_rotated_server_certificate() {
         served,
         der(&rotated.cert_pem),
         "the rotated certificate is not served"
+    );
+}
+
+/// A production configuration without a revocation source does not start,
+/// and says what to set; `revocation = "none"` must be stated to run without.
+#[test]
+fn production_without_crls_refuses_to_start() {
+    let pki = TestPki::new();
+    let state = ServerState::new();
+    gateway::keys::Keys::generate_file(&state.keys_file()).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gateway-under-test"))
+        .arg("serve")
+        .env("GATEWAY_LISTEN", "127.0.0.1:0")
+        .env("GATEWAY_DATA_DIR", state.data_dir())
+        .env("GATEWAY_KEYS_FILE", state.keys_file())
+        .env("GATEWAY_DEV_MODE", "false")
+        .env("GATEWAY_POLICIES_DIR", shipped_policies())
+        .env("GATEWAY_TLS_CA", pki.path("ca.pem"))
+        .env("GATEWAY_TLS_CERT", pki.path("server.pem"))
+        .env("GATEWAY_TLS_KEY", pki.path("server.key"))
+        .env_remove("GATEWAY_TLS_CRLS")
+        .env_remove("GATEWAY_TLS_REVOCATION")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Were it to start, it would serve until killed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the gateway started without a revocation source");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains("no certificate revocation source")
+            && stderr.contains("revocation = \"none\""),
+        "{stderr}"
     );
 }
