@@ -406,14 +406,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tracing::warn!(dir = %dir.display(), "DEV MODE: created a dev PKI");
         }
     }
+    config.check_revocation()?;
+    if config.tls.revocation == crate::config::Revocation::None {
+        tracing::warn!(
+            "REVOCATION NOT CHECKED ([tls] revocation = \"none\"): a revoked client certificate keeps its access until it expires"
+        );
+    } else if config.tls.crls.is_empty() {
+        tracing::warn!(
+            "DEV MODE: no CRL in [tls] crls; revocation not checked (the dev PKI's crl.pem can be listed)"
+        );
+    }
     let _lock = lock_data_dir(&config.data_dir)?;
     let gateway = Arc::new(Gateway::open(&config)?);
-    let server_tls = tls::server_config(
-        &config.tls.ca,
-        &config.tls.cert,
-        &config.tls.key,
-        &config.tls.crls,
-    )?;
+    let server_tls = tls::ServerTls::load(config.tls.files())?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -426,13 +431,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     #[cfg(unix)]
     {
-        // SIGHUP reloads the policies without dropping connections.
+        // SIGHUP reloads the policies and the TLS material (certificate, key,
+        // CA, CRLs) without dropping connections (but those whose certificate
+        // the new CRLs revoke). Each part that fails keeps its previous state.
         let gateway = gateway.clone();
+        let server_tls = server_tls.clone();
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                let gw = gateway.clone();
-                let _ = tokio::task::spawn_blocking(move || gw.reload_policies()).await;
+                let (gw, tls) = (gateway.clone(), server_tls.clone());
+                let _ = tokio::task::spawn_blocking(move || {
+                    let _ = gw.reload_policies();
+                    let _ = crate::reload_tls(&gw, &tls);
+                })
+                .await;
             }
         });
     }

@@ -21,6 +21,14 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("invalid value in environment variable {var}: {message}")]
     Env { var: &'static str, message: String },
+    #[error(
+        "no certificate revocation source: with dev_mode = false, list the CA's CRLs in \
+         [tls] crls (GATEWAY_TLS_CRLS), or set [tls] revocation = \"none\" \
+         (GATEWAY_TLS_REVOCATION) to run without revocation checking"
+    )]
+    NoRevocationSource,
+    #[error("[tls] revocation = \"none\" but [tls] crls lists CRLs: remove one or the other")]
+    RevocationConflict,
 }
 
 /// The whole configuration. Field docs are the reference documentation
@@ -163,6 +171,49 @@ pub struct TlsConfig {
     pub crls: Vec<PathBuf>,
     /// Seconds a client has to finish the TLS handshake. Env: `GATEWAY_TLS_HANDSHAKE_TIMEOUT`.
     pub handshake_timeout_secs: u64,
+    /// `crl` (default): client certificates are checked against `crls`, and
+    /// with `dev_mode = false` starting without any is an error. `none`: no
+    /// revocation checking, stated explicitly. Env: `GATEWAY_TLS_REVOCATION`.
+    pub revocation: Revocation,
+    /// A CRL past its `nextUpdate`: `refuse` (default) the certificates of its
+    /// issuer until a fresh one is loaded, or `accept` them; either way logged
+    /// and audited. Env: `GATEWAY_TLS_STALE_CRL`.
+    pub stale_crl: crate::tls::StaleCrl,
+}
+
+/// Whether client certificates are checked for revocation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Revocation {
+    /// Against the CRLs in `[tls] crls` (reloaded on SIGHUP).
+    #[default]
+    Crl,
+    /// Not at all.
+    None,
+}
+
+impl std::str::FromStr for Revocation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Revocation, String> {
+        match s {
+            "crl" => Ok(Revocation::Crl),
+            "none" => Ok(Revocation::None),
+            other => Err(format!("`{other}`: expected `crl` or `none`")),
+        }
+    }
+}
+
+impl TlsConfig {
+    /// The files the server's TLS material is read from.
+    pub fn files(&self) -> crate::tls::TlsFiles {
+        crate::tls::TlsFiles {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            crls: self.crls.clone(),
+            stale_crl: self.stale_crl,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -206,6 +257,8 @@ impl Default for TlsConfig {
             key: dev.join("server.key"),
             crls: Vec::new(),
             handshake_timeout_secs: 10,
+            revocation: Revocation::Crl,
+            stale_crl: crate::tls::StaleCrl::Refuse,
         }
     }
 }
@@ -229,6 +282,17 @@ impl Config {
         };
         config.apply_env(|k| std::env::var(k).ok())?;
         Ok(config)
+    }
+
+    /// A production gateway checks revocation unless told, in so many words,
+    /// not to: without CRLs, a revoked certificate would keep its access
+    /// silently. Dev mode may run without (it says so at start).
+    pub fn check_revocation(&self) -> Result<(), ConfigError> {
+        match (self.tls.revocation, self.tls.crls.is_empty()) {
+            (Revocation::None, false) => Err(ConfigError::RevocationConflict),
+            (Revocation::Crl, true) if !self.dev_mode => Err(ConfigError::NoRevocationSource),
+            _ => Ok(()),
+        }
     }
 
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
@@ -290,6 +354,12 @@ impl Config {
         }
         if let Some(v) = get("GATEWAY_TLS_HANDSHAKE_TIMEOUT") {
             self.tls.handshake_timeout_secs = parse("GATEWAY_TLS_HANDSHAKE_TIMEOUT", &v)?;
+        }
+        if let Some(v) = get("GATEWAY_TLS_REVOCATION") {
+            self.tls.revocation = parse("GATEWAY_TLS_REVOCATION", &v)?;
+        }
+        if let Some(v) = get("GATEWAY_TLS_STALE_CRL") {
+            self.tls.stale_crl = parse("GATEWAY_TLS_STALE_CRL", &v)?;
         }
         if let Some(v) = get("GATEWAY_OTLP_ENDPOINT").or_else(|| get("OTEL_EXPORTER_OTLP_ENDPOINT"))
         {
@@ -424,6 +494,42 @@ mod tests {
             .apply_env(|k| (k == "GATEWAY_CASE_NUMBER_PATTERN").then(|| ".+".into()))
             .unwrap_err();
         assert!(err.to_string().contains("bound the length"), "{err}");
+    }
+
+    #[test]
+    fn production_without_a_revocation_source_is_refused_unless_stated() {
+        let production = |toml: &str| {
+            let mut c: Config = toml::from_str(toml).unwrap();
+            c.dev_mode = false;
+            c.check_revocation()
+        };
+        let err = production("").unwrap_err();
+        assert!(matches!(err, ConfigError::NoRevocationSource));
+        assert!(err.to_string().contains("revocation = \"none\""), "{err}");
+        production("[tls]\nrevocation = \"none\"").unwrap();
+        production("[tls]\ncrls = [\"crl.pem\"]").unwrap();
+        assert!(matches!(
+            production("[tls]\nrevocation = \"none\"\ncrls = [\"crl.pem\"]"),
+            Err(ConfigError::RevocationConflict)
+        ));
+        // Dev mode may run without.
+        Config::default().check_revocation().unwrap();
+        // From the environment as well.
+        let mut c = Config::default();
+        c.apply_env(|k| match k {
+            "GATEWAY_DEV_MODE" => Some("false".into()),
+            "GATEWAY_TLS_REVOCATION" => Some("none".into()),
+            "GATEWAY_TLS_STALE_CRL" => Some("accept".into()),
+            _ => None,
+        })
+        .unwrap();
+        c.check_revocation().unwrap();
+        assert_eq!(c.tls.stale_crl, crate::tls::StaleCrl::Accept);
+        assert!(
+            c.apply_env(|k| (k == "GATEWAY_TLS_REVOCATION").then(|| "maybe".into()))
+                .is_err()
+        );
+        assert!(toml::from_str::<Config>("[tls]\nstale_crl = \"ignore\"").is_err());
     }
 
     #[test]

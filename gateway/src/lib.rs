@@ -239,11 +239,101 @@ pub enum ServeError {
     Audit(#[from] store::StoreError),
 }
 
+/// How often the CRLs in force are checked for having passed their
+/// `nextUpdate` (handshakes check it themselves; this says so in the log).
+const STALE_CRL_CHECK: Duration = Duration::from_secs(10);
+
+/// Reloads the TLS material (SIGHUP; tests call it directly): new handshakes
+/// use the new server certificate, key, CA and CRLs, and established
+/// connections whose certificate the new CRLs revoke are closed (each
+/// audited as `connection_closed`). A failed reload keeps the previous
+/// material serving, and is logged and audited.
+pub fn reload_tls(gateway: &Gateway, tls: &tls::ServerTls) -> Result<tls::Reloaded, tls::TlsError> {
+    match tls.reload() {
+        Ok(reloaded) => {
+            tracing::info!(
+                server_cert_serial = %reloaded.server_serial,
+                crls = reloaded.crls,
+                revoked = reloaded.revoked,
+                closed_connections = reloaded.closed,
+                "TLS material reloaded"
+            );
+            let mut entries = vec![
+                audit::TlsReloaded {
+                    server_cert_serial: &reloaded.server_serial,
+                    crls: reloaded.crls as u64,
+                    revoked_certificates: reloaded.revoked as u64,
+                    closed_connections: reloaded.closed as u64,
+                }
+                .entry(audit::GATEWAY),
+            ];
+            entries.extend(stale_crl_entries(&reloaded.stale));
+            if let Err(e) = gateway.store.append_audit(&entries) {
+                tracing::error!(error = %e, "cannot record a TLS reload");
+            }
+            Ok(reloaded)
+        }
+        Err(e) => {
+            let problem = e.to_string();
+            tracing::error!(
+                code = e.code(),
+                problem = %problem,
+                "TLS RELOAD REFUSED: the previous certificate, key and CRLs keep serving"
+            );
+            let entry = audit::TlsReloadRefused {
+                code: e.code(),
+                problem: &problem,
+            }
+            .entry(audit::GATEWAY);
+            if let Err(e) = gateway.store.append_audit(&[entry]) {
+                tracing::error!(error = %e, "cannot record a refused TLS reload");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Logs each stale CRL loudly and returns its audit entries.
+fn stale_crl_entries(stale: &[tls::StaleCrlReport]) -> Vec<audit::AuditEntry> {
+    stale
+        .iter()
+        .map(|s| {
+            let next_update = time::OffsetDateTime::from_unix_timestamp(s.next_update)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_else(|| s.next_update.to_string());
+            let crl = s.path.display().to_string();
+            match s.policy {
+                tls::StaleCrl::Refuse => tracing::error!(
+                    crl = %crl,
+                    next_update = %next_update,
+                    "STALE CRL: past its nextUpdate; certificates it covers are REFUSED until a fresh CRL is loaded (SIGHUP)"
+                ),
+                tls::StaleCrl::Accept => tracing::error!(
+                    crl = %crl,
+                    next_update = %next_update,
+                    "STALE CRL: past its nextUpdate; accepted (stale_crl = \"accept\"): revocations since are unseen"
+                ),
+            }
+            audit::CrlStale {
+                crl: &crl,
+                next_update: &next_update,
+                policy: s.policy.as_str(),
+            }
+            .entry(audit::GATEWAY)
+        })
+        .collect()
+}
+
 /// Serves the gateway on `listener` until `shutdown` completes, then drains.
+/// The TLS material is `tls`; [`reload_tls`] reloads it.
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
-    tls: Arc<rustls::ServerConfig>,
+    tls: Arc<tls::ServerTls>,
     handshake_timeout: Duration,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
@@ -258,7 +348,56 @@ pub async fn serve(
     ];
     // Deliveries name their policy by version; its field table is here.
     entries.extend(audit::PolicyRecorded::entries(&policies));
+    entries.extend(stale_crl_entries(&tls.newly_stale()));
     gateway.store.append_audit(&entries)?;
+
+    // Connections a reload closes (their certificate now revoked) are audited
+    // under the certificate's identity.
+    {
+        let store = gateway.store.clone();
+        let trust_domain = gateway.trust_domain.clone();
+        tls.on_connection_closed(move |closed| {
+            let actor = identity::principal_from_cert(&closed.end_entity, &trust_domain)
+                .map(|p| p.to_string())
+                .unwrap_or_else(|_| audit::ANONYMOUS.to_string());
+            let peer = closed.peer.map(|p| p.ip().to_string()).unwrap_or_default();
+            let entry = audit::ConnectionClosed {
+                code: "revoked_after_reload",
+                peer: &peer,
+                serial: &closed.serial,
+            }
+            .entry(&actor);
+            store.append_audit_queued(
+                vec![entry],
+                Box::new(|r| {
+                    if let Err(e) = r {
+                        tracing::error!(error = %e, "cannot record a closed connection");
+                    }
+                }),
+            );
+        });
+    }
+    // A CRL that passes its nextUpdate while serving is said so once.
+    let stale_watch = {
+        let (gateway, tls) = (gateway.clone(), tls.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(STALE_CRL_CHECK);
+            loop {
+                tick.tick().await;
+                let entries = stale_crl_entries(&tls.newly_stale());
+                if !entries.is_empty() {
+                    gateway.store.append_audit_queued(
+                        entries,
+                        Box::new(|r| {
+                            if let Err(e) = r {
+                                tracing::error!(error = %e, "cannot record a stale CRL");
+                            }
+                        }),
+                    );
+                }
+            }
+        })
+    };
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<ingest::IngestRoutes>().await;
@@ -274,21 +413,24 @@ pub async fn serve(
         .build_v1()?;
 
     // Anyone who can reach the port can fail a handshake: each peer address
-    // and reason is recorded once per window, the repeats counted.
+    // and reason code is recorded once per window, the repeats counted.
     let refusal_window = Duration::from_secs(gateway.limits.refusal_window_secs);
     let refused_handshakes = audit::repeats::Repeats::new(
         gateway.store.clone(),
         refusal_window,
-        ("(other peers)".to_string(), "(several)".to_string()),
-        Box::new(|(peer, reason): &(String, String), repeated, window| {
-            ConnectionRefused {
-                peer,
-                reason,
-                repeated,
-                within_secs: window.as_secs().max(1),
-            }
-            .entry(audit::ANONYMOUS)
-        }),
+        ("(other peers)".to_string(), None),
+        Box::new(
+            |(peer, reason): &(String, Option<tls::RefusalReason>), repeated, window| {
+                ConnectionRefused {
+                    peer,
+                    code: reason.map_or("several", |r| r.code()),
+                    reason: reason.map_or("(several reasons)", |r| r.description()),
+                    repeated,
+                    within_secs: window.as_secs().max(1),
+                }
+                .entry(audit::ANONYMOUS)
+            },
+        ),
     );
     let store = gateway.store.clone();
     let handshakes = tls::Handshakes {
@@ -297,13 +439,14 @@ pub async fn serve(
     };
     let incoming = tls::incoming(listener, tls, handshakes, move |refused| {
         let peer = refused.peer.map(|p| p.ip().to_string()).unwrap_or_default();
-        let key = (peer, refused.reason);
+        let key = (peer, Some(refused.reason));
         if !refused_handshakes.first(&key) {
             return;
         }
         let entry = ConnectionRefused {
             peer: &key.0,
-            reason: &key.1,
+            code: refused.reason.code(),
+            reason: refused.reason.description(),
             repeated: 0,
             within_secs: 0,
         }
@@ -349,6 +492,7 @@ pub async fn serve(
         })
         .await?;
     checkpointer.abort();
+    stale_watch.abort();
     tracing::info!("gateway stopped");
     Ok(())
 }

@@ -152,10 +152,23 @@ impl Ca {
 
     /// A CRL revoking the given serial numbers, valid for 30 days.
     pub fn crl(&self, revoked: &[&[u8]]) -> Result<String, PkiError> {
+        self.crl_until(
+            revoked,
+            time::OffsetDateTime::now_utc() + time::Duration::days(30),
+        )
+    }
+
+    /// A CRL revoking the given serial numbers whose `nextUpdate` is
+    /// `next_update` (in the past: a stale CRL).
+    pub fn crl_until(
+        &self,
+        revoked: &[&[u8]],
+        next_update: time::OffsetDateTime,
+    ) -> Result<String, PkiError> {
         let now = time::OffsetDateTime::now_utc();
         let params = CertificateRevocationListParams {
-            this_update: now - time::Duration::hours(1),
-            next_update: now + time::Duration::days(30),
+            this_update: now.min(next_update) - time::Duration::hours(1),
+            next_update,
             crl_number: SerialNumber::from(1u64),
             issuing_distribution_point: None,
             revoked_certs: revoked

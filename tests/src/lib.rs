@@ -134,6 +134,22 @@ impl TestPki {
         std::fs::write(self.path("crl.pem"), self.ca.crl(&serials).unwrap()).unwrap();
     }
 
+    /// Writes `crl.pem` revoking the given certificates, with the given
+    /// `nextUpdate` (in the past: a stale CRL).
+    pub fn write_crl_until(&self, revoked: &[&Issued], next_update: time::OffsetDateTime) {
+        let serials: Vec<&[u8]> = revoked.iter().map(|i| i.serial.as_slice()).collect();
+        let crl = self.ca.crl_until(&serials, next_update).unwrap();
+        std::fs::write(self.path("crl.pem"), crl).unwrap();
+    }
+
+    /// Issues a new server certificate (rotation) and writes it over
+    /// `server.pem`/`server.key`.
+    pub fn rotate_server(&mut self) -> Issued {
+        let issued = self.ca.issue_server(&["localhost", "127.0.0.1"]).unwrap();
+        issued.write(self.dir.path(), "server").unwrap();
+        issued
+    }
+
     /// Client TLS files for an identity issued by [`TestPki::issue`].
     pub fn client(&self, identity: &str) -> ClientTls {
         ClientTls::dev(self.dir.path(), identity).unwrap()
@@ -175,6 +191,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// The gateway served (e.g. to reload its policies as SIGHUP does).
     pub gateway: Arc<gateway::Gateway>,
+    /// Its TLS material (see [`TestServer::reload_tls`]).
+    pub tls: Arc<gateway::tls::ServerTls>,
     pub data_dir: PathBuf,
     pub keys_file: PathBuf,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -240,12 +258,50 @@ impl TestServer {
         Self::start_serving(pki, state, limits, Arc::new(store), dir).await
     }
 
+    /// As [`TestServer::start`], treating a CRL past its `nextUpdate` as `stale_crl` says.
+    pub async fn start_with_stale_crl(
+        pki: &TestPki,
+        state: &ServerState,
+        stale_crl: gateway::tls::StaleCrl,
+    ) -> TestServer {
+        let store = gateway::store::sqlite::SqliteStore::open(&state.data_dir()).unwrap();
+        let limits = gateway::limits::LimitsConfig::default();
+        Self::start_serving_tls(
+            pki,
+            state,
+            limits,
+            Arc::new(store),
+            &shipped_policies(),
+            stale_crl,
+        )
+        .await
+    }
+
     async fn start_serving(
         pki: &TestPki,
         state: &ServerState,
         limits: gateway::limits::LimitsConfig,
         store: Arc<dyn gateway::store::Store>,
         policies_dir: &Path,
+    ) -> TestServer {
+        Self::start_serving_tls(
+            pki,
+            state,
+            limits,
+            store,
+            policies_dir,
+            gateway::tls::StaleCrl::Refuse,
+        )
+        .await
+    }
+
+    async fn start_serving_tls(
+        pki: &TestPki,
+        state: &ServerState,
+        limits: gateway::limits::LimitsConfig,
+        store: Arc<dyn gateway::store::Store>,
+        policies_dir: &Path,
+        stale_crl: gateway::tls::StaleCrl,
     ) -> TestServer {
         gateway::tls::install_crypto_provider();
         let keys = gateway::keys::Keys::load(&state.keys_file(), true).unwrap();
@@ -263,26 +319,35 @@ impl TestServer {
             .with_policies_dir(policies_dir.to_path_buf()),
         );
         let served = gw.clone();
-        let tls = gateway::tls::server_config(
-            &pki.path("ca.pem"),
-            &pki.path("server.pem"),
-            &pki.path("server.key"),
-            &[pki.path("crl.pem")],
-        )
+        let tls = gateway::tls::ServerTls::load(gateway::tls::TlsFiles {
+            ca: pki.path("ca.pem"),
+            cert: pki.path("server.pem"),
+            key: pki.path("server.key"),
+            crls: vec![pki.path("crl.pem")],
+            stale_crl,
+        })
         .unwrap();
+        let served_tls = tls.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            gateway::serve(listener, served, tls, Duration::from_secs(5), async {
-                let _ = rx.await;
-            })
+            gateway::serve(
+                listener,
+                served,
+                served_tls,
+                Duration::from_secs(5),
+                async {
+                    let _ = rx.await;
+                },
+            )
             .await
             .unwrap();
         });
         TestServer {
             addr,
             gateway: gw,
+            tls,
             data_dir: state.data_dir(),
             keys_file: state.keys_file(),
             shutdown: Some(tx),
@@ -292,6 +357,11 @@ impl TestServer {
 
     pub async fn connect(&self, tls: &ClientTls) -> anyhow::Result<Channel> {
         client::connect(&self.addr.to_string(), tls).await
+    }
+
+    /// Reloads the TLS material from the PKI's files, as SIGHUP does.
+    pub fn reload_tls(&self) -> Result<gateway::tls::Reloaded, gateway::tls::TlsError> {
+        gateway::reload_tls(&self.gateway, &self.tls)
     }
 
     /// Stops the server and waits until it has drained.
@@ -361,7 +431,7 @@ impl ProcessServer {
         ProcessServer { child, addr }
     }
 
-    /// Sends SIGHUP (policy reload).
+    /// Sends SIGHUP (policy and TLS reload).
     pub fn hangup(&self) {
         let ok = std::process::Command::new("kill")
             .args(["-HUP", &self.child.id().to_string()])
@@ -503,4 +573,50 @@ pub fn hrss_header() -> Vec<u8> {
     let end = bytes.iter().position(|&b| b == b'\n').unwrap();
     let line = &bytes[..end];
     line.strip_suffix(b"\r").unwrap_or(line).to_vec()
+}
+
+/// One TLS handshake with the server at `addr`, without gRPC: the server's
+/// certificate (DER) if the server accepted the client's certificate, an
+/// error if it refused it. With TLS 1.3 the client finishes its side before
+/// the server has verified the client, so a refusal shows as an alert on the
+/// first read; an accepted client gets the server's HTTP/2 SETTINGS.
+pub async fn tls_handshake(addr: SocketAddr, tls: &ClientTls) -> std::io::Result<Vec<u8>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&tls.ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(gateway::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut config = match &tls.identity {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_file_iter(cert)
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect(),
+                PrivateKeyDer::from_pem_file(key).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = ServerName::try_from(tls.server_name.clone()).unwrap();
+    let mut stream = connector.connect(name, tcp).await?;
+    let server_cert = stream.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    // The HTTP/2 connection preface and an empty SETTINGS frame.
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await?;
+    let mut first = [0u8; 1];
+    if stream.read(&mut first).await? == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(server_cert)
 }

@@ -43,4 +43,5 @@ mod push_samples;
 mod refusal_floods;
 mod refused_connections;
 mod reidentification;
+mod revocation_reload;
 mod role_matrix;

@@ -4,8 +4,11 @@
 //! summary entry records the count when the window closes.
 
 use gateway::limits::{Limit, LimitsConfig};
+use gateway::pki::Validity;
 use gateway::proto::{AuditEntry, AuditQuery, audit_client::AuditClient};
-use gateway_tests::{ServerState, TestPki, TestServer, audit_entries};
+use gateway_tests::{ServerState, TestPki, TestServer, audit_entries, tls_handshake};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 const FLOOD: u64 = 25;
@@ -145,4 +148,100 @@ async fn every_call_refused_by_a_limit_or_the_role_matrix_is_counted() {
         );
     }
     server.stop().await;
+}
+
+/// Handshakes with an expired certificate from one address fold into one entry
+/// and its summary: they are keyed by a stable reason code, not by rustls'
+/// error text, which carries the current time (one entry per second before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_certificate_refusals_fold_by_reason_code() {
+    const HANDSHAKES: u64 = 1_000;
+    const AT_ONCE: u64 = 8;
+    let mut pki = TestPki::new();
+    pki.issue("auditor/compliance");
+    pki.issue_with("auditor/expired", Validity::Expired);
+    let state = ServerState::new();
+    // One window longer than the flood.
+    let server = TestServer::start_with_limits(&pki, &state, LimitsConfig::default()).await;
+    let gateway = server.gateway.clone();
+    let expired = pki.client("auditor/expired");
+
+    // A few at a time, in two halves a second apart: a key that held the
+    // time of day would split the flood at least in two.
+    let done = Arc::new(AtomicU64::new(0));
+    for half in 1..=2 {
+        let workers: Vec<_> = (0..AT_ONCE)
+            .map(|_| {
+                let (done, expired, addr) = (done.clone(), expired.clone(), server.addr);
+                tokio::spawn(async move {
+                    while done.fetch_add(1, Ordering::Relaxed) < half * HANDSHAKES / 2 {
+                        assert!(
+                            tls_handshake(addr, &expired).await.is_err(),
+                            "an expired certificate got through"
+                        );
+                    }
+                    done.fetch_sub(1, Ordering::Relaxed);
+                })
+            })
+            .collect();
+        for w in workers {
+            w.await.unwrap();
+        }
+        if half == 1 {
+            tokio::time::sleep(Duration::from_millis(1_100)).await;
+        }
+    }
+    assert_eq!(done.load(Ordering::Relaxed), HANDSHAKES);
+
+    // While the window is open: one entry, with the code and a fixed text.
+    let live = accounted_entries(&server, &pki, "connection_refused", "anonymous", 1).await;
+    assert_eq!(live.len(), 1, "{live:?}");
+    let details: serde_json::Value = serde_json::from_str(&live[0].details_json).unwrap();
+    assert_eq!(details["code"], "certificate_expired", "{details}");
+    assert_eq!(
+        details["reason"], "the certificate has expired",
+        "{details}"
+    );
+    assert_eq!(details["peer"], "127.0.0.1", "{details}");
+
+    // Stopping closes the window: its summary counts the rest.
+    server.stop().await;
+    let mut entries = Vec::new();
+    for _ in 0..50 {
+        entries = stored_entries(&gateway, "connection_refused");
+        if entries
+            .iter()
+            .map(|d| d["repeated"].as_u64().unwrap_or(1))
+            .sum::<u64>()
+            >= HANDSHAKES
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(entries.len() <= 2, "{entries:?}");
+    let total: u64 = entries
+        .iter()
+        .map(|d| d["repeated"].as_u64().unwrap_or(1))
+        .sum();
+    assert_eq!(total, HANDSHAKES, "{entries:?}");
+    assert!(
+        entries.iter().all(|d| d["code"] == "certificate_expired"),
+        "{entries:?}"
+    );
+}
+
+/// The details of the stored entries with `action`, read from the store.
+fn stored_entries(gateway: &gateway::Gateway, action: &str) -> Vec<serde_json::Value> {
+    gateway
+        .store
+        .query_audit(&gateway::store::AuditFilter {
+            action: Some(action.into()),
+            limit: 1_000,
+            ..Default::default()
+        })
+        .unwrap()
+        .into_iter()
+        .map(|e| e.decode().unwrap().details.to_json())
+        .collect()
 }

@@ -641,6 +641,11 @@ impl AuditEvent for Denied<'_> {
 #[derive(Debug, Serialize)]
 pub struct ConnectionRefused<'a> {
     pub peer: &'a str,
+    /// A stable code (`crate::tls::RefusalReason::code`), `several` in the
+    /// summary of the peers past the tracked ones.
+    pub code: &'a str,
+    /// A fixed description of the code, never the handshake's error text
+    /// (it carries the time of day, and for some errors what the peer sent).
     pub reason: &'a str,
     /// In a summary ([`repeats`]): how many more handshakes from this peer
     /// failed so within `within_secs` of its previous entry.
@@ -654,6 +659,81 @@ impl AuditEvent for ConnectionRefused<'_> {
     const ACTION: &'static str = "connection_refused";
     fn outcome(&self) -> Outcome {
         Outcome::Denied
+    }
+}
+
+/// An established connection was closed by the gateway: after a reload, a CRL
+/// revokes its client certificate. The actor is the certificate's identity.
+#[derive(Debug, Serialize)]
+pub struct ConnectionClosed<'a> {
+    /// `revoked_after_reload`.
+    pub code: &'a str,
+    pub peer: &'a str,
+    /// The client certificate's serial number (hex).
+    pub serial: &'a str,
+}
+
+impl AuditEvent for ConnectionClosed<'_> {
+    const ACTION: &'static str = "connection_closed";
+    fn outcome(&self) -> Outcome {
+        Outcome::Denied
+    }
+}
+
+/// The TLS material (server certificate and key, CA, CRLs) was reloaded
+/// (SIGHUP): new handshakes use it.
+#[derive(Debug, Serialize)]
+pub struct TlsReloaded<'a> {
+    /// The server certificate now served (serial number, hex).
+    pub server_cert_serial: &'a str,
+    pub crls: u64,
+    /// Certificates the loaded CRLs revoke.
+    pub revoked_certificates: u64,
+    /// Established connections closed because the new CRLs revoke them.
+    pub closed_connections: u64,
+}
+
+impl AuditEvent for TlsReloaded<'_> {
+    const ACTION: &'static str = "tls_reloaded";
+}
+
+/// A TLS reload failed (a file unreadable or invalid); the previous material
+/// keeps serving.
+#[derive(Debug, Serialize)]
+pub struct TlsReloadRefused<'a> {
+    /// A stable code (`crate::tls::TlsError::code`).
+    pub code: &'a str,
+    /// The error (configured paths and parser messages, no caller data).
+    pub problem: &'a str,
+}
+
+impl AuditEvent for TlsReloadRefused<'_> {
+    const ACTION: &'static str = "tls_reload_refused";
+    fn outcome(&self) -> Outcome {
+        Outcome::Rejected
+    }
+}
+
+/// A CRL in force is past its `nextUpdate`: revocations published since are
+/// unseen. With `stale_crl = "refuse"` (outcome `rejected`) handshakes of
+/// certificates it covers fail until a fresh CRL is loaded.
+#[derive(Debug, Serialize)]
+pub struct CrlStale<'a> {
+    pub crl: &'a str,
+    /// RFC 3339.
+    pub next_update: &'a str,
+    /// `refuse` or `accept`.
+    pub policy: &'a str,
+}
+
+impl AuditEvent for CrlStale<'_> {
+    const ACTION: &'static str = "crl_stale";
+    fn outcome(&self) -> Outcome {
+        if self.policy == "accept" {
+            Outcome::Ok
+        } else {
+            Outcome::Rejected
+        }
     }
 }
 

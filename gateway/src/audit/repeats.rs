@@ -230,6 +230,7 @@ mod tests {
             Box::new(|peer: &String, repeated, window| {
                 ConnectionRefused {
                     peer,
+                    code: "test",
                     reason: "test",
                     repeated,
                     within_secs: window.as_secs(),
