@@ -18,6 +18,7 @@ mod audit_tamper_altered_byte;
 mod audit_tamper_dropped_reordered;
 mod audit_tamper_rewritten_history;
 mod audit_trail;
+mod audit_verify_strict;
 mod capabilities;
 mod cli_pull_resume;
 mod cli_quickstart;
