@@ -25,6 +25,7 @@ mod cli_quickstart;
 mod cli_simulate;
 mod crash_durability;
 mod data_at_rest;
+mod dev_mode_only_on_loopback;
 mod health_and_reflection;
 mod key_rotation;
 mod limits;
