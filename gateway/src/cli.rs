@@ -120,10 +120,12 @@ struct PreviewArgs {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// Configuration file (TOML). Without one, documented defaults (dev mode) apply.
+    /// Configuration file (TOML); it must state `dev_mode`. Without one,
+    /// documented defaults apply: dev mode, on 127.0.0.1:7443.
     #[arg(long, env = "GATEWAY_CONFIG")]
     config: Option<PathBuf>,
-    /// Address to listen on (overrides the configuration).
+    /// Address to listen on (overrides the configuration). Dev mode listens
+    /// only on a loopback address.
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
     /// Data directory of the embedded store (overrides the configuration).
@@ -393,6 +395,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(d) = args.data_dir {
         config.data_dir = d;
     }
+    config.check_dev_mode()?;
     let _telemetry = crate::telemetry::init(&config.telemetry)?;
     if config.dev_mode {
         tracing::warn!("==================================================================");

@@ -357,6 +357,9 @@ pub async fn export_to_file(
     while let Some(chunk) = stream.next().await {
         let chunk = chunk?;
         if let Some(cp) = chunk.checkpoint {
+            if size.is_some() {
+                bail!("the export sent a second checkpoint");
+            }
             writeln!(out, "{}", export::header_line(&cp.note))?;
             size = Some(cp.size);
         }
@@ -364,15 +367,7 @@ pub async fn export_to_file(
             bail!("the export did not start with a checkpoint");
         }
         for l in &chunk.leaves {
-            writeln!(
-                out,
-                "{}",
-                export::leaf_line(
-                    l.seq,
-                    &l.leaf_hash,
-                    (!l.missing).then_some(&l.canonical[..])
-                )
-            )?;
+            writeln!(out, "{}", exported_line(l)?)?;
             n += 1;
         }
     }
@@ -380,6 +375,28 @@ pub async fn export_to_file(
     drop(out);
     std::fs::rename(&tmp, out_path)?;
     Ok((n, size.context("the export was empty")?))
+}
+
+/// The export file's line for one leaf the gateway sent. The file says
+/// `"entry": null` for exactly the entries the gateway no longer holds: an
+/// entry flagged missing but sent, or sent empty but not flagged, is refused
+/// rather than written down as something else.
+fn exported_line(l: &proto::ExportedLeaf) -> anyhow::Result<String> {
+    match (l.missing, l.canonical.is_empty()) {
+        (true, false) => bail!(
+            "the export's entry {} is flagged missing but holds bytes",
+            l.seq
+        ),
+        (false, true) => bail!(
+            "the export's entry {} is empty but not flagged missing",
+            l.seq
+        ),
+        _ => Ok(export::leaf_line(
+            l.seq,
+            &l.leaf_hash,
+            (!l.missing).then_some(&l.canonical[..]),
+        )),
+    }
 }
 
 /// The verifier key string, given directly or in a file.
@@ -492,4 +509,32 @@ async fn erase_note(a: EraseNoteArgs) -> anyhow::Result<()> {
         r.seq, r.erasure_seq
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exported_line_says_missing_exactly_when_the_entry_is_missing() {
+        let leaf = |missing: bool, canonical: &[u8]| proto::ExportedLeaf {
+            seq: 3,
+            leaf_hash: vec![7; 32],
+            canonical: canonical.to_vec(),
+            missing,
+        };
+        assert_eq!(
+            exported_line(&leaf(false, b"entry")).unwrap(),
+            export::leaf_line(3, &[7; 32], Some(b"entry"))
+        );
+        assert!(
+            exported_line(&leaf(true, b""))
+                .unwrap()
+                .ends_with("\"entry\":null}")
+        );
+        for (missing, canonical) in [(true, &b"entry"[..]), (false, &b""[..])] {
+            let err = exported_line(&leaf(missing, canonical)).unwrap_err();
+            assert!(err.to_string().contains("entry 3"), "{err}");
+        }
+    }
 }

@@ -1,10 +1,12 @@
 //! Gateway configuration: one TOML file with documented defaults, every setting
 //! overridable from the environment (`GATEWAY_*`), and the command line on top.
 //!
-//! The defaults are dev mode: certificates and keys are generated on first run
-//! under `certs/dev/`, so `gateway serve` works on a fresh checkout. A production
-//! configuration sets `dev_mode = false`, and then missing certificates or keys
-//! are an error, never silently generated.
+//! Without a configuration file the defaults are dev mode: certificates and
+//! keys are generated on first run under `certs/dev/`, so `gateway serve` works
+//! on a fresh checkout. Dev mode is safe only on this machine, so it serves only
+//! on a loopback address, and a configuration file must state `dev_mode`: a
+//! production file that forgot it would otherwise fall into dev mode and
+//! generate certificates and keys where missing ones must be an error.
 
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -29,6 +31,17 @@ pub enum ConfigError {
     NoRevocationSource,
     #[error("[tls] revocation = \"none\" but [tls] crls lists CRLs: remove one or the other")]
     RevocationConflict,
+    #[error(
+        "configuration file {path} does not state `dev_mode`: set `dev_mode = false` for real data \
+         (certificates and keys must then exist), or `dev_mode = true` for a trial on this machine"
+    )]
+    DevModeUnstated { path: PathBuf },
+    #[error(
+        "refusing to start: dev mode only on a loopback address, not {listen} (its certificates \
+         and keys are generated, not issued); listen on 127.0.0.1 or [::1], or set \
+         `dev_mode = false` with real certificates and keys"
+    )]
+    DevModeNotLoopback { listen: SocketAddr },
 }
 
 /// The whole configuration. Field docs are the reference documentation
@@ -43,8 +56,9 @@ pub struct Config {
     /// Trust domain of the SPIFFE-style certificate URIs. Env: `GATEWAY_TRUST_DOMAIN`.
     /// Default `exchange.wuhu.example`.
     pub trust_domain: String,
-    /// Generate missing dev certificates and keys, and say so loudly. Env: `GATEWAY_DEV_MODE`.
-    /// Default `true`.
+    /// Generate missing dev certificates and keys, and say so loudly; only on a
+    /// loopback `listen` address. Env: `GATEWAY_DEV_MODE`. A configuration file
+    /// must state it; `true` without a file.
     pub dev_mode: bool,
     /// Directory of the union consumers' policy files. Env: `GATEWAY_POLICIES_DIR`.
     /// Default `policies/shipped`.
@@ -295,15 +309,36 @@ impl Config {
         }
     }
 
+    /// The file over the defaults; it must state `dev_mode`.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        let parse = |e: toml::de::Error| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
-        })
+        };
+        let config: Config = toml::from_str(&text).map_err(parse)?;
+        let table: toml::Table = toml::from_str(&text).map_err(parse)?;
+        if !table.contains_key("dev_mode") {
+            return Err(ConfigError::DevModeUnstated {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(config)
+    }
+
+    /// Dev mode only where it is safe: on a loopback address. Checked once
+    /// every source (file, environment, command line) has had its say, and
+    /// before anything is generated.
+    pub fn check_dev_mode(&self) -> Result<(), ConfigError> {
+        if self.dev_mode && !self.listen.ip().to_canonical().is_loopback() {
+            return Err(ConfigError::DevModeNotLoopback {
+                listen: self.listen,
+            });
+        }
+        Ok(())
     }
 
     /// Overlays environment variables; `get` abstracts the environment for tests.
@@ -494,6 +529,81 @@ mod tests {
             .apply_env(|k| (k == "GATEWAY_CASE_NUMBER_PATTERN").then(|| ".+".into()))
             .unwrap_err();
         assert!(err.to_string().contains("bound the length"), "{err}");
+    }
+
+    fn file(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn a_configuration_file_must_state_dev_mode() {
+        let (_dir, path) = file("listen = \"127.0.0.1:9000\"\n[tls]\ncrls = []\n");
+        let err = Config::from_file(&path).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::DevModeUnstated { path: p } if *p == path),
+            "{err:?}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains(&path.display().to_string()) && message.contains("`dev_mode`"),
+            "{message}"
+        );
+        // Stated either way, it loads; the environment still overrides it.
+        let (_dir, path) = file("dev_mode = false\nlisten = \"0.0.0.0:9000\"\n");
+        let mut c = Config::from_file(&path).unwrap();
+        assert!(!c.dev_mode);
+        c.apply_env(|k| (k == "GATEWAY_DEV_MODE").then(|| "true".into()))
+            .unwrap();
+        assert!(c.dev_mode);
+        let (_dir, path) = file("dev_mode = true\n");
+        assert!(Config::from_file(&path).unwrap().dev_mode);
+        // `dev_mode` inside a table is not the setting.
+        let (_dir, path) = file("[telemetry]\ndev_mode = false\n");
+        assert!(Config::from_file(&path).is_err());
+        // A broken file is reported as broken first.
+        let (_dir, path) = file("listen = 7\n");
+        assert!(matches!(
+            Config::from_file(&path).unwrap_err(),
+            ConfigError::Parse { .. }
+        ));
+    }
+
+    #[test]
+    fn dev_mode_serves_only_on_a_loopback_address() {
+        assert!(Config::default().dev_mode);
+        Config::default().check_dev_mode().unwrap();
+        let at = |listen: &str, dev_mode: bool| Config {
+            listen: listen.parse().unwrap(),
+            dev_mode,
+            ..Config::default()
+        };
+        for ok in [
+            "127.0.0.1:7443",
+            "127.0.0.2:1",
+            "[::1]:7443",
+            "[::ffff:127.0.0.1]:7443",
+        ] {
+            at(ok, true).check_dev_mode().unwrap();
+        }
+        for refused in [
+            "0.0.0.0:7443",
+            "[::]:7443",
+            "10.1.2.3:7443",
+            "[::ffff:10.1.2.3]:7443",
+            "[2001:db8::1]:7443",
+        ] {
+            let err = at(refused, true).check_dev_mode().unwrap_err();
+            assert!(
+                err.to_string().contains(&format!(
+                    "dev mode only on a loopback address, not {refused}"
+                )),
+                "{err}"
+            );
+            at(refused, false).check_dev_mode().unwrap();
+        }
     }
 
     #[test]

@@ -40,7 +40,10 @@ async fn a_flipped_byte_in_the_store_is_named_by_verify() {
     let err = verify_file(&tampered, &state, None).unwrap_err();
     assert_eq!(
         err,
-        gateway::audit::export::VerifyFailure::Altered { seq: target }
+        gateway::audit::export::VerifyFailure::Altered {
+            line: target + 1,
+            seq: target
+        }
     );
 
     // The officer's command line says the same, offline, with the pinned key.
@@ -54,7 +57,7 @@ async fn a_flipped_byte_in_the_store_is_named_by_verify() {
     assert!(!run.status.success());
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(
-        stderr.contains(&format!("entry {target} was altered")),
+        stderr.contains(&format!("line {}: entry {target} was altered", target + 1)),
         "{stderr}"
     );
     let run = std::process::Command::new(env!("CARGO_BIN_EXE_gateway-under-test"))

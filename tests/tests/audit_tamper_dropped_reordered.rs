@@ -1,5 +1,6 @@
 //! An entry dropped from the store or from an export file, and two entries
-//! swapped in either, are detected, and the first affected entry is named.
+//! swapped in either, are detected, and the first affected entry is named
+//! with its line in the file (entry `seq` is on line `seq + 1`).
 
 use crate::audit_support::*;
 use gateway::audit::export::VerifyFailure;
@@ -24,7 +25,10 @@ async fn an_entry_deleted_from_the_store_is_named() {
     let file = export(&server, &pki, out.path(), "dropped.jsonl").await;
     assert_eq!(
         verify_file(&file, &state, None).unwrap_err(),
-        VerifyFailure::Dropped { seq: target }
+        VerifyFailure::EntryMissing {
+            line: target + 1,
+            seq: target
+        }
     );
     server.stop().await;
 }
@@ -56,7 +60,11 @@ async fn two_entries_swapped_in_the_store_are_named() {
     let file = export(&server, &pki, out.path(), "swapped.jsonl").await;
     assert_eq!(
         verify_file(&file, &state, None).unwrap_err(),
-        VerifyFailure::Reordered { seq: a, found: b }
+        VerifyFailure::Reordered {
+            line: a + 1,
+            seq: a,
+            found: b
+        }
     );
     server.stop().await;
 }
@@ -77,7 +85,11 @@ async fn lines_dropped_or_swapped_in_an_export_file_are_named() {
     std::fs::write(&path, dropped.join("\n") + "\n").unwrap();
     assert_eq!(
         verify_file(&path, &state, None).unwrap_err(),
-        VerifyFailure::Dropped { seq: k as u64 }
+        VerifyFailure::Dropped {
+            line: k as u64 + 1,
+            seq: k as u64,
+            found: k as u64 + 1
+        }
     );
 
     let mut swapped = lines.clone();
@@ -87,6 +99,7 @@ async fn lines_dropped_or_swapped_in_an_export_file_are_named() {
     assert_eq!(
         verify_file(&path, &state, None).unwrap_err(),
         VerifyFailure::Reordered {
+            line: k as u64 + 1,
             seq: k as u64,
             found: k as u64 + 1
         }
