@@ -394,6 +394,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.data_dir = d;
     }
     let _telemetry = crate::telemetry::init(&config.telemetry)?;
+    config.telemetry.check(config.dev_mode)?;
     if config.dev_mode {
         tracing::warn!("==================================================================");
         tracing::warn!("DEV MODE: dev certificates and generated keys; NOT FOR PRODUCTION.");
@@ -448,6 +449,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
         });
     }
+    let metrics = gateway.metrics.clone();
+    let scrape = crate::metrics::start_scrape(config.telemetry.metrics_listen, metrics.clone())
+        .await
+        .with_context(|| "cannot serve [telemetry] metrics_listen")?;
     crate::serve(
         listener,
         gateway,
@@ -456,6 +461,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_signal(),
     )
     .await?;
+    if let Some(scrape) = scrape {
+        scrape.abort();
+    }
+    // The last export over OTLP.
+    let _ = tokio::task::spawn_blocking(move || metrics.shutdown()).await;
     Ok(())
 }
 
