@@ -12,6 +12,7 @@ use crate::audit::repeats::Repeats;
 use crate::audit::{self, AuditEvent, Denied};
 use crate::identity::{Principal, PrincipalCache};
 use crate::limits::{RefusedCall, refused_calls};
+use crate::metrics::{Metrics, Refused};
 use crate::store::Store;
 use policies::Operation;
 use std::future::Future;
@@ -230,15 +231,22 @@ pub struct AuthzLayer {
     /// Denials audited one by one once per window per caller, call and code;
     /// the rest are counted ([`crate::audit::repeats`]).
     refusals: Arc<Repeats<RefusedCall>>,
+    metrics: Arc<Metrics>,
 }
 
 impl AuthzLayer {
     /// `refusal_window`: see [`crate::limits::LimitsConfig::refusal_window_secs`].
-    pub fn new(trust_domain: &str, store: Arc<dyn Store>, refusal_window: Duration) -> Self {
+    pub fn new(
+        trust_domain: &str,
+        store: Arc<dyn Store>,
+        refusal_window: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         AuthzLayer {
             principals: Arc::new(PrincipalCache::new(trust_domain)),
             refusals: refused_calls(store.clone(), refusal_window),
             store,
+            metrics,
         }
     }
 }
@@ -295,6 +303,8 @@ where
                 Box::pin(tracing::Instrument::instrument(inner.call(req), span))
             }
             Err(refusal) => {
+                let (rpc, code) = (req.uri().path(), refusal.code);
+                self.layer.metrics.record(Refused { rpc, code });
                 let store = self.layer.store.clone();
                 let refusals = self.layer.refusals.clone();
                 Box::pin(async move {

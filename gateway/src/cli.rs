@@ -397,6 +397,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     config.check_dev_mode()?;
     let _telemetry = crate::telemetry::init(&config.telemetry)?;
+    config.telemetry.check(config.dev_mode)?;
     if config.dev_mode {
         tracing::warn!("==================================================================");
         tracing::warn!("DEV MODE: dev certificates and generated keys; NOT FOR PRODUCTION.");
@@ -451,6 +452,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
         });
     }
+    let metrics = gateway.metrics.clone();
+    let scrape = crate::metrics::start_scrape(config.telemetry.metrics_listen, metrics.clone())
+        .await
+        .with_context(|| "cannot serve [telemetry] metrics_listen")?;
     crate::serve(
         listener,
         gateway,
@@ -459,6 +464,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_signal(),
     )
     .await?;
+    if let Some(scrape) = scrape {
+        scrape.abort();
+    }
+    // The last export over OTLP.
+    let _ = tokio::task::spawn_blocking(move || metrics.shutdown()).await;
     Ok(())
 }
 

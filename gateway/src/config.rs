@@ -42,6 +42,11 @@ pub enum ConfigError {
          `dev_mode = false` with real certificates and keys"
     )]
     DevModeNotLoopback { listen: SocketAddr },
+    #[error(
+        "[telemetry] metrics_listen = {addr}: dev mode serves metrics on a loopback address only \
+         (e.g. 127.0.0.1:9464); set dev_mode = false to listen elsewhere"
+    )]
+    MetricsListenNotLoopback { addr: SocketAddr },
 }
 
 /// The whole configuration. Field docs are the reference documentation
@@ -233,13 +238,43 @@ impl TlsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
-    /// OTLP/gRPC collector endpoint, e.g. `http://127.0.0.1:4317`. Empty = no export,
+    /// OTLP/gRPC collector endpoint for spans and metrics, e.g. `http://127.0.0.1:4317`. Empty = no export,
     /// readable logs only. Env: `GATEWAY_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_ENDPOINT`).
     pub otlp_endpoint: String,
     /// Log filter in `tracing` syntax. Env: `GATEWAY_LOG` (or `RUST_LOG`). Default `info`.
     pub log: String,
     /// `pretty` (human-readable) or `json`. Env: `GATEWAY_LOG_FORMAT`.
     pub log_format: String,
+    /// Address of the Prometheus scrape endpoint (`GET /metrics`), e.g.
+    /// `127.0.0.1:9464`. Empty (the default) = none. In dev mode a loopback
+    /// address only. Env: `GATEWAY_METRICS_LISTEN`.
+    #[serde(deserialize_with = "optional_address")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// An address, or none for an empty string.
+fn optional_address<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    match text.trim() {
+        "" => Ok(None),
+        addr => addr.parse().map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+impl TelemetryConfig {
+    /// Metrics name no person, but they tell who is busy with what: a dev
+    /// gateway, with its generated keys and certificates, keeps them on the
+    /// machine it runs on.
+    pub fn check(&self, dev_mode: bool) -> Result<(), ConfigError> {
+        match self.metrics_listen {
+            Some(addr) if dev_mode && !addr.ip().is_loopback() => {
+                Err(ConfigError::MetricsListenNotLoopback { addr })
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 pub const DEV_CERTS_DIR: &str = "certs/dev";
@@ -283,6 +318,7 @@ impl Default for TelemetryConfig {
             otlp_endpoint: String::new(),
             log: "info".to_string(),
             log_format: "pretty".to_string(),
+            metrics_listen: None,
         }
     }
 }
@@ -405,6 +441,12 @@ impl Config {
         }
         if let Some(v) = get("GATEWAY_LOG_FORMAT") {
             self.telemetry.log_format = v;
+        }
+        if let Some(v) = get("GATEWAY_METRICS_LISTEN") {
+            self.telemetry.metrics_listen = match v.trim() {
+                "" => None,
+                addr => Some(parse("GATEWAY_METRICS_LISTEN", addr)?),
+            };
         }
         if let Some(v) = get("GATEWAY_LIMITS_RATE") {
             self.limits.rate_per_second = parse("GATEWAY_LIMITS_RATE", &v)?;
@@ -640,6 +682,42 @@ mod tests {
                 .is_err()
         );
         assert!(toml::from_str::<Config>("[tls]\nstale_crl = \"ignore\"").is_err());
+    }
+
+    #[test]
+    fn the_metrics_endpoint_is_off_by_default_and_on_loopback_in_dev_mode() {
+        assert_eq!(Config::default().telemetry.metrics_listen, None);
+        let c: Config = toml::from_str("[telemetry]\nmetrics_listen = \"127.0.0.1:9464\"").unwrap();
+        assert_eq!(
+            c.telemetry.metrics_listen,
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        c.telemetry.check(true).unwrap();
+        let mut c: Config = toml::from_str("[telemetry]\nmetrics_listen = \"\"").unwrap();
+        assert_eq!(c.telemetry.metrics_listen, None);
+        assert!(toml::from_str::<Config>("[telemetry]\nmetrics_listen = \"anywhere\"").is_err());
+        // From the environment; a dev gateway refuses every other address.
+        for addr in ["0.0.0.0:9464", "10.1.2.3:9464", "[::]:9464"] {
+            c.apply_env(|k| (k == "GATEWAY_METRICS_LISTEN").then(|| addr.into()))
+                .unwrap();
+            let err = c.telemetry.check(true).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::MetricsListenNotLoopback { .. }),
+                "{addr}"
+            );
+            assert!(err.to_string().contains("loopback"), "{err}");
+            c.telemetry.check(false).unwrap();
+        }
+        c.apply_env(|k| (k == "GATEWAY_METRICS_LISTEN").then(|| "[::1]:9464".into()))
+            .unwrap();
+        c.telemetry.check(true).unwrap();
+        c.apply_env(|k| (k == "GATEWAY_METRICS_LISTEN").then(String::new))
+            .unwrap();
+        assert_eq!(c.telemetry.metrics_listen, None);
+        assert!(
+            c.apply_env(|k| (k == "GATEWAY_METRICS_LISTEN").then(|| "x".into()))
+                .is_err()
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::authz::{self, RequiredOperation};
 use crate::identity::Principal;
 use crate::ingest::record_aad;
 use crate::limits::RefusedCall;
+use crate::metrics::{CaughtUp, Commit, KindTally, LookedUp, PageDelivered, Refused, Reidentified};
 use crate::proto;
 use crate::store::StoredRecord;
 use adapters::{Record, RecordKind};
@@ -225,6 +226,7 @@ impl ExchangeService {
         refused_text: Option<TextDigest>,
     ) -> Result<(), Status> {
         tracing::warn!(caller = actor, rpc, code, "call denied by policy");
+        self.gateway.metrics.record(Refused { rpc, code });
         if !self
             .refusals
             .first(&(actor.to_string(), rpc.to_string(), code))
@@ -309,6 +311,8 @@ struct ShapedPage {
     events: Vec<Bytes>,
     records: u64,
     removed: u64,
+    /// The delivered records by kind (for metrics).
+    kinds: KindTally,
     /// The delivered records' subjects, in the auditors' pseudonym domain (deduplicated).
     subjects: Vec<String>,
     /// Commitment (hash) to exactly what is sent, for the audit entry.
@@ -357,6 +361,7 @@ fn shape_page(
     let mut encoded = bytes::BytesMut::with_capacity(page.len() * 512);
     let mut ends = Vec::with_capacity(page.len());
     let (mut records, mut removed) = (0u64, 0u64);
+    let mut kinds = KindTally::default();
     // The delivered records' subjects, each hashed into the auditors' domain
     // once (a page holds several records of one person).
     let mut people = Vec::new();
@@ -382,6 +387,7 @@ fn shape_page(
             })
         } else {
             records += 1;
+            kinds.add(record.kind);
             let delivered = proto::DeliveredRecord {
                 policy_version: policy.version.clone(),
                 ..deliver(policy, keys, &record)
@@ -421,6 +427,7 @@ fn shape_page(
         events,
         records,
         removed,
+        kinds,
         subjects,
         commitment,
         from_cursor,
@@ -454,6 +461,7 @@ async fn shape_pages(
     let auditors = audit::auditor_pseudonyms(&gateway.keys);
     let mut feed = gateway.feed.subscribe();
     let mut stopping = gateway.stopping.subscribe();
+    let _open = req.follow.then(|| gateway.metrics.follow_stream(&consumer));
     let mut cursor = req.cursor;
     let mut remaining = if req.limit == 0 {
         u64::MAX
@@ -467,6 +475,10 @@ async fn shape_pages(
             Err(reason) => {
                 let actor = format!("union/{consumer}");
                 tracing::warn!(caller = %actor, "a reload withdrew what an open pull delivers");
+                gateway.metrics.record(Refused {
+                    rpc: PULL_PATH,
+                    code: "policy_withdrawn",
+                });
                 let entry = Denied {
                     rpc: PULL_PATH,
                     code: "policy_withdrawn",
@@ -486,6 +498,7 @@ async fn shape_pages(
         };
         let (policy, ids) = policy;
         let take = PAGE.min(remaining.try_into().unwrap_or(PAGE));
+        let head = *feed.borrow();
         let store = gateway.store.clone();
         let stored = tokio::task::spawn_blocking(move || {
             let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
@@ -507,6 +520,11 @@ async fn shape_pages(
             }
         };
         let Some(last) = stored.last() else {
+            // Nothing after the cursor up to the head read before: caught up.
+            gateway.metrics.record(CaughtUp {
+                consumer: &consumer,
+                position: head,
+            });
             if !req.follow {
                 return;
             }
@@ -666,6 +684,7 @@ impl ExchangeService {
         &self,
         request: Request<proto::LookupRequest>,
     ) -> Result<Response<Bytes>, Status> {
+        let started = std::time::Instant::now();
         let authorised = self.authorise(request, LOOKUP_PATH).await?;
         let (req, consumer, policy) = (&authorised.req, &authorised.consumer, authorised.policy());
         let case = case_number(&self.gateway.exchange.case_number_pattern, &req.case_number)?;
@@ -713,7 +732,13 @@ impl ExchangeService {
         }
         .entry(&format!("union/{consumer}"));
         // Audited durably before the answer leaves.
-        audit::record(&self.gateway.store, vec![entry]).await?;
+        let audited = audit::record(&self.gateway.store, vec![entry]);
+        self.gateway
+            .metrics
+            .time_commit_async(Commit::Lookup, audited)
+            .await?;
+        let elapsed = started.elapsed();
+        self.gateway.metrics.record(LookedUp { consumer, elapsed });
         Ok(Response::new(encoded))
     }
 
@@ -823,13 +848,22 @@ impl ExchangeService {
                 }
                 .entry(&format!("union/{consumer}"));
                 // Audited durably before a single record of the page is sent.
-                if let Err(status) = audit::record(&gateway.store, vec![entry]).await {
+                let audited = audit::record(&gateway.store, vec![entry]);
+                let audited = gateway.metrics.time_commit_async(Commit::PullPage, audited);
+                if let Err(status) = audited.await {
                     let _ = audited_tx.send(Err(status)).await;
                     return;
                 }
                 if audited_tx.send(Ok(page.events)).await.is_err() {
                     return;
                 }
+                let (records, to_cursor) = (&page.kinds, page.last_seq);
+                gateway.metrics.record(PageDelivered {
+                    consumer: &consumer,
+                    purpose: &req.purpose,
+                    records,
+                    to_cursor,
+                });
             }
         });
         let events = AuditedEvents {
@@ -953,7 +987,12 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
         .entry(&actor)
         .with_note(note);
         // Audited durably, with its note, before the value is released.
-        audit::record(&self.gateway.store, vec![entry]).await?;
+        let audited = audit::record(&self.gateway.store, vec![entry]);
+        self.gateway
+            .metrics
+            .time_commit_async(Commit::Reidentification, audited)
+            .await?;
+        self.gateway.metrics.record(Reidentified { consumer });
         tracing::info!(consumer = %consumer, field = %sealed.field, "re-identification released");
         Ok(Response::new(proto::ReidentifyResponse {
             field: sealed.field,

@@ -15,6 +15,7 @@ use crate::Gateway;
 use crate::audit::{AuditEvent, BatchPushed};
 use crate::identity::Principal;
 use crate::keys::Keys;
+use crate::metrics::{BatchCommitted, BatchDuplicate, BatchRejected, Commit, Refused};
 use crate::proto::{self, BatchOutcome, NativeFormat};
 use crate::store::{BatchWrite, CommitOutcome, Receipt, RecordWrite, Rejection, StoreError};
 use adapters::{Agency, Format, Record};
@@ -117,6 +118,10 @@ impl IngestService {
             wait.as_millis().max(1)
         );
         tracing::warn!(caller = actor, code = "batch_rate", "batch refused");
+        self.gateway.metrics.record(Refused {
+            rpc: PUSH_PATH,
+            code: "batch_rate",
+        });
         if self
             .refusals
             .first(&(actor.to_string(), PUSH_PATH.to_string(), "batch_rate"))
@@ -402,6 +407,8 @@ fn refuse_over_limit(
         .store
         .append_audit(&[entry])
         .map_err(store_failure)?;
+    let (code, rows) = (over.code, over.rows);
+    gateway.metrics.record(BatchRejected { agency, code, rows });
     Ok(proto::BatchReceipt {
         batch_id: over.batch_id,
         outcome: BatchOutcome::Rejected as i32,
@@ -558,7 +565,7 @@ pub fn process_batch(
     );
     let _enter = span.enter();
 
-    let refuse = |code: &str, message: String| -> Result<proto::BatchReceipt, Status> {
+    let refuse = |code: &'static str, message: String| -> Result<proto::BatchReceipt, Status> {
         tracing::warn!(code, "batch rejected whole");
         span.record("outcome", "rejected");
         let entry = BatchPushed {
@@ -576,6 +583,8 @@ pub fn process_batch(
             .store
             .append_audit(&[entry])
             .map_err(store_failure)?;
+        let rows = batch.rows.len() as u64;
+        gateway.metrics.record(BatchRejected { agency, code, rows });
         Ok(rejected(&batch, code, message))
     };
 
@@ -597,7 +606,7 @@ pub fn process_batch(
         .find_batch(agency.id(), &batch.batch_id)
         .map_err(store_failure)?
     {
-        return duplicate(&batch, &span, hash, done);
+        return duplicate(gateway, agency, &batch, &span, hash, done);
     }
     let Some(adapter) = adapters::adapter_for(agency) else {
         return refuse(
@@ -616,10 +625,12 @@ pub fn process_batch(
     let listed = gateway.limits.max_rejections_listed;
     let mut rejections = Vec::new();
     let mut rejected_counts = std::collections::BTreeMap::<String, u64>::new();
+    let mut rejected_rows = crate::metrics::RejectedRows::default();
     for (i, row) in batch.rows.iter().enumerate() {
         match parser.parse_row(row) {
             Ok(record) => records.push(seal_record(gateway, &record)),
             Err(errors) => {
+                rejected_rows.add(&errors);
                 for e in errors {
                     *rejected_counts
                         .entry(e.code.as_str().to_string())
@@ -657,20 +668,27 @@ pub fn process_batch(
         }
         .entry(&actor)
     };
+    let write = BatchWrite {
+        agency: agency.id(),
+        batch_id: &batch.batch_id,
+        content_hash: hash,
+        records,
+        receipt,
+        audit: &audit,
+    };
     let outcome = gateway
-        .store
-        .commit_batch(BatchWrite {
-            agency: agency.id(),
-            batch_id: &batch.batch_id,
-            content_hash: hash,
-            records,
-            receipt,
-            audit: &audit,
-        })
+        .metrics
+        .time_commit(Commit::Batch, || gateway.store.commit_batch(write))
         .map_err(store_failure)?;
     match outcome {
         CommitOutcome::Committed { receipt, head } => {
             gateway.feed.send_replace(head);
+            let (receipt_ref, rejected) = (&receipt, &rejected_rows);
+            gateway.metrics.record(BatchCommitted {
+                agency,
+                receipt: receipt_ref,
+                rejected,
+            });
             span.record("accepted", receipt.accepted);
             span.record("rejected", receipt.rejected_by_code().values().sum::<u64>());
             span.record("outcome", "committed");
@@ -682,17 +700,23 @@ pub fn process_batch(
             );
             Ok(to_proto(&batch, BatchOutcome::Committed, receipt))
         }
-        CommitOutcome::AlreadyCommitted(done) => duplicate(&batch, &span, hash, done),
+        CommitOutcome::AlreadyCommitted(done) => {
+            duplicate(gateway, agency, &batch, &span, hash, done)
+        }
     }
 }
 
 fn duplicate(
+    gateway: &Gateway,
+    agency: Agency,
     batch: &proto::PushBatch,
     span: &tracing::Span,
     hash: [u8; 32],
     done: crate::store::StoredBatch,
 ) -> Result<proto::BatchReceipt, Status> {
     if done.content_hash != hash {
+        let (code, rows) = ("batch_id_reused", batch.rows.len() as u64);
+        gateway.metrics.record(BatchRejected { agency, code, rows });
         span.record("outcome", "rejected");
         return Ok(rejected(
             batch,
@@ -700,6 +724,7 @@ fn duplicate(
             "this batch id was already committed with different content; use a new batch id".into(),
         ));
     }
+    gateway.metrics.record(BatchDuplicate { agency });
     span.record("outcome", "duplicate");
     tracing::info!("batch re-sent; returning the original receipt");
     Ok(to_proto(batch, BatchOutcome::Duplicate, done.receipt))

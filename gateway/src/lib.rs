@@ -27,6 +27,7 @@ pub mod identity;
 pub mod ingest;
 pub mod keys;
 pub mod limits;
+pub mod metrics;
 pub mod pki;
 pub mod rotation;
 pub mod store;
@@ -82,6 +83,8 @@ pub struct Gateway {
     pub stopping: watch::Sender<bool>,
     /// Signs the audit log's checkpoints.
     pub audit_log: Arc<audit::AuditLog>,
+    /// What operators watch ([`metrics`]); nowhere unless set up.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// Why a gateway could not be set up on its store and keys.
@@ -125,6 +128,7 @@ impl Gateway {
             exchange: config::ExchangeConfig::default(),
             stopping: watch::Sender::new(false),
             audit_log: Arc::new(audit_log),
+            metrics: Arc::new(metrics::Metrics::disabled()),
         })
     }
 
@@ -145,6 +149,14 @@ impl Gateway {
     /// Replaces the default `[exchange]` settings.
     pub fn with_exchange(mut self, exchange: config::ExchangeConfig) -> Gateway {
         self.exchange = exchange;
+        self
+    }
+
+    /// Records metrics in `metrics` (and lets it read the audit log's size
+    /// and the feed's head when collected).
+    pub fn with_metrics(mut self, metrics: Arc<metrics::Metrics>) -> Gateway {
+        metrics.observe(self.store.clone(), self.feed.subscribe());
+        self.metrics = metrics;
         self
     }
 
@@ -198,7 +210,8 @@ impl Gateway {
         }
     }
 
-    /// Opens the embedded store, keys and policies named by `config`.
+    /// Opens the embedded store, keys and policies named by `config`, with
+    /// the metrics its `[telemetry]` section asks for (inside a tokio runtime).
     pub fn open(config: &Config) -> anyhow::Result<Gateway> {
         use anyhow::Context as _;
         let keys = Keys::load(&config.keys_file, config.dev_mode)?;
@@ -220,7 +233,10 @@ impl Gateway {
         .with_policies_dir(config.policies_dir.clone())
         .with_audit_policy(config.audit.clone())
         .with_limits(config.limits.clone())
-        .with_exchange(config.exchange.clone()))
+        .with_exchange(config.exchange.clone())
+        .with_metrics(Arc::new(metrics::Metrics::new(
+            &metrics::MetricsOptions::from_config(&config.telemetry),
+        )?)))
     }
 
     /// The policies in force (a snapshot: a reload never changes a running call).
@@ -433,11 +449,15 @@ pub async fn serve(
         ),
     );
     let store = gateway.store.clone();
+    let instruments = gateway.metrics.clone();
     let handshakes = tls::Handshakes {
         timeout: handshake_timeout,
         at_once: gateway.limits.max_handshakes,
     };
     let incoming = tls::incoming(listener, tls, handshakes, move |refused| {
+        instruments.record(metrics::HandshakeRefused {
+            reason: refused.reason,
+        });
         let peer = refused.peer.map(|p| p.ip().to_string()).unwrap_or_default();
         let key = (peer, Some(refused.reason));
         if !refused_handshakes.first(&key) {
@@ -469,17 +489,21 @@ pub async fn serve(
     tracing::info!(vkey = %gateway.audit_log.vkey(), "audit log public key");
     let checkpointer = tokio::spawn(gateway.audit_log.clone().run_checkpointer());
 
-    // Behaviour as small layers, composed here, outermost first: who is calling
-    // (and may they call this), then how much and how long they may call.
+    // Behaviour as small layers, composed here, outermost first: every call
+    // timed (refused ones too), who is calling (and may they call this), then
+    // how much and how long they may call.
     tonic::transport::Server::builder()
+        .layer(metrics::RpcLayer::new(gateway.metrics.clone()))
         .layer(authz::AuthzLayer::new(
             &gateway.trust_domain,
             gateway.store.clone(),
             refusal_window,
+            gateway.metrics.clone(),
         ))
         .layer(limits::LimitLayer::new(
             gateway.limits.clone(),
             gateway.store.clone(),
+            gateway.metrics.clone(),
         ))
         .add_service(health)
         .add_service(reflection)

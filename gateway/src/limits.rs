@@ -11,6 +11,7 @@
 use crate::audit::repeats::Repeats;
 use crate::audit::{self, AuditEvent, Denied};
 use crate::identity::Principal;
+use crate::metrics::{Metrics, Refused};
 use crate::store::Store;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
@@ -131,6 +132,7 @@ struct State {
     /// it happens, the rest counted (a flood cannot flood the audit log).
     refusals: Arc<Repeats<RefusedCall>>,
     store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
 }
 
 enum Refusal {
@@ -289,7 +291,7 @@ pub struct LimitLayer {
 }
 
 impl LimitLayer {
-    pub fn new(config: LimitsConfig, store: Arc<dyn Store>) -> Self {
+    pub fn new(config: LimitsConfig, store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
         let window = Duration::from_secs(config.refusal_window_secs);
         LimitLayer {
             state: Arc::new(State {
@@ -299,6 +301,7 @@ impl LimitLayer {
                 push_slots: Mutex::default(),
                 refusals: refused_calls(store.clone(), window),
                 store,
+                metrics,
             }),
         }
     }
@@ -443,6 +446,7 @@ where
 /// repeats counted into one summary entry.
 async fn refuse(state: &State, identity: &str, path: &str, code: &'static str, message: &str) {
     tracing::warn!(caller = %identity, rpc = %path, code, "call refused by a limit");
+    state.metrics.record(Refused { rpc: path, code });
     let key = (identity.to_string(), path.to_string(), code);
     if state.refusals.first(&key) {
         let entry = Denied {

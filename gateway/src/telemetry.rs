@@ -1,6 +1,7 @@
 //! Tracing from day one: readable (or JSON) logs always, and OpenTelemetry span
 //! export over OTLP/gRPC when an endpoint is configured. Spans carry agency,
-//! consumer, kind and counts as attributes, never personal data.
+//! consumer, kind and counts as attributes, never personal data. (Metrics,
+//! exported to the same endpoint, are set up per gateway in [`crate::metrics`].)
 
 use crate::config::TelemetryConfig;
 use opentelemetry::trace::TracerProvider as _;

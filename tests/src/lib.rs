@@ -195,8 +195,12 @@ pub struct TestServer {
     pub tls: Arc<gateway::tls::ServerTls>,
     pub data_dir: PathBuf,
     pub keys_file: PathBuf,
+    /// The metrics scrape endpoint, when started with one
+    /// ([`TestServer::start_with_metrics`]).
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    scrape: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Where a test server keeps its state (survives restarts of the server).
@@ -258,6 +262,20 @@ impl TestServer {
         Self::start_serving(pki, state, limits, Arc::new(store), dir).await
     }
 
+    /// As [`TestServer::start`], with metrics as `metrics` says; with
+    /// `metrics.scrape`, the scrape endpoint listens on `metrics_addr`.
+    pub async fn start_with_metrics(
+        pki: &TestPki,
+        state: &ServerState,
+        metrics: gateway::metrics::MetricsOptions,
+    ) -> TestServer {
+        let store = gateway::store::sqlite::SqliteStore::open(&state.data_dir()).unwrap();
+        let limits = gateway::limits::LimitsConfig::default();
+        let (store, policies) = (Arc::new(store), shipped_policies());
+        let stale_crl = gateway::tls::StaleCrl::Refuse;
+        Self::start_serving_tls(pki, state, limits, store, &policies, stale_crl, metrics).await
+    }
+
     /// As [`TestServer::start`], treating a CRL past its `nextUpdate` as `stale_crl` says.
     pub async fn start_with_stale_crl(
         pki: &TestPki,
@@ -273,6 +291,7 @@ impl TestServer {
             Arc::new(store),
             &shipped_policies(),
             stale_crl,
+            Default::default(),
         )
         .await
     }
@@ -291,6 +310,7 @@ impl TestServer {
             store,
             policies_dir,
             gateway::tls::StaleCrl::Refuse,
+            Default::default(),
         )
         .await
     }
@@ -302,6 +322,7 @@ impl TestServer {
         store: Arc<dyn gateway::store::Store>,
         policies_dir: &Path,
         stale_crl: gateway::tls::StaleCrl,
+        metrics: gateway::metrics::MetricsOptions,
     ) -> TestServer {
         gateway::tls::install_crypto_provider();
         let keys = gateway::keys::Keys::load(&state.keys_file(), true).unwrap();
@@ -316,8 +337,17 @@ impl TestServer {
             )
             .unwrap()
             .with_limits(limits)
-            .with_policies_dir(policies_dir.to_path_buf()),
+            .with_policies_dir(policies_dir.to_path_buf())
+            .with_metrics(Arc::new(gateway::metrics::Metrics::new(&metrics).unwrap())),
         );
+        let (metrics_addr, scrape) = if metrics.scrape {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let served = gateway::metrics::serve_scrape(listener, gw.metrics.clone());
+            (Some(addr), Some(tokio::spawn(served)))
+        } else {
+            (None, None)
+        };
         let served = gw.clone();
         let tls = gateway::tls::ServerTls::load(gateway::tls::TlsFiles {
             ca: pki.path("ca.pem"),
@@ -350,8 +380,10 @@ impl TestServer {
             tls,
             data_dir: state.data_dir(),
             keys_file: state.keys_file(),
+            metrics_addr,
             shutdown: Some(tx),
             task: Some(task),
+            scrape,
         }
     }
 
@@ -372,6 +404,54 @@ impl TestServer {
         if let Some(task) = self.task.take() {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
+        if let Some(scrape) = self.scrape.take() {
+            scrape.abort();
+        }
+        // The last export over OTLP, if any (it needs this runtime's thread).
+        let metrics = self.gateway.metrics.clone();
+        let _ = tokio::task::spawn_blocking(move || metrics.shutdown()).await;
+    }
+
+    /// The scrape endpoint's answer to `GET path` (status line and body), over
+    /// plain HTTP/1.1.
+    pub async fn scrape_path(&self, path: &str) -> (String, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.metrics_addr.expect("started with a scrape endpoint");
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        tcp.read_to_end(&mut response).await.unwrap();
+        let response = String::from_utf8(response).expect("a UTF-8 answer");
+        let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP answer");
+        let status = head.lines().next().unwrap_or_default().to_string();
+        // Chunked transfer encoding: the chunks' bodies, without their sizes.
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            let mut out = String::new();
+            let mut rest = body;
+            while let Some((size, after)) = rest.split_once("\r\n") {
+                let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+                if size == 0 {
+                    break;
+                }
+                out.push_str(&after[..size]);
+                rest = after[size..].trim_start_matches("\r\n");
+            }
+            out
+        } else {
+            body.to_string()
+        };
+        (status, body)
+    }
+
+    /// The metrics in the Prometheus text format, as a scraper gets them.
+    pub async fn scrape(&self) -> String {
+        let (status, body) = self.scrape_path("/metrics").await;
+        assert!(status.contains(" 200 "), "{status}: {body}");
+        body
     }
 }
 

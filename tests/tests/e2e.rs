@@ -32,6 +32,7 @@ mod limits;
 mod lookup;
 mod lookup_consolidates;
 mod lookup_scope;
+mod metrics;
 mod policy_hot_reload;
 mod policy_lint;
 mod pull_backpressure;
