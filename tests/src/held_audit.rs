@@ -4,11 +4,11 @@
 //! to the real SQLite store.
 
 use gateway::audit::AuditEntry;
-use gateway::store::sealed_rows::Rows;
 use gateway::store::sqlite::SqliteStore;
 use gateway::store::{
     AuditDone, AuditFilter, AuditLeaf, BatchWrite, CommitOutcome, NoteErasure, ReindexedRecord,
-    Store, StoreError, StoredAuditEntry, StoredBatch, StoredCheckpoint, StoredNote, StoredRecord,
+    Rows, Store, StoreError, StoredAuditEntry, StoredBatch, StoredCheckpoint, StoredNote,
+    StoredRecord,
 };
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -20,12 +20,12 @@
 //!   its sealed text for good and appends the erasure's entry, atomically; the
 //!   entry, its leaf and the tree never change.
 
-pub mod sealed_rows;
 pub mod sqlite;
 
 use crate::audit::{AuditEntry, CanonicalEntry};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -137,6 +137,10 @@ pub struct StoredRecord {
     pub sealed: Vec<u8>,
 }
 
+/// Rows of a look-up, shared: a backend may hand out rows it keeps for the
+/// next caller.
+pub type Rows = Arc<[StoredRecord]>;
+
 /// A stored record moved under the active index key (`gateway keys reindex`):
 /// its new keyed hashes and its ciphertext sealed again for them.
 #[derive(Debug, Clone)]
@@ -242,14 +246,10 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<StoredRecord>, StoreError>;
     /// Current (not cancelled) records about one person, by keyed index.
-    /// (Shared: a backend may hand out rows it keeps for the next caller.)
-    fn records_for_person(&self, person_index: &[u8]) -> Result<sealed_rows::Rows, StoreError>;
+    fn records_for_person(&self, person_index: &[u8]) -> Result<Rows, StoreError>;
     /// Current records of the given kinds about one enterprise.
-    fn records_for_enterprise(
-        &self,
-        credit_code: &str,
-        kinds: &[&str],
-    ) -> Result<sealed_rows::Rows, StoreError>;
+    fn records_for_enterprise(&self, credit_code: &str, kinds: &[&str])
+    -> Result<Rows, StoreError>;
     /// The version of a record that was current at `seq` (the latest at or
     /// before it, the current row included), if the record existed then:
     /// what a consumer whose cursor is `seq` may hold of it.

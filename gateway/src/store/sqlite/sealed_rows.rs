@@ -16,12 +16,10 @@
 //! That keeps what is looked up again and again, at O(1) a step, without a
 //! list to maintain.
 
-use super::StoredRecord;
+pub use crate::store::Rows;
+use crate::store::StoredRecord;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
-/// Rows of one query, shared between the cache and the callers reading them.
-pub type Rows = Arc<[StoredRecord]>;
+use std::sync::Mutex;
 
 /// What a cached query asked for.
 #[derive(Clone, PartialEq, Eq, Hash)]

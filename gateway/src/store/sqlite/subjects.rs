@@ -1,0 +1,81 @@
+//! Subject back-pointers: each audit entry naming a person records the seq of
+//! the previous entry naming them. The latest entry per subject is held in
+//! memory ([`SubjectHeads`]), so that an append costs no index look-up.
+
+use std::collections::HashMap;
+
+/// The latest audit entry naming each subject: the back-pointer the next
+/// entry naming it records. Auditor pseudonyms (32 lowercase hex characters)
+/// are held as 128-bit integers; any other token as text.
+#[derive(Default)]
+pub(super) struct SubjectHeads {
+    pub(super) hex: HashMap<u128, u64, BuildTokenHasher>,
+    pub(super) other: HashMap<String, u64>,
+}
+
+/// A subject token as [`SubjectHeads`] keys it.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(super) enum SubjectKey {
+    Hex(u128),
+    Text(String),
+}
+
+impl SubjectKey {
+    pub(super) fn of(token: &str) -> SubjectKey {
+        let lower_hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+        if token.len() == 32
+            && token.bytes().all(lower_hex)
+            && let Ok(k) = u128::from_str_radix(token, 16)
+        {
+            return SubjectKey::Hex(k);
+        }
+        SubjectKey::Text(token.to_string())
+    }
+}
+
+/// Pseudonyms are HMAC outputs, uniformly distributed already: their low 64
+/// bits are a good hash, and far cheaper than SipHash.
+#[derive(Default, Clone, Copy)]
+pub(super) struct BuildTokenHasher;
+
+#[derive(Default)]
+pub(super) struct TokenHasher(u64);
+
+impl std::hash::BuildHasher for BuildTokenHasher {
+    type Hasher = TokenHasher;
+    fn build_hasher(&self) -> TokenHasher {
+        TokenHasher(0)
+    }
+}
+
+impl std::hash::Hasher for TokenHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used for u128 keys; a plain FNV-1a keeps it correct anyway.
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_u128(&mut self, k: u128) {
+        self.0 = k as u64;
+    }
+}
+
+impl SubjectHeads {
+    pub(super) fn get(&self, key: &SubjectKey) -> u64 {
+        match key {
+            SubjectKey::Hex(k) => self.hex.get(k).copied(),
+            SubjectKey::Text(t) => self.other.get(t).copied(),
+        }
+        .unwrap_or(0)
+    }
+
+    pub(super) fn set(&mut self, key: SubjectKey, seq: u64) {
+        match key {
+            SubjectKey::Hex(k) => self.hex.insert(k, seq),
+            SubjectKey::Text(t) => self.other.insert(t, seq),
+        };
+    }
+}
