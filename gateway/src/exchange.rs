@@ -18,6 +18,7 @@ use crate::ingest::record_aad;
 use crate::limits::RefusedCall;
 use crate::metrics::{CaughtUp, Commit, KindTally, LookedUp, PageDelivered, Refused, Reidentified};
 use crate::proto;
+use crate::status::store_status;
 use crate::store::StoredRecord;
 use adapters::{Record, RecordKind};
 use bytes::Bytes;
@@ -106,7 +107,7 @@ impl ExchangeService {
             Ok(Err(wait_ms)) => Ok(Err((wait_ms as u64).div_ceil(1000).max(1))),
             Err(e) => {
                 tracing::error!(error = %e, "re-identification count failed");
-                Err(Status::unavailable("the store is unavailable"))
+                Err(store_status(&e, "the store is unavailable"))
             }
         }
     }
@@ -342,7 +343,7 @@ fn held_before(
         .record_version_at(&stored.kind, &stored.key_hash, cursor)
         .map_err(|e| {
             tracing::error!(error = %e, "record history read failed");
-            Status::unavailable("the store is unavailable")
+            store_status(&e, "the store is unavailable")
         })?;
     match earlier {
         Some(earlier) if !earlier.cancelled => Ok(policy.admits(&open_record(gateway, &earlier)?)),
@@ -510,7 +511,7 @@ async fn shape_pages(
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "feed read failed");
                 let _ = pages
-                    .send(Err(Status::unavailable("the store is unavailable")))
+                    .send(Err(store_status(&e, "the store is unavailable")))
                     .await;
                 return;
             }
@@ -620,7 +621,7 @@ fn gather_profile(
 ) -> Result<Vec<proto::DeliveredRecord>, Status> {
     let unavailable = |e: crate::store::StoreError| {
         tracing::error!(error = %e, "lookup failed");
-        Status::unavailable("the store is unavailable")
+        store_status(&e, "the store is unavailable")
     };
     let index = gateway
         .keys

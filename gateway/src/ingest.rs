@@ -544,7 +544,10 @@ fn to_proto(batch: &proto::PushBatch, outcome: BatchOutcome, r: Receipt) -> prot
 
 fn store_failure(e: StoreError) -> Status {
     tracing::error!(error = %e, "batch commit failed");
-    Status::unavailable("the batch could not be stored; it was not applied, re-send it")
+    crate::status::store_status(
+        &e,
+        "the batch could not be stored; it was not applied, re-send it",
+    )
 }
 
 /// Validates, seals and commits one batch. Runs on a blocking thread.

@@ -30,6 +30,7 @@ pub mod limits;
 pub mod metrics;
 pub mod pki;
 pub mod rotation;
+pub mod status;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
@@ -94,6 +95,8 @@ pub enum OpenError {
     Store(#[from] store::StoreError),
     #[error(transparent)]
     Keys(#[from] rotation::RotationError),
+    #[error("audit log key: {0}")]
+    AuditLogKey(#[from] tlog::KeyError),
 }
 
 impl Gateway {
@@ -114,8 +117,7 @@ impl Gateway {
             &trust_domain,
             keys.audit_log_seed(),
             audit::CheckpointPolicy::default(),
-        )
-        .map_err(|e| store::StoreError::Backend(format!("audit log key: {e}")))?;
+        )?;
         Ok(Gateway {
             trust_domain,
             dev_mode,

@@ -833,7 +833,7 @@ pub async fn record(store: &Arc<dyn Store>, entries: Vec<AuditEntry>) -> Result<
         .map_err(|_| Status::internal("audit task failed"))?
         .map_err(|e| {
             tracing::error!(error = %e, "audit append failed");
-            Status::unavailable("the audit log is unavailable; nothing was done")
+            crate::status::store_status(&e, "the audit log is unavailable; nothing was done")
         })
 }
 

@@ -102,13 +102,10 @@ fn auditor_of<T>(request: &Request<T>) -> Result<String, Status> {
 }
 
 fn store_status(e: StoreError) -> Status {
-    match e {
-        StoreError::Proof(p) => Status::invalid_argument(p.to_string()),
-        e => {
-            tracing::error!(error = %e, "audit store failure");
-            Status::unavailable("the audit log is unavailable")
-        }
+    if !matches!(e, StoreError::Proof(_)) {
+        tracing::error!(error = %e, "audit store failure");
     }
+    crate::status::store_status(&e, "the audit log is unavailable")
 }
 
 fn log_status(e: super::log::LogError) -> Status {

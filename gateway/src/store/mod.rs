@@ -27,20 +27,55 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-#[derive(Debug, thiserror::Error)]
+/// A failure's cause as the backend reported it, kept for logs. Shared, so
+/// that one failed group commit can answer each of its callers with it.
+pub type ErrorSource = Arc<dyn std::error::Error + Send + Sync>;
+
+/// Why a store call failed, by what the caller can do about it. Each backend
+/// maps its driver's errors to these (nothing here names a driver type); the
+/// service edge turns them into gRPC statuses in one place.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    #[error("storage failure: {0}")]
-    Backend(String),
-    #[error("stored data is corrupt: {0}")]
-    Corrupt(String),
+    /// The store cannot serve now (closing, unreachable, out of space, busy
+    /// beyond its timeout). Nothing was done; the call may be repeated later.
+    #[error("the store is unavailable: {source}")]
+    Unavailable { source: ErrorSource },
+    /// The change collided with a concurrent one (a constraint or a
+    /// serialisation failure). Nothing was done; the call may be repeated.
+    #[error("a concurrent change conflicted: {source}")]
+    Conflict { source: ErrorSource },
+    /// Stored data is not what the store wrote (or the database is damaged).
+    #[error("stored data is corrupt: {what}")]
+    Corrupt { what: String },
     /// A root or proof was asked for sizes or indexes the audit tree lacks.
     #[error("audit tree: {0}")]
     Proof(#[from] tlog::ProofError),
+    /// Any other failure of the backend.
+    #[error("storage failure: {source}")]
+    Backend { source: ErrorSource },
 }
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError::Backend(e.to_string())
+impl StoreError {
+    pub fn unavailable(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        StoreError::Unavailable {
+            source: source.into().into(),
+        }
+    }
+
+    pub fn conflict(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        StoreError::Conflict {
+            source: source.into().into(),
+        }
+    }
+
+    pub fn corrupt(what: impl Into<String>) -> Self {
+        StoreError::Corrupt { what: what.into() }
+    }
+
+    pub fn backend(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        StoreError::Backend {
+            source: source.into().into(),
+        }
     }
 }
 

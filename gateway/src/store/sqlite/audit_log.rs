@@ -42,9 +42,7 @@ pub(super) fn insert_audit(
                 });
                 heads.updates.insert(key, seq);
             }
-            let bytes = e
-                .encode(seq, &subjects)
-                .map_err(|err| StoreError::Backend(format!("audit entry encoding: {err}")))?;
+            let bytes = e.encode(seq, &subjects).map_err(StoreError::backend)?;
             leaves.push(tlog::leaf_hash(&bytes));
             let kinds = if e.kinds.is_empty() {
                 String::new()
@@ -91,11 +89,11 @@ pub(super) fn insert_audit(
                 true => tree
                     .tile(start)?
                     .map(|t| t.as_ref().clone())
-                    .ok_or_else(|| StoreError::Corrupt(format!("audit tile {start} is missing")))?,
+                    .ok_or_else(|| StoreError::corrupt(format!("audit tile {start} is missing")))?,
                 false => Vec::with_capacity(TILE as usize * 32),
             };
             if blob.len() as u64 != (next - start) * 32 {
-                return Err(StoreError::Corrupt(format!(
+                return Err(StoreError::corrupt(format!(
                     "audit tile {start} holds {} bytes, expected {}",
                     blob.len(),
                     (next - start) * 32
@@ -196,7 +194,7 @@ impl Inner {
                     Ok(AuditLeaf {
                         seq: index + 1,
                         leaf_hash: tree.leaf(index).ok_or_else(|| {
-                            StoreError::Corrupt(format!("audit leaf {index} is missing"))
+                            StoreError::corrupt(format!("audit leaf {index} is missing"))
                         })?,
                         entry: entries.remove(&(index + 1)),
                     })
@@ -234,7 +232,7 @@ impl Inner {
                 let seq: i64 = row.get(0)?;
                 let bytes: Vec<u8> = row.get(1)?;
                 let entry = crate::audit::CanonicalEntry::decode(&bytes).map_err(|e| {
-                    StoreError::Corrupt(format!("audit entry {seq} does not decode: {e}"))
+                    StoreError::corrupt(format!("audit entry {seq} does not decode: {e}"))
                 })?;
                 if !f(seq, entry) {
                     break;

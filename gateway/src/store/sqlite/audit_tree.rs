@@ -63,7 +63,7 @@ impl<'c> SqlTree<'c> {
             while let Some(row) = rows.next()? {
                 let hash: Vec<u8> = row.get(1)?;
                 if row.get::<_, i64>(0)? as u64 != next || hash.len() != 32 {
-                    return Err(StoreError::Corrupt(format!(
+                    return Err(StoreError::corrupt(format!(
                         "audit leaf {next} is missing or malformed"
                     )));
                 }

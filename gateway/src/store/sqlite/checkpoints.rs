@@ -18,7 +18,7 @@ pub(super) fn checkpoint_from_row(
             size: size as u64,
             root: root
                 .try_into()
-                .map_err(|_| StoreError::Corrupt("checkpoint root".into()))?,
+                .map_err(|_| StoreError::corrupt("checkpoint root"))?,
             note,
             signed_ms,
         })

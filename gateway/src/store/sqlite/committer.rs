@@ -16,7 +16,7 @@ const LINGER_AFTER_CALLERS: usize = 2;
 impl Inner {
     pub(super) fn append_audit_queued(&self, entries: Vec<AuditEntry>, done: AuditDone) {
         if self.stopping.load(Ordering::SeqCst) {
-            return done(Err(StoreError::Backend("the store is closing".into())));
+            return done(Err(StoreError::unavailable("the store is closing")));
         }
         self.queue
             .lock()
@@ -58,11 +58,9 @@ impl Inner {
                 all.extend(entries);
                 callers.push(done);
             }
-            let outcome = self
-                .write(|tx, heads| insert_audit(tx, heads, &all))
-                .map_err(|e| e.to_string());
+            let outcome = self.write(|tx, heads| insert_audit(tx, heads, &all));
             for done in callers {
-                done(outcome.clone().map_err(StoreError::Backend));
+                done(outcome.clone());
             }
         }
     }

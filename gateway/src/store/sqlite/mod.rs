@@ -20,7 +20,8 @@
 //! connection settings), `writer` (the one write transaction at a time),
 //! `readers` (pooled read connections and records snapshots, with
 //! `sealed_rows`), `records` (batches, feed, look-ups), `audit_log`,
-//! `audit_tree`, `notes`, `checkpoints`, `meta`, and the three threads:
+//! `audit_tree`, `notes`, `checkpoints`, `meta`, `errors` (how SQLite failures
+//! map to the store's), and the three threads:
 //! `committer`, `indexer`, `checkpointer`.
 
 mod audit_log;
@@ -28,6 +29,7 @@ mod audit_tree;
 mod checkpointer;
 mod checkpoints;
 mod committer;
+mod errors;
 mod indexer;
 mod meta;
 mod notes;
@@ -116,7 +118,7 @@ impl SqliteStore {
     /// dropped).
     pub fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
-            StoreError::Backend(format!("cannot create {}: {e}", data_dir.display()))
+            StoreError::unavailable(format!("cannot create {}: {e}", data_dir.display()))
         })?;
         let path = data_dir.join("gateway.db");
         let mut writer = Connection::open(&path)?;
@@ -222,7 +224,7 @@ impl SqliteStore {
                 std::thread::Builder::new()
                     .name(name.into())
                     .spawn(move || job(&inner))
-                    .map_err(|e| StoreError::Backend(format!("cannot start a thread: {e}")))?,
+                    .map_err(|e| StoreError::unavailable(format!("cannot start a thread: {e}")))?,
             );
         }
         Ok(SqliteStore { inner, threads })

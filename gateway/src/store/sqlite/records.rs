@@ -27,9 +27,9 @@ pub(super) fn find_batch(
         Ok(StoredBatch {
             content_hash: hash
                 .try_into()
-                .map_err(|_| StoreError::Corrupt("batch content hash".into()))?,
+                .map_err(|_| StoreError::corrupt("batch content hash"))?,
             receipt: serde_json::from_str(&receipt)
-                .map_err(|e| StoreError::Corrupt(format!("batch receipt: {e}")))?,
+                .map_err(|e| StoreError::corrupt(format!("batch receipt: {e}")))?,
         })
     })
     .transpose()
@@ -137,7 +137,7 @@ impl Inner {
                 }
             }
             let receipt_json = serde_json::to_string(&receipt)
-                .map_err(|e| StoreError::Backend(format!("receipt encoding: {e}")))?;
+                .map_err(StoreError::backend)?;
             tx.execute(
                 "INSERT INTO batches (agency, batch_id, content_hash, receipt, committed_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![

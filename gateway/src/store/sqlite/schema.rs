@@ -160,7 +160,7 @@ pub(super) fn move_partial_tile_to_leaves(conn: &mut Connection) -> Result<(), S
         .optional()?;
     if let Some((start, hashes)) = partial {
         if hashes.len() % 32 != 0 {
-            return Err(StoreError::Corrupt(format!(
+            return Err(StoreError::corrupt(format!(
                 "audit tile {start} holds {} bytes",
                 hashes.len()
             )));
