@@ -270,7 +270,7 @@ fn case_number<'a>(
 fn open_record(gateway: &Gateway, stored: &StoredRecord) -> Result<Record, Status> {
     let plain = gateway
         .keys
-        .open(&record_aad(&stored.kind, &stored.key_hash), &stored.sealed)
+        .open(&record_aad(stored.kind, &stored.key_hash), &stored.sealed)
         .map_err(|e| {
             tracing::error!(seq = stored.seq, error = %e, "cannot open a stored record");
             Status::data_loss("a stored record cannot be decrypted")
@@ -340,7 +340,7 @@ fn held_before(
     }
     let earlier = gateway
         .store
-        .record_version_at(&stored.kind, &stored.key_hash, cursor)
+        .record_version_at(stored.kind, &stored.key_hash, cursor)
         .map_err(|e| {
             tracing::error!(error = %e, "record history read failed");
             store_status(&e, "the store is unavailable")
@@ -502,8 +502,9 @@ async fn shape_pages(
         let head = *feed.borrow();
         let store = gateway.store.clone();
         let stored = tokio::task::spawn_blocking(move || {
-            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-            store.read_feed(&refs, cursor, take)
+            let kinds: Vec<RecordKind> =
+                ids.iter().filter_map(|k| RecordKind::from_id(k)).collect();
+            store.read_feed(&kinds, cursor, take)
         })
         .await;
         let stored = match stored {
@@ -645,10 +646,9 @@ fn gather_profile(
         records.push(deliver(policy, keys, &r));
     }
     // The applicant's employers, as the registry and the tax office know them.
-    let employer_kinds: Vec<&'static str> = [RecordKind::Enterprise, RecordKind::Taxpayer]
+    let employer_kinds: Vec<RecordKind> = [RecordKind::Enterprise, RecordKind::Taxpayer]
         .into_iter()
         .filter(|k| policy.releases_kind(*k))
-        .map(RecordKind::id)
         .collect();
     if !employer_kinds.is_empty() {
         for code in &employers {

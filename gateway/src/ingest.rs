@@ -455,7 +455,8 @@ fn valid_batch_id(id: &str) -> bool {
 }
 
 /// The additional data that binds a sealed record to its row.
-pub fn record_aad(kind: &str, key_hash: &[u8]) -> Vec<u8> {
+pub fn record_aad(kind: adapters::RecordKind, key_hash: &[u8]) -> Vec<u8> {
+    let kind = kind.id();
     let mut aad = Vec::with_capacity(kind.len() + 1 + key_hash.len());
     aad.extend_from_slice(kind.as_bytes());
     aad.push(0x1f);
@@ -472,9 +473,9 @@ pub fn seal_record(gateway: &Gateway, record: &Record) -> RecordWrite {
 /// [`seal_record`] with the given keys (also used to re-index stored records,
 /// [`crate::rotation`]).
 pub fn seal_record_with(keys: &Keys, record: &Record) -> RecordWrite {
-    let kind = record.kind.id();
+    let kind = record.kind;
     let key_hash = keys.index_hash(
-        &format!("record/{kind}"),
+        &format!("record/{}", kind.id()),
         record.source_key.expose().as_bytes(),
     );
     let person_index = record

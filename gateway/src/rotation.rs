@@ -263,9 +263,8 @@ fn reindex_with(
         }
         .entry(audit::GATEWAY)],
     )?;
-    let kinds: Vec<&str> = adapters::RecordKind::ALL.iter().map(|k| k.id()).collect();
     loop {
-        let rows = store.read_feed(&kinds, progress.through, chunk)?;
+        let rows = store.read_feed(&adapters::RecordKind::ALL, progress.through, chunk)?;
         let Some(last) = rows.last() else {
             break;
         };
@@ -277,7 +276,7 @@ fn reindex_with(
                 reason,
             };
             let plain = keys
-                .open(&record_aad(&row.kind, &row.key_hash), &row.sealed)
+                .open(&record_aad(row.kind, &row.key_hash), &row.sealed)
                 .map_err(|e| unreadable(e.to_string()))?;
             let record = crate::exchange::decode_record(&plain).map_err(unreadable)?;
             let write = seal_record_with(keys, &record);
@@ -290,16 +289,16 @@ fn reindex_with(
                 continue;
             }
             let mut versions = Vec::new();
-            for earlier in store.record_versions(&row.kind, &row.key_hash)? {
+            for earlier in store.record_versions(row.kind, &row.key_hash)? {
                 let plain = keys
-                    .open(&record_aad(&row.kind, &row.key_hash), &earlier.sealed)
+                    .open(&record_aad(row.kind, &row.key_hash), &earlier.sealed)
                     .map_err(|e| unreadable(e.to_string()))?;
-                let resealed = keys.seal(&record_aad(&row.kind, &write.key_hash), &plain);
+                let resealed = keys.seal(&record_aad(row.kind, &write.key_hash), &plain);
                 versions.push((earlier.seq, resealed));
             }
             moved.push(ReindexedRecord {
                 seq: row.seq,
-                kind: row.kind.clone(),
+                kind: row.kind,
                 key_hash: write.key_hash,
                 person_index: write.person_index,
                 sealed: write.sealed,
@@ -607,9 +606,11 @@ mod tests {
         assert!(resumed.contains("resume_after_seq") && resumed.contains('6'));
         assert_eq!(entries(&store, "records_reindexed").len(), 1);
         // Every row opens, under its new record key.
-        let kinds: Vec<&str> = adapters::RecordKind::ALL.iter().map(|k| k.id()).collect();
-        for row in store.read_feed(&kinds, 0, 1000).unwrap() {
-            new.open(&record_aad(&row.kind, &row.key_hash), &row.sealed)
+        for row in store
+            .read_feed(&adapters::RecordKind::ALL, 0, 1000)
+            .unwrap()
+        {
+            new.open(&record_aad(row.kind, &row.key_hash), &row.sealed)
                 .unwrap();
         }
     }
@@ -628,8 +629,9 @@ mod tests {
         let done = reindex(&store, &new).unwrap().unwrap();
         assert_eq!(done.merged, done.records);
         assert_eq!(person_rows(&store, &new), 4);
-        let kinds: Vec<&str> = adapters::RecordKind::ALL.iter().map(|k| k.id()).collect();
-        let left = store.read_feed(&kinds, 0, 1000).unwrap();
+        let left = store
+            .read_feed(&adapters::RecordKind::ALL, 0, 1000)
+            .unwrap();
         assert!(left.iter().all(|r| r.seq > rows), "the newer versions stay");
     }
 

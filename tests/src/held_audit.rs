@@ -3,6 +3,7 @@
 //! audit entry to be durable before it answers). Everything else goes straight
 //! to the real SQLite store.
 
+use adapters::RecordKind;
 use gateway::audit::AuditEntry;
 use gateway::store::sqlite::SqliteStore;
 use gateway::store::{
@@ -55,7 +56,7 @@ impl Store for HeldAudit {
     }
     fn read_feed(
         &self,
-        kinds: &[&str],
+        kinds: &[RecordKind],
         after: u64,
         limit: usize,
     ) -> Result<Vec<StoredRecord>, StoreError> {
@@ -67,7 +68,7 @@ impl Store for HeldAudit {
     fn records_for_enterprise(
         &self,
         credit_code: &str,
-        kinds: &[&str],
+        kinds: &[RecordKind],
     ) -> Result<Rows, StoreError> {
         self.inner.records_for_enterprise(credit_code, kinds)
     }
@@ -126,14 +127,14 @@ impl Store for HeldAudit {
     }
     fn record_versions(
         &self,
-        kind: &str,
+        kind: RecordKind,
         key_hash: &[u8],
     ) -> Result<Vec<gateway::store::StoredRecord>, StoreError> {
         self.inner.record_versions(kind, key_hash)
     }
     fn record_version_at(
         &self,
-        kind: &str,
+        kind: RecordKind,
         key_hash: &[u8],
         seq: u64,
     ) -> Result<Option<gateway::store::StoredRecord>, StoreError> {

@@ -23,6 +23,7 @@
 pub mod sqlite;
 
 use crate::audit::{AuditEntry, CanonicalEntry};
+use adapters::RecordKind;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -82,7 +83,7 @@ impl StoreError {
 /// One validated row, ready to store.
 #[derive(Debug, Clone)]
 pub struct RecordWrite {
-    pub kind: &'static str,
+    pub kind: RecordKind,
     /// Keyed hash of the record's source key.
     pub key_hash: Vec<u8>,
     /// Keyed hash of the person's identity number, if the record is about a person.
@@ -165,7 +166,7 @@ pub enum CommitOutcome {
 #[derive(Debug, Clone)]
 pub struct StoredRecord {
     pub seq: u64,
-    pub kind: String,
+    pub kind: RecordKind,
     pub key_hash: Vec<u8>,
     pub changed_at: i64,
     pub cancelled: bool,
@@ -182,7 +183,7 @@ pub type Rows = Arc<[StoredRecord]>;
 pub struct ReindexedRecord {
     /// The row (its feed position does not change).
     pub seq: u64,
-    pub kind: String,
+    pub kind: RecordKind,
     pub key_hash: Vec<u8>,
     pub person_index: Option<Vec<u8>>,
     pub sealed: Vec<u8>,
@@ -276,27 +277,33 @@ pub trait Store: Send + Sync + 'static {
     /// Records of `kinds` whose latest change has `seq > after`, in seq order.
     fn read_feed(
         &self,
-        kinds: &[&str],
+        kinds: &[RecordKind],
         after: u64,
         limit: usize,
     ) -> Result<Vec<StoredRecord>, StoreError>;
     /// Current (not cancelled) records about one person, by keyed index.
     fn records_for_person(&self, person_index: &[u8]) -> Result<Rows, StoreError>;
     /// Current records of the given kinds about one enterprise.
-    fn records_for_enterprise(&self, credit_code: &str, kinds: &[&str])
-    -> Result<Rows, StoreError>;
+    fn records_for_enterprise(
+        &self,
+        credit_code: &str,
+        kinds: &[RecordKind],
+    ) -> Result<Rows, StoreError>;
     /// The version of a record that was current at `seq` (the latest at or
     /// before it, the current row included), if the record existed then:
     /// what a consumer whose cursor is `seq` may hold of it.
     fn record_version_at(
         &self,
-        kind: &str,
+        kind: RecordKind,
         key_hash: &[u8],
         seq: u64,
     ) -> Result<Option<StoredRecord>, StoreError>;
     /// Every earlier version kept of a record, in seq order.
-    fn record_versions(&self, kind: &str, key_hash: &[u8])
-    -> Result<Vec<StoredRecord>, StoreError>;
+    fn record_versions(
+        &self,
+        kind: RecordKind,
+        key_hash: &[u8],
+    ) -> Result<Vec<StoredRecord>, StoreError>;
     /// The highest seq in the change feed.
     fn feed_head(&self) -> Result<u64, StoreError>;
     /// Durably appends audit entries (for events that change nothing else), as

@@ -48,6 +48,7 @@ use super::{
     StoredRecord,
 };
 use crate::audit::AuditEntry;
+use adapters::RecordKind;
 use audit_tree::SqlTree;
 use readers::ReaderPool;
 use rusqlite::{Connection, params};
@@ -279,7 +280,7 @@ impl Store for SqliteStore {
     }
     fn read_feed(
         &self,
-        kinds: &[&str],
+        kinds: &[RecordKind],
         after: u64,
         limit: usize,
     ) -> Result<Vec<StoredRecord>, StoreError> {
@@ -291,13 +292,13 @@ impl Store for SqliteStore {
     fn records_for_enterprise(
         &self,
         credit_code: &str,
-        kinds: &[&str],
+        kinds: &[RecordKind],
     ) -> Result<Rows, StoreError> {
         self.inner.records_for_enterprise(credit_code, kinds)
     }
     fn record_version_at(
         &self,
-        kind: &str,
+        kind: RecordKind,
         key_hash: &[u8],
         seq: u64,
     ) -> Result<Option<StoredRecord>, StoreError> {
@@ -305,7 +306,7 @@ impl Store for SqliteStore {
     }
     fn record_versions(
         &self,
-        kind: &str,
+        kind: RecordKind,
         key_hash: &[u8],
     ) -> Result<Vec<StoredRecord>, StoreError> {
         self.inner.record_versions(kind, key_hash)

@@ -9,6 +9,7 @@ use super::sealed_rows;
 use crate::store::{
     BatchWrite, CommitOutcome, RecordWrite, ReindexedRecord, StoreError, StoredBatch, StoredRecord,
 };
+use adapters::RecordKind;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 pub(super) fn find_batch(
@@ -55,10 +56,20 @@ pub(super) fn record_version(
         .map(|changed_at| (changed_at, seq)))
 }
 
+/// The record kind in column `idx` (its identifier, as `RecordKind::id`
+/// wrote it); any other text is damage.
+fn kind_at(r: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<RecordKind> {
+    let unreadable = |e: Box<dyn std::error::Error + Send + Sync>| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, e)
+    };
+    let id = r.get_ref(idx)?.as_str().map_err(|e| unreadable(e.into()))?;
+    RecordKind::from_id(id).ok_or_else(|| unreadable("not a record kind".into()))
+}
+
 pub(super) fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRecord> {
     Ok(StoredRecord {
         seq: r.get::<_, i64>(0)? as u64,
-        kind: r.get(1)?,
+        kind: kind_at(r, 1)?,
         key_hash: r.get(2)?,
         changed_at: r.get(3)?,
         cancelled: r.get::<_, i64>(4)? != 0,
@@ -77,7 +88,7 @@ pub(super) fn apply_record(
 ) -> Result<bool, StoreError> {
     let held: Option<i64> = tx
         .prepare_cached("SELECT changed_at FROM records WHERE kind = ?1 AND key_hash = ?2")?
-        .query_row(params![rec.kind, rec.key_hash], |r| r.get(0))
+        .query_row(params![rec.kind.id(), rec.key_hash], |r| r.get(0))
         .optional()?;
     if held.is_some_and(|held| rec.changed_at < held) {
         return Ok(false);
@@ -88,7 +99,7 @@ pub(super) fn apply_record(
              SELECT kind, key_hash, seq, changed_at, cancelled, sealed FROM records
              WHERE kind = ?1 AND key_hash = ?2",
         )?
-        .execute(params![rec.kind, rec.key_hash])?;
+        .execute(params![rec.kind.id(), rec.key_hash])?;
     }
     tx.prepare_cached(
         "INSERT INTO records (kind, key_hash, seq, person_index, changed_at, cancelled, agency, batch_id, sealed, enterprise)
@@ -99,7 +110,7 @@ pub(super) fn apply_record(
            sealed = excluded.sealed, enterprise = excluded.enterprise",
     )?
     .execute(params![
-        rec.kind,
+        rec.kind.id(),
         rec.key_hash,
         seq as i64,
         rec.person_index,
@@ -155,7 +166,7 @@ impl Inner {
 
     pub(super) fn read_feed(
         &self,
-        kinds: &[&str],
+        kinds: &[RecordKind],
         after: u64,
         limit: usize,
     ) -> Result<Vec<StoredRecord>, StoreError> {
@@ -177,7 +188,7 @@ impl Inner {
             args.extend(
                 kinds
                     .iter()
-                    .map(|k| rusqlite::types::Value::from(k.to_string())),
+                    .map(|k| rusqlite::types::Value::from(k.id().to_string())),
             );
             args.push((limit as i64).into());
             let rows = stmt.query_map(rusqlite::params_from_iter(args), row_to_record)?;
@@ -188,7 +199,7 @@ impl Inner {
     pub(super) fn records_for_enterprise(
         &self,
         credit_code: &str,
-        kinds: &[&str],
+        kinds: &[RecordKind],
     ) -> Result<sealed_rows::Rows, StoreError> {
         let query = sealed_rows::Query::enterprise(credit_code, kinds);
         self.read_records_cached(query, |c| {
@@ -199,7 +210,11 @@ impl Inner {
             );
             let mut stmt = c.prepare_cached(&sql)?;
             let mut args: Vec<rusqlite::types::Value> = vec![credit_code.to_string().into()];
-            args.extend(kinds.iter().map(|k| rusqlite::types::Value::from(k.to_string())));
+            args.extend(
+                kinds
+                    .iter()
+                    .map(|k| rusqlite::types::Value::from(k.id().to_string())),
+            );
             let rows = stmt.query_map(rusqlite::params_from_iter(args), row_to_record)?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
@@ -226,7 +241,7 @@ impl Inner {
 
     pub(super) fn record_versions(
         &self,
-        kind: &str,
+        kind: RecordKind,
         key_hash: &[u8],
     ) -> Result<Vec<StoredRecord>, StoreError> {
         self.read(|c| {
@@ -234,14 +249,14 @@ impl Inner {
                 "SELECT seq, kind, key_hash, changed_at, cancelled, sealed FROM record_versions
                  WHERE kind = ?1 AND key_hash = ?2 ORDER BY seq",
             )?;
-            let rows = stmt.query_map(params![kind, key_hash], row_to_record)?;
+            let rows = stmt.query_map(params![kind.id(), key_hash], row_to_record)?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
     }
 
     pub(super) fn record_version_at(
         &self,
-        kind: &str,
+        kind: RecordKind,
         key_hash: &[u8],
         seq: u64,
     ) -> Result<Option<StoredRecord>, StoreError> {
@@ -252,7 +267,7 @@ impl Inner {
                     "SELECT seq, kind, key_hash, changed_at, cancelled, sealed FROM records
                      WHERE kind = ?1 AND key_hash = ?2 AND seq <= ?3",
                 )?
-                .query_row(params![kind, key_hash, seq], row_to_record)
+                .query_row(params![kind.id(), key_hash, seq], row_to_record)
                 .optional()?;
             if current.is_some() {
                 return Ok(current);
@@ -261,7 +276,7 @@ impl Inner {
                 "SELECT seq, kind, key_hash, changed_at, cancelled, sealed FROM record_versions
                  WHERE kind = ?1 AND key_hash = ?2 AND seq <= ?3 ORDER BY seq DESC LIMIT 1",
             )?
-            .query_row(params![kind, key_hash, seq], row_to_record)
+            .query_row(params![kind.id(), key_hash, seq], row_to_record)
             .optional()?)
         })
     }
@@ -282,7 +297,7 @@ impl Inner {
                     .prepare_cached(
                         "SELECT seq FROM records WHERE kind = ?1 AND key_hash = ?2 AND seq != ?3",
                     )?
-                    .query_row(params![row.kind, row.key_hash, row.seq as i64], |r| {
+                    .query_row(params![row.kind.id(), row.key_hash, row.seq as i64], |r| {
                         r.get(0)
                     })
                     .optional()?;
@@ -311,7 +326,7 @@ impl Inner {
                         "UPDATE record_versions SET key_hash = ?1, sealed = ?2
                          WHERE kind = ?3 AND key_hash = ?4 AND seq = ?5",
                     )?
-                    .execute(params![row.key_hash, sealed, row.kind, old_hash, *seq as i64])?;
+                    .execute(params![row.key_hash, sealed, row.kind.id(), old_hash, *seq as i64])?;
                 }
                 tx.prepare_cached(
                     "UPDATE records SET key_hash = ?1, person_index = ?2, sealed = ?3 WHERE seq = ?4",

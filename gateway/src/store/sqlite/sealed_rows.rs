@@ -18,6 +18,7 @@
 
 pub use crate::store::Rows;
 use crate::store::StoredRecord;
+use adapters::RecordKind;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -31,10 +32,10 @@ pub enum Query {
 }
 
 impl Query {
-    pub fn enterprise(credit_code: &str, kinds: &[&str]) -> Self {
+    pub fn enterprise(credit_code: &str, kinds: &[RecordKind]) -> Self {
         Query::Enterprise {
             credit_code: credit_code.to_string(),
-            kinds: kinds.join(","),
+            kinds: kinds.iter().map(|k| k.id()).collect::<Vec<_>>().join(","),
         }
     }
 
@@ -70,7 +71,7 @@ fn size_of(query: &Query, rows: &[StoredRecord]) -> usize {
         + query.bytes()
         + rows
             .iter()
-            .map(|r| ROW_OVERHEAD + r.kind.len() + r.key_hash.len() + r.sealed.len())
+            .map(|r| ROW_OVERHEAD + r.kind.id().len() + r.key_hash.len() + r.sealed.len())
             .sum::<usize>()
 }
 
@@ -150,7 +151,7 @@ mod tests {
     fn rows(seq: u64, sealed_len: usize) -> Rows {
         vec![StoredRecord {
             seq,
-            kind: "household".into(),
+            kind: RecordKind::Household,
             key_hash: vec![0; 32],
             changed_at: 0,
             cancelled: false,
@@ -202,12 +203,18 @@ mod tests {
     #[test]
     fn enterprise_queries_differ_by_kinds() {
         let cache = SealedRows::new(1 << 20);
-        let both = Query::enterprise("91340200MA2N0000X1", &["enterprise", "taxpayer"]);
+        let both = Query::enterprise(
+            "91340200MA2N0000X1",
+            &[RecordKind::Enterprise, RecordKind::Taxpayer],
+        );
         cache.insert(both.clone(), 1, rows(3, 10));
         assert!(cache.get(&both, 1).is_some());
         assert!(
             cache
-                .get(&Query::enterprise("91340200MA2N0000X1", &["enterprise"]), 1)
+                .get(
+                    &Query::enterprise("91340200MA2N0000X1", &[RecordKind::Enterprise]),
+                    1
+                )
                 .is_none()
         );
     }

@@ -152,7 +152,7 @@ mod audit_tree_tests {
                     batch_id: batch,
                     content_hash: [version as u8; 32],
                     records: vec![RecordWrite {
-                        kind: "social_insurance",
+                        kind: adapters::RecordKind::SocialInsurance,
                         key_hash: vec![1; 32],
                         person_index: Some(person.clone()),
                         enterprise: None,
@@ -181,7 +181,7 @@ mod audit_tree_tests {
                 .collect();
             v.extend(
                 store
-                    .read_feed(&["social_insurance"], 0, 10)
+                    .read_feed(&[adapters::RecordKind::SocialInsurance], 0, 10)
                     .unwrap()
                     .iter()
                     .map(|r| r.changed_at),
