@@ -385,14 +385,7 @@ pub async fn serve(
                 serial: &closed.serial,
             }
             .entry(&actor);
-            store.append_audit_queued(
-                vec![entry],
-                Box::new(|r| {
-                    if let Err(e) = r {
-                        tracing::error!(error = %e, "cannot record a closed connection");
-                    }
-                }),
-            );
+            audit::record_detached(&*store, vec![entry], "cannot record a closed connection");
         });
     }
     // A CRL that passes its nextUpdate while serving is said so once.
@@ -404,14 +397,7 @@ pub async fn serve(
                 tick.tick().await;
                 let entries = stale_crl_entries(&tls.newly_stale());
                 if !entries.is_empty() {
-                    gateway.store.append_audit_queued(
-                        entries,
-                        Box::new(|r| {
-                            if let Err(e) = r {
-                                tracing::error!(error = %e, "cannot record a stale CRL");
-                            }
-                        }),
-                    );
+                    audit::record_detached(&*gateway.store, entries, "cannot record a stale CRL");
                 }
             }
         })
@@ -473,14 +459,7 @@ pub async fn serve(
             within_secs: 0,
         }
         .entry(audit::ANONYMOUS);
-        store.append_audit_queued(
-            vec![entry],
-            Box::new(|r| {
-                if let Err(e) = r {
-                    tracing::error!(error = %e, "cannot record a refused connection");
-                }
-            }),
-        );
+        audit::record_detached(&*store, vec![entry], "cannot record a refused connection");
     });
 
     let ingest = ingest::IngestRoutes::new(gateway.clone());

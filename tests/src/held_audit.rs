@@ -7,7 +7,7 @@ use adapters::RecordKind;
 use gateway::audit::AuditEntry;
 use gateway::store::sqlite::SqliteStore;
 use gateway::store::{
-    AuditDone, AuditFilter, AuditLeaf, BatchWrite, CommitOutcome, NoteErasure, ReindexedRecord,
+    AuditAppend, AuditFilter, AuditLeaf, BatchWrite, CommitOutcome, NoteErasure, ReindexedRecord,
     Rows, Store, StoreError, StoredAuditEntry, StoredBatch, StoredCheckpoint, StoredNote,
     StoredRecord,
 };
@@ -35,15 +35,17 @@ impl HeldAudit {
 }
 
 impl Store for HeldAudit {
-    fn append_audit_queued(&self, entries: Vec<AuditEntry>, done: AuditDone) {
+    fn append_audit_queued(&self, entries: Vec<AuditEntry>) -> AuditAppend {
         match *self.hold.lock().unwrap() {
-            None => self.inner.append_audit_queued(entries, done),
+            None => self.inner.append_audit_queued(entries),
             Some(hold) => {
+                let (done, append) = AuditAppend::channel();
                 let inner = self.inner.clone();
                 std::thread::spawn(move || {
                     std::thread::sleep(hold);
-                    inner.append_audit_queued(entries, done);
+                    done.send(inner.append_audit_queued(entries).wait());
                 });
+                append
             }
         }
     }

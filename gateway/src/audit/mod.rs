@@ -822,19 +822,29 @@ pub const GATEWAY: &str = "gateway";
 /// Appends entries durably off the async runtime. Audit failure is not silent:
 /// the caller decides whether to refuse the operation (it should).
 pub async fn record(store: &Arc<dyn Store>, entries: Vec<AuditEntry>) -> Result<(), Status> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    store.append_audit_queued(
-        entries,
-        Box::new(move |outcome| {
-            let _ = tx.send(outcome);
-        }),
-    );
-    rx.await
-        .map_err(|_| Status::internal("audit task failed"))?
-        .map_err(|e| {
-            tracing::error!(error = %e, "audit append failed");
-            crate::status::store_status(&e, "the audit log is unavailable; nothing was done")
-        })
+    store.append_audit_queued(entries).await.map_err(|e| {
+        tracing::error!(error = %e, "audit append failed");
+        crate::status::store_status(&e, "the audit log is unavailable; nothing was done")
+    })
+}
+
+/// Appends entries through the group commit without waiting for them (events
+/// whose caller has nothing to refuse, such as a refused connection). A
+/// failure is logged with `what`.
+pub fn record_detached(store: &dyn Store, entries: Vec<AuditEntry>, what: &'static str) {
+    let append = store.append_audit_queued(entries);
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(async move {
+                if let Err(e) = append.await {
+                    tracing::error!(error = %e, "{what}");
+                }
+            });
+        }
+        // Off the runtime (e.g. at shutdown): the store logs a failure that
+        // no one awaits.
+        Err(_) => drop(append),
+    }
 }
 
 #[cfg(test)]

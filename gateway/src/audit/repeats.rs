@@ -158,14 +158,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Repeats<K> {
             .iter()
             .map(|(k, n)| (self.summarise)(k, *n, self.window))
             .collect();
-        self.store.append_audit_queued(
-            entries,
-            Box::new(|r| {
-                if let Err(e) = r {
-                    tracing::error!(error = %e, "cannot record repeated refusals");
-                }
-            }),
-        );
+        super::record_detached(&*self.store, entries, "cannot record repeated refusals");
     }
 }
 
@@ -203,14 +196,7 @@ impl<K> Drop for Repeats<K> {
             ));
         }
         if !entries.is_empty() {
-            self.store.append_audit_queued(
-                entries,
-                Box::new(|r| {
-                    if let Err(e) = r {
-                        tracing::error!(error = %e, "cannot record repeated refusals");
-                    }
-                }),
-            );
+            super::record_detached(&*self.store, entries, "cannot record repeated refusals");
         }
     }
 }

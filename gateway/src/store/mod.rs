@@ -264,8 +264,63 @@ pub struct StoredCheckpoint {
     pub signed_ms: i64,
 }
 
-/// Called once queued audit entries are durable (or could not be written).
-pub type AuditDone = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+/// Queued audit entries on their way into the log
+/// ([`Store::append_audit_queued`]): a future of their outcome, ready once
+/// they are durable or have failed. Dropping it does not withdraw them; a
+/// failure that no one awaits is logged instead.
+#[must_use = "await the outcome, or drop it explicitly to let the append go on unheard"]
+pub struct AuditAppend(tokio::sync::oneshot::Receiver<Result<(), StoreError>>);
+
+/// The backend's side of an [`AuditAppend`]: answers it once.
+pub struct AuditAppendDone(tokio::sync::oneshot::Sender<Result<(), StoreError>>);
+
+impl AuditAppend {
+    /// A pending append, and the side its backend answers it through.
+    pub fn channel() -> (AuditAppendDone, AuditAppend) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (AuditAppendDone(tx), AuditAppend(rx))
+    }
+
+    /// An append already decided (e.g. refused because the store is closing).
+    pub fn ready(outcome: Result<(), StoreError>) -> AuditAppend {
+        let (done, append) = AuditAppend::channel();
+        done.send(outcome);
+        append
+    }
+
+    /// Blocks the thread until the outcome is known: for threads off the
+    /// async runtime (it panics on one of the runtime's own threads).
+    pub fn wait(self) -> Result<(), StoreError> {
+        self.0.blocking_recv().unwrap_or_else(|_| Err(abandoned()))
+    }
+}
+
+impl std::future::Future for AuditAppend {
+    type Output = Result<(), StoreError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|answer| answer.unwrap_or_else(|_| Err(abandoned())))
+    }
+}
+
+impl AuditAppendDone {
+    /// Answers the caller; if it is no longer waiting, a failure is logged.
+    pub fn send(self, outcome: Result<(), StoreError>) {
+        if let Err(Err(e)) = self.0.send(outcome) {
+            tracing::error!(error = %e, "queued audit entries could not be written");
+        }
+    }
+}
+
+/// The backend dropped an append without answering it (it stopped).
+fn abandoned() -> StoreError {
+    StoreError::unavailable("the store stopped before the audit entries were written")
+}
 
 /// The storage interface. Methods block; async callers use `spawn_blocking`.
 pub trait Store: Send + Sync + 'static {
@@ -310,9 +365,10 @@ pub trait Store: Send + Sync + 'static {
     /// Merkle leaves with their tree nodes, in one transaction (one fsync).
     fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError>;
     /// Queues audit entries for the next group commit and returns at once:
-    /// concurrent callers share one transaction (one fsync). `done` is called,
-    /// on the store's own thread, once the entries are durable or have failed.
-    fn append_audit_queued(&self, entries: Vec<AuditEntry>, done: AuditDone);
+    /// concurrent callers share one transaction (one fsync). The returned
+    /// future is ready once the entries are durable or have failed; it needs
+    /// no runtime thread meanwhile (the backend does the work).
+    fn append_audit_queued(&self, entries: Vec<AuditEntry>) -> AuditAppend;
     fn query_audit(&self, filter: &AuditFilter) -> Result<Vec<StoredAuditEntry>, StoreError>;
     /// Number of leaves in the audit tree.
     fn audit_size(&self) -> Result<u64, StoreError>;

@@ -5,7 +5,7 @@
 use super::Inner;
 use super::audit_log::insert_audit;
 use crate::audit::AuditEntry;
-use crate::store::{AuditDone, StoreError};
+use crate::store::{AuditAppend, StoreError};
 use std::sync::atomic::Ordering;
 
 /// How long the committer waits for more callers when they arrive together.
@@ -14,15 +14,17 @@ const COMMIT_LINGER: std::time::Duration = std::time::Duration::from_micros(500)
 const LINGER_AFTER_CALLERS: usize = 2;
 
 impl Inner {
-    pub(super) fn append_audit_queued(&self, entries: Vec<AuditEntry>, done: AuditDone) {
+    pub(super) fn append_audit_queued(&self, entries: Vec<AuditEntry>) -> AuditAppend {
         if self.stopping.load(Ordering::SeqCst) {
-            return done(Err(StoreError::unavailable("the store is closing")));
+            return AuditAppend::ready(Err(StoreError::unavailable("the store is closing")));
         }
+        let (done, append) = AuditAppend::channel();
         self.queue
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push((entries, done));
         self.queue_ready.notify_one();
+        append
     }
 
     /// The committer thread: everything queued meanwhile goes into one
@@ -60,7 +62,7 @@ impl Inner {
             }
             let outcome = self.write(|tx, heads| insert_audit(tx, heads, &all));
             for done in callers {
-                done(outcome.clone());
+                done.send(outcome.clone());
             }
         }
     }

@@ -43,9 +43,9 @@ mod tests;
 mod writer;
 
 use super::{
-    AuditDone, AuditFilter, AuditLeaf, BatchWrite, CommitOutcome, NoteErasure, ReindexedRecord,
-    Rows, Store, StoreError, StoredAuditEntry, StoredBatch, StoredCheckpoint, StoredNote,
-    StoredRecord,
+    AuditAppend, AuditAppendDone, AuditFilter, AuditLeaf, BatchWrite, CommitOutcome, NoteErasure,
+    ReindexedRecord, Rows, Store, StoreError, StoredAuditEntry, StoredBatch, StoredCheckpoint,
+    StoredNote, StoredRecord,
 };
 use crate::audit::AuditEntry;
 use adapters::RecordKind;
@@ -83,7 +83,7 @@ struct Inner {
     readers: Mutex<ReaderPool>,
     reader_free: Condvar,
     /// Audit appends waiting for the committer thread.
-    queue: Mutex<Vec<(Vec<AuditEntry>, AuditDone)>>,
+    queue: Mutex<Vec<(Vec<AuditEntry>, AuditAppendDone)>>,
     queue_ready: Condvar,
     /// The subject index's own writer connection.
     index: Mutex<Connection>,
@@ -317,8 +317,8 @@ impl Store for SqliteStore {
     fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
         self.inner.append_audit(entries)
     }
-    fn append_audit_queued(&self, entries: Vec<AuditEntry>, done: AuditDone) {
-        self.inner.append_audit_queued(entries, done)
+    fn append_audit_queued(&self, entries: Vec<AuditEntry>) -> AuditAppend {
+        self.inner.append_audit_queued(entries)
     }
     fn query_audit(&self, filter: &AuditFilter) -> Result<Vec<StoredAuditEntry>, StoreError> {
         self.inner.query_audit(filter)

@@ -94,12 +94,10 @@ mod audit_tree_tests {
         store
             .append_audit(&[entry(0, None), entry(1, None).with_note(note("a"))])
             .unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        store.append_audit_queued(
-            vec![entry(2, None).with_note(note("b"))],
-            Box::new(move |r| tx.send(r.is_ok()).unwrap()),
-        );
-        assert!(rx.recv().unwrap());
+        store
+            .append_audit_queued(vec![entry(2, None).with_note(note("b"))])
+            .wait()
+            .unwrap();
         assert_eq!(store.audit_note(1).unwrap(), None);
         let held = store.audit_note(2).unwrap().unwrap();
         assert_eq!(
@@ -291,6 +289,33 @@ mod audit_tree_tests {
         }
     }
 
+    /// Appends queued while a commit is under way share the next one (one
+    /// transaction, one fsync), each caller hears its outcome, and an append
+    /// whose caller stopped listening is written all the same.
+    #[test]
+    fn queued_appends_share_one_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let before = store.inner.commits.load(Ordering::SeqCst);
+        let appends: Vec<AuditAppend> = {
+            // A commit under way: the committer waits for the writer.
+            let _writing = store.inner.writer.lock().unwrap();
+            let appends = (0..20)
+                .map(|i| store.append_audit_queued(vec![entry(i, None)]))
+                .collect();
+            drop(store.append_audit_queued(vec![entry(20, None)]));
+            appends
+        };
+        for append in appends {
+            append.wait().unwrap();
+        }
+        // The committer may have taken the first append before the rest
+        // were queued: two commits at most, for 21 callers.
+        let commits = store.inner.commits.load(Ordering::SeqCst) - before;
+        assert!((1..=2).contains(&commits), "{commits} commits");
+        assert_eq!(store.audit_size().unwrap(), 21);
+    }
+
     /// Back-pointers and the subject index stay right across restarts, with
     /// entries appended directly and through the committer, whether or not
     /// the indexer had reached them before the store closed.
@@ -307,12 +332,7 @@ mod audit_tree_tests {
                     .collect();
                 n += 7;
                 if round == 1 {
-                    let (tx, rx) = std::sync::mpsc::channel();
-                    store.append_audit_queued(
-                        entries,
-                        Box::new(move |r| tx.send(r.is_ok()).unwrap()),
-                    );
-                    assert!(rx.recv().unwrap());
+                    store.append_audit_queued(entries).wait().unwrap();
                 } else {
                     store.append_audit(&entries).unwrap();
                 }
