@@ -20,6 +20,7 @@
 //!   its sealed text for good and appends the erasure's entry, atomically; the
 //!   entry, its leaf and the tree never change.
 
+pub mod audit_tree;
 pub mod sqlite;
 
 use crate::audit::{AuditEntry, CanonicalEntry};

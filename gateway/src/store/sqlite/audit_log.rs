@@ -3,7 +3,7 @@
 //! back by filter, by subject or as exported leaves.
 
 use super::Inner;
-use super::audit_tree::{SqlTree, TILE, TILE_BITS};
+use super::audit_tree::tree;
 use super::subjects::SubjectKey;
 use super::writer::Staged;
 use crate::audit::AuditEntry;
@@ -20,8 +20,8 @@ pub(super) fn insert_audit(
     if entries.is_empty() {
         return Ok(());
     }
-    let tree = SqlTree::open(tx)?;
-    let size = tree.size;
+    let tree = tree(tx)?;
+    let size = tree.size();
     let mut leaves = Vec::with_capacity(entries.len());
     {
         let mut insert = tx.prepare_cached(
@@ -60,58 +60,7 @@ pub(super) fn insert_audit(
             }
         }
     }
-    let mut frontier = match heads.frontier.take() {
-        Some(kept) if kept.size() == size => kept,
-        _ => tlog::Frontier::of(&tree)?,
-    };
-    let nodes = frontier.append(&leaves)?;
-    heads.frontier = Some(frontier);
-    let mut insert_node =
-        tx.prepare_cached("INSERT INTO audit_nodes (level, idx, hash) VALUES (?1, ?2, ?3)")?;
-    for n in nodes.iter().filter(|n| n.level >= TILE_BITS) {
-        insert_node.execute(params![n.level, n.index as i64, &n.hash[..]])?;
-    }
-    // Leaf hashes: rows of the incomplete tile; a tile that completes
-    // becomes one row of audit_tiles and its leaf rows go.
-    let mut insert_leaf =
-        tx.prepare_cached("INSERT INTO audit_leaves (idx, hash) VALUES (?1, ?2)")?;
-    let mut insert_tile =
-        tx.prepare_cached("INSERT INTO audit_tiles (idx, hashes) VALUES (?1, ?2)")?;
-    let mut clear_leaves =
-        tx.prepare_cached("DELETE FROM audit_leaves WHERE idx >= ?1 AND idx < ?2")?;
-    let (mut next, mut done) = (size, 0usize);
-    while done < leaves.len() {
-        let start = next & !(TILE - 1);
-        let take = ((start + TILE - next) as usize).min(leaves.len() - done);
-        let batch = &leaves[done..done + take];
-        if next + take as u64 == start + TILE {
-            let mut blob = match next > start {
-                true => tree
-                    .tile(start)?
-                    .map(|t| t.as_ref().clone())
-                    .ok_or_else(|| StoreError::corrupt(format!("audit tile {start} is missing")))?,
-                false => Vec::with_capacity(TILE as usize * 32),
-            };
-            if blob.len() as u64 != (next - start) * 32 {
-                return Err(StoreError::corrupt(format!(
-                    "audit tile {start} holds {} bytes, expected {}",
-                    blob.len(),
-                    (next - start) * 32
-                )));
-            }
-            for leaf in batch {
-                blob.extend_from_slice(leaf);
-            }
-            clear_leaves.execute(params![start as i64, (start + TILE) as i64])?;
-            insert_tile.execute(params![start as i64, blob])?;
-        } else {
-            for (i, leaf) in batch.iter().enumerate() {
-                insert_leaf.execute(params![(next + i as u64) as i64, &leaf[..]])?;
-            }
-        }
-        done += take;
-        next += take as u64;
-    }
+    heads.frontier = Some(tree.append(heads.frontier.take(), &leaves)?);
     Ok(())
 }
 
@@ -174,8 +123,8 @@ impl Inner {
         limit: usize,
     ) -> Result<Vec<AuditLeaf>, StoreError> {
         self.read(|c| {
-            let tree = SqlTree::open(c)?;
-            let to = to.min(tree.size).min(from.saturating_add(limit as u64));
+            let tree = tree(c)?;
+            let to = to.min(tree.size()).min(from.saturating_add(limit as u64));
             if from >= to {
                 return Ok(Vec::new());
             }
@@ -193,7 +142,7 @@ impl Inner {
                 .map(|index| {
                     Ok(AuditLeaf {
                         seq: index + 1,
-                        leaf_hash: tree.leaf(index).ok_or_else(|| {
+                        leaf_hash: tree.leaf(index)?.ok_or_else(|| {
                             StoreError::corrupt(format!("audit leaf {index} is missing"))
                         })?,
                         entry: entries.remove(&(index + 1)),

@@ -1,137 +1,122 @@
-//! The audit log's Merkle tree as SQLite rows: leaf hashes in tiles of 256,
-//! the last incomplete tile as single rows, and every complete subtree at
-//! level 8 and above as a node row. Roots and proofs are RFC 9162's, read
-//! from these rows through [`tlog::HashStore`].
+//! The audit tree's hashes as SQLite rows: complete tiles in `audit_tiles`,
+//! the loose leaves of the last tile in `audit_leaves`, and high nodes in
+//! `audit_nodes` (the layout is the shared one, `store::audit_tree`; this file
+//! only reads and writes its rows).
 
 use super::Inner;
 use crate::store::StoreError;
+use crate::store::audit_tree::{LeafVisitor, TiledTree, TreeStorage, TreeStorageMut};
 use rusqlite::{Connection, OptionalExtension, params};
 
-/// Leaves per tile, and its log.
-pub(super) const TILE_BITS: u8 = 8;
-pub(super) const TILE: u64 = 1 << TILE_BITS;
+/// The tree's rows, through one connection (or transaction).
+pub(super) struct TreeRows<'c>(&'c Connection);
 
-/// The audit tree as stored in `audit_tiles` and `audit_nodes`, read through
-/// one connection (tiles read are cached for the life of the value).
-pub(super) struct SqlTree<'c> {
-    pub(super) conn: &'c Connection,
-    pub(super) size: u64,
-    pub(super) tiles: std::cell::RefCell<std::collections::HashMap<u64, std::rc::Rc<Vec<u8>>>>,
+/// The audit tree as `c` sees it.
+pub(super) fn tree(c: &Connection) -> Result<TiledTree<TreeRows<'_>>, StoreError> {
+    TiledTree::open(TreeRows(c))
 }
 
-impl<'c> SqlTree<'c> {
-    pub(super) fn open(conn: &'c Connection) -> Result<SqlTree<'c>, StoreError> {
-        let last_leaf: Option<i64> = conn
+impl TreeStorage for TreeRows<'_> {
+    fn last_loose_leaf(&self) -> Result<Option<u64>, StoreError> {
+        let last: Option<i64> = self
+            .0
             .prepare_cached("SELECT max(idx) FROM audit_leaves")?
             .query_row([], |r| r.get(0))?;
-        let size = match last_leaf {
-            Some(idx) => idx as u64 + 1,
-            None => conn
-                .prepare_cached(
-                    "SELECT idx, length(hashes) FROM audit_tiles ORDER BY idx DESC LIMIT 1",
-                )?
-                .query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
-                .optional()?
-                .map(|(idx, len)| (idx + len / 32) as u64)
-                .unwrap_or(0),
-        };
-        Ok(SqlTree {
-            conn,
-            size,
-            tiles: Default::default(),
-        })
+        Ok(last.map(|i| i as u64))
     }
 
-    /// The leaf hashes of the tile starting at leaf `start`.
-    pub(super) fn tile(&self, start: u64) -> Result<Option<std::rc::Rc<Vec<u8>>>, StoreError> {
-        if let Some(t) = self.tiles.borrow().get(&start) {
-            return Ok(Some(t.clone()));
-        }
-        let mut blob: Option<Vec<u8>> = self
-            .conn
+    fn last_tile(&self) -> Result<Option<(u64, u64)>, StoreError> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT idx, length(hashes) FROM audit_tiles ORDER BY idx DESC LIMIT 1",
+            )?
+            .query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+            .optional()?
+            .map(|(idx, len)| (idx as u64, len as u64 / 32)))
+    }
+
+    fn tile(&self, start: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .0
             .prepare_cached("SELECT hashes FROM audit_tiles WHERE idx = ?1")?
             .query_row(params![start as i64], |r| r.get(0))
-            .optional()?;
-        if blob.is_none() && start < self.size && self.size - start < TILE {
-            // The last, incomplete tile: its leaves are rows.
-            let mut b = Vec::with_capacity(((self.size - start) * 32) as usize);
-            let mut stmt = self.conn.prepare_cached(
-                "SELECT idx, hash FROM audit_leaves WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
-            )?;
-            let mut rows = stmt.query(params![start as i64, self.size as i64])?;
-            let mut next = start;
-            while let Some(row) = rows.next()? {
-                let hash: Vec<u8> = row.get(1)?;
-                if row.get::<_, i64>(0)? as u64 != next || hash.len() != 32 {
-                    return Err(StoreError::corrupt(format!(
-                        "audit leaf {next} is missing or malformed"
-                    )));
-                }
-                b.extend_from_slice(&hash);
-                next += 1;
-            }
-            blob = Some(b);
-        }
-        Ok(blob.map(|b| {
-            let b = std::rc::Rc::new(b);
-            self.tiles.borrow_mut().insert(start, b.clone());
-            b
-        }))
+            .optional()?)
     }
 
-    /// Leaf hash `index`.
-    pub(super) fn leaf(&self, index: u64) -> Option<tlog::Hash> {
-        let tile = self.tile(index & !(TILE - 1)).ok()??;
-        let off = ((index & (TILE - 1)) * 32) as usize;
-        tile.get(off..off + 32)?.try_into().ok()
+    fn loose_leaves(
+        &self,
+        from: u64,
+        to: u64,
+        each: &mut LeafVisitor<'_>,
+    ) -> Result<(), StoreError> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT idx, hash FROM audit_leaves WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
+        )?;
+        let mut rows = stmt.query(params![from as i64, to as i64])?;
+        while let Some(row) = rows.next()? {
+            let index = row.get::<_, i64>(0)? as u64;
+            let hash = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
+            each(index, hash)?;
+        }
+        Ok(())
+    }
+
+    fn node(&self, level: u8, index: u64) -> Result<Option<tlog::Hash>, StoreError> {
+        let hash: Option<Vec<u8>> = self
+            .0
+            .prepare_cached("SELECT hash FROM audit_nodes WHERE level = ?1 AND idx = ?2")?
+            .query_row(params![level, index as i64], |r| r.get(0))
+            .optional()?;
+        hash.map(|h| {
+            h.try_into().map_err(|_| {
+                StoreError::corrupt(format!("audit node ({level}, {index}) is malformed"))
+            })
+        })
+        .transpose()
     }
 }
 
-impl tlog::HashStore for SqlTree<'_> {
-    fn leaf_count(&self) -> u64 {
-        self.size
+impl TreeStorageMut for TreeRows<'_> {
+    fn put_nodes(&self, nodes: &[tlog::Node]) -> Result<(), StoreError> {
+        let mut insert = self
+            .0
+            .prepare_cached("INSERT INTO audit_nodes (level, idx, hash) VALUES (?1, ?2, ?3)")?;
+        for n in nodes {
+            insert.execute(params![n.level, n.index as i64, &n.hash[..]])?;
+        }
+        Ok(())
     }
-    fn node(&self, level: u8, index: u64) -> Option<tlog::Hash> {
-        if level >= TILE_BITS {
-            let hash: Vec<u8> = self
-                .conn
-                .prepare_cached("SELECT hash FROM audit_nodes WHERE level = ?1 AND idx = ?2")
-                .ok()?
-                .query_row(params![level, index as i64], |r| r.get(0))
-                .optional()
-                .ok()??;
-            return hash.try_into().ok();
+
+    fn put_loose_leaves(&self, first: u64, hashes: &[tlog::Hash]) -> Result<(), StoreError> {
+        let mut insert = self
+            .0
+            .prepare_cached("INSERT INTO audit_leaves (idx, hash) VALUES (?1, ?2)")?;
+        for (i, hash) in hashes.iter().enumerate() {
+            insert.execute(params![(first + i as u64) as i64, &hash[..]])?;
         }
-        // A complete subtree inside one tile: fold its 2^level leaf hashes.
-        let first = index.checked_shl(u32::from(level))?;
-        let count = 1u64 << level;
-        if first.checked_add(count)? > self.size {
-            return None;
-        }
-        let tile = self.tile(first & !(TILE - 1)).ok()??;
-        let off = ((first & (TILE - 1)) * 32) as usize;
-        let bytes = tile.get(off..off + count as usize * 32)?;
-        let mut layer: Vec<tlog::Hash> = bytes
-            .chunks_exact(32)
-            .map(|c| c.try_into().expect("32-byte chunk"))
-            .collect();
-        while layer.len() > 1 {
-            layer = layer
-                .chunks_exact(2)
-                .map(|p| tlog::node_hash(&p[0], &p[1]))
-                .collect();
-        }
-        layer.pop()
+        Ok(())
+    }
+
+    fn put_tile(&self, start: u64, hashes: &[u8]) -> Result<(), StoreError> {
+        let end = start + crate::store::audit_tree::TILE;
+        self.0
+            .prepare_cached("DELETE FROM audit_leaves WHERE idx >= ?1 AND idx < ?2")?
+            .execute(params![start as i64, end as i64])?;
+        self.0
+            .prepare_cached("INSERT INTO audit_tiles (idx, hashes) VALUES (?1, ?2)")?
+            .execute(params![start as i64, hashes])?;
+        Ok(())
     }
 }
 
 impl Inner {
     pub(super) fn audit_size(&self) -> Result<u64, StoreError> {
-        self.read(|c| Ok(SqlTree::open(c)?.size))
+        self.read(|c| Ok(tree(c)?.size()))
     }
 
     pub(super) fn audit_root(&self, size: u64) -> Result<tlog::Hash, StoreError> {
-        self.read(|c| Ok(tlog::root_at(&SqlTree::open(c)?, size)?))
+        self.read(|c| tree(c)?.root(size))
     }
 
     pub(super) fn audit_inclusion_proof(
@@ -139,7 +124,7 @@ impl Inner {
         index: u64,
         size: u64,
     ) -> Result<Vec<tlog::Hash>, StoreError> {
-        self.read(|c| Ok(tlog::inclusion_proof(&SqlTree::open(c)?, index, size)?))
+        self.read(|c| tree(c)?.inclusion_proof(index, size))
     }
 
     pub(super) fn audit_consistency_proof(
@@ -147,6 +132,6 @@ impl Inner {
         size1: u64,
         size2: u64,
     ) -> Result<Vec<tlog::Hash>, StoreError> {
-        self.read(|c| Ok(tlog::consistency_proof(&SqlTree::open(c)?, size1, size2)?))
+        self.read(|c| tree(c)?.consistency_proof(size1, size2))
     }
 }

@@ -49,7 +49,6 @@ use super::{
 };
 use crate::audit::AuditEntry;
 use adapters::RecordKind;
-use audit_tree::SqlTree;
 use readers::ReaderPool;
 use rusqlite::{Connection, params};
 use schema::{INDEX_SCHEMA, SCHEMA, configure, move_partial_tile_to_leaves};
@@ -146,7 +145,7 @@ impl SqliteStore {
         index.execute_batch(INDEX_SCHEMA)?;
         // A log cut back (restored from a backup, or tampered with) leaves
         // index rows beyond its end: they go, and indexing resumes there.
-        let size = SqlTree::open(&writer)?.size;
+        let size = audit_tree::tree(&writer)?.size();
         index.execute(
             "DELETE FROM audit_subjects WHERE seq > ?1",
             params![size as i64],

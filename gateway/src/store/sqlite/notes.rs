@@ -3,7 +3,7 @@
 
 use super::Inner;
 use super::audit_log::insert_audit;
-use super::audit_tree::SqlTree;
+use super::audit_tree::tree;
 use crate::audit::AuditEntry;
 use crate::store::{NoteErasure, StoreError, StoredNote};
 use rusqlite::{OptionalExtension, params};
@@ -52,7 +52,7 @@ impl Inner {
                 }
                 Some(None) => {}
             }
-            let erasure_seq = SqlTree::open(tx)?.size + 1;
+            let erasure_seq = tree(tx)?.size() + 1;
             insert_audit(tx, heads, std::slice::from_ref(&erasure))?;
             // The freed bytes are overwritten with zeros, not left in the
             // page's free space or on the free list (this update only: the

@@ -3,8 +3,8 @@
 //! the one-time migrations of older layouts run at start-up. Kept apart so the
 //! layout can be read in one place.
 
-use super::audit_tree::TILE;
 use crate::store::StoreError;
+use crate::store::audit_tree::TILE;
 use rusqlite::{Connection, OptionalExtension, params};
 
 pub(super) const SCHEMA: &str = r#"
