@@ -14,10 +14,10 @@ use crate::audit::{
 };
 use crate::authz::{self, RequiredOperation};
 use crate::identity::Principal;
-use crate::ingest::record_aad;
 use crate::limits::RefusedCall;
 use crate::metrics::{CaughtUp, Commit, KindTally, LookedUp, PageDelivered, Refused, Reidentified};
 use crate::proto;
+use crate::sealing::{decode_record, record_aad};
 use crate::status::store_status;
 use crate::store::StoredRecord;
 use adapters::{Record, RecordKind};
@@ -112,9 +112,6 @@ impl ExchangeService {
         }
     }
 }
-
-/// The auditors' pseudonym domain: subjects in audit entries are tokens in it.
-pub const AUDIT_DOMAIN: &str = "auditors";
 
 fn form(f: Form) -> proto::FieldForm {
     match f {
@@ -279,16 +276,6 @@ fn open_record(gateway: &Gateway, stored: &StoredRecord) -> Result<Record, Statu
         tracing::error!(seq = stored.seq, error = %e, "a stored record does not decode");
         Status::data_loss("a stored record cannot be decoded")
     })
-}
-
-/// A record's plaintext as sealed: the binary form, or JSON for records
-/// sealed before it existed.
-pub(crate) fn decode_record(plain: &[u8]) -> Result<Record, String> {
-    match plain.first() {
-        // (serde_json's message may quote the text: never passed on.)
-        Some(b'{') => serde_json::from_slice(plain).map_err(|_| "invalid JSON".to_string()),
-        _ => Record::from_binary(plain).map_err(|e| e.to_string()),
-    }
 }
 
 /// A record shaped for delivery. Its own `policy_version` is left empty: a
@@ -1136,28 +1123,5 @@ impl tonic::codec::Encoder for EncodedEncoder {
     fn encode(&mut self, item: Bytes, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), Status> {
         bytes::BufMut::put_slice(dst, &item);
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Records sealed as JSON before the binary form stay readable, and both
-    /// forms give the same record.
-    #[test]
-    fn records_decode_from_both_stored_forms() {
-        let rows = include_bytes!("../../tests/fixtures/agencies/samples/housing.jsonl");
-        let adapter = adapters::adapter_for(adapters::Agency::Housing).unwrap();
-        let parser = adapter.open_batch(adapter.format(), None).unwrap();
-        let record = rows
-            .split(|b| *b == b'\n')
-            .find_map(|row| parser.parse_row(row).ok())
-            .expect("an accepted sample row");
-        let json = serde_json::to_vec(&record).unwrap();
-        assert_eq!(decode_record(&json).unwrap(), record);
-        assert_eq!(decode_record(&record.to_binary()).unwrap(), record);
-        assert!(decode_record(b"{not json").is_err());
-        assert!(decode_record(b"").is_err());
     }
 }

@@ -14,7 +14,6 @@
 use crate::Gateway;
 use crate::audit::{AuditEvent, BatchPushed};
 use crate::identity::Principal;
-use crate::keys::Keys;
 use crate::metrics::{BatchCommitted, BatchDuplicate, BatchRejected, Commit, Refused};
 use crate::proto::{self, BatchOutcome, NativeFormat};
 use crate::store::{BatchWrite, CommitOutcome, Receipt, RecordWrite, Rejection, StoreError};
@@ -454,45 +453,10 @@ fn valid_batch_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-/// The additional data that binds a sealed record to its row.
-pub fn record_aad(kind: adapters::RecordKind, key_hash: &[u8]) -> Vec<u8> {
-    let kind = kind.id();
-    let mut aad = Vec::with_capacity(kind.len() + 1 + key_hash.len());
-    aad.extend_from_slice(kind.as_bytes());
-    aad.push(0x1f);
-    aad.extend_from_slice(key_hash);
-    aad
-}
-
-/// Seals a canonical record for storage: keyed hashes for its keys, the record
-/// itself encrypted. Nothing raw leaves this function.
+/// Seals a canonical record for storage with the gateway's keys
+/// ([`crate::sealing::seal_record`]).
 pub fn seal_record(gateway: &Gateway, record: &Record) -> RecordWrite {
-    seal_record_with(&gateway.keys, record)
-}
-
-/// [`seal_record`] with the given keys (also used to re-index stored records,
-/// [`crate::rotation`]).
-pub fn seal_record_with(keys: &Keys, record: &Record) -> RecordWrite {
-    let kind = record.kind;
-    let key_hash = keys.index_hash(
-        &format!("record/{}", kind.id()),
-        record.source_key.expose().as_bytes(),
-    );
-    let person_index = record
-        .person
-        .as_ref()
-        .map(|p| keys.index_hash("person", p.expose().as_bytes()));
-    let plaintext = record.to_binary();
-    let sealed = keys.seal(&record_aad(kind, &key_hash), &plaintext);
-    RecordWrite {
-        kind,
-        key_hash,
-        person_index,
-        enterprise: record.enterprise.as_ref().map(|c| c.as_str().to_string()),
-        changed_at: record.changed_at.0,
-        cancel: record.change == adapters::ChangeType::Cancel,
-        sealed,
-    }
+    crate::sealing::seal_record(&gateway.keys, record)
 }
 
 fn rejected(batch: &proto::PushBatch, code: &str, message: String) -> proto::BatchReceipt {

@@ -308,7 +308,7 @@ impl Keys {
 
     /// The secret from which a pseudonym domain's keys are derived (a
     /// consumer's pseudonyms and re-identification key, or the auditors'
-    /// tokens, [`crate::exchange::AUDIT_DOMAIN`]): the key the domain is bound
+    /// tokens, [`crate::audit::AUDIT_DOMAIN`]): the key the domain is bound
     /// to, or the active key for a domain not bound yet.
     pub fn pseudonym_secret_for(&self, domain: &str) -> &[u8] {
         let bound = self

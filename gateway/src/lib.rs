@@ -30,6 +30,7 @@ pub mod limits;
 pub mod metrics;
 pub mod pki;
 pub mod rotation;
+pub mod sealing;
 pub mod status;
 pub mod store;
 pub mod telemetry;

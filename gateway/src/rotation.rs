@@ -23,12 +23,12 @@
 //!
 //! Every step is audited with key ids only.
 
+use crate::audit::AUDIT_DOMAIN;
 use crate::audit::{
     self, AuditEvent, ConsumerRepseudonymised, KeyRotated, RecordsReindexStarted, RecordsReindexed,
 };
-use crate::exchange::AUDIT_DOMAIN;
-use crate::ingest::{record_aad, seal_record_with};
 use crate::keys::Keys;
+use crate::sealing::{decode_record, record_aad, seal_record};
 use crate::store::{ReindexedRecord, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -278,8 +278,8 @@ fn reindex_with(
             let plain = keys
                 .open(&record_aad(row.kind, &row.key_hash), &row.sealed)
                 .map_err(|e| unreadable(e.to_string()))?;
-            let record = crate::exchange::decode_record(&plain).map_err(unreadable)?;
-            let write = seal_record_with(keys, &record);
+            let record = decode_record(&plain).map_err(unreadable)?;
+            let write = seal_record(keys, &record);
             if write.kind != row.kind {
                 return Err(unreadable("its kind differs from its row's".into()));
             }
@@ -499,7 +499,7 @@ mod tests {
         let mut records = Vec::new();
         while let Some(row) = rows.next_row().unwrap() {
             if let Ok(record) = parser.parse_row(&row) {
-                records.push(seal_record_with(keys, &record));
+                records.push(seal_record(keys, &record));
             }
         }
         records

@@ -75,11 +75,14 @@ impl AuditEntry {
     }
 }
 
+/// The auditors' pseudonym domain: subjects in audit entries are tokens in it.
+pub const AUDIT_DOMAIN: &str = "auditors";
+
 /// The auditors' pseudonymiser: subjects in entries are its tokens. Its domain
 /// stays bound to the pseudonym key it was first used with, whatever key is
 /// active later, so that no person's chain of entries splits.
 pub fn auditor_pseudonyms(keys: &crate::keys::Keys) -> policies::Pseudonymiser {
-    let domain = crate::exchange::AUDIT_DOMAIN;
+    let domain = AUDIT_DOMAIN;
     policies::Pseudonymiser::new(keys.pseudonym_secret_for(domain), domain)
 }
 
@@ -887,7 +890,7 @@ mod tests {
     /// consumer.
     #[test]
     fn the_gateways_domains_are_reserved_consumer_names() {
-        for domain in [crate::exchange::AUDIT_DOMAIN, REFUSED_TEXT_DOMAIN] {
+        for domain in [AUDIT_DOMAIN, REFUSED_TEXT_DOMAIN] {
             assert!(policies::RESERVED_CONSUMERS.contains(&domain), "{domain}");
         }
     }
