@@ -15,10 +15,21 @@
 //!   a leaf (its canonical bytes, `audit::encoding`), with its subjects'
 //!   back-pointers and the new tree nodes, in the same transaction as the change
 //!   it records; roots and proofs come from stored nodes in O(log n) reads.
+//!   The tree's layout and maintenance are shared ([`audit_tree`]): a backend
+//!   only stores and reads its hashes.
+//! - Audit appends queued by concurrent callers ([`Store::append_audit_queued`])
+//!   share a transaction (group commit); each caller's [`AuditAppend`] is
+//!   ready once its entries are durable.
+//! - Failures are [`StoreError`]s, classified by what a caller can do; a
+//!   backend maps its driver's errors to them in its own folder.
 //! - An entry's note (free text its details commit to, sealed: `audit::notes`)
 //!   is stored in the same transaction as the entry. Erasing a note removes
 //!   its sealed text for good and appends the erasure's entry, atomically; the
 //!   entry, its leaf and the tree never change.
+//!
+//! This file holds the trait and the types every backend shares, and names no
+//! backend's types; [`audit_tree`] is the shared tree; each backend lives in a
+//! folder of its own, split by concern ([`sqlite`]).
 
 pub mod audit_tree;
 pub mod sqlite;
