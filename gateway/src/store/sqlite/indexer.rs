@@ -4,6 +4,7 @@
 //! end of the log.
 
 use super::Inner;
+use super::subjects::SubjectKey;
 use crate::store::StoreError;
 use rusqlite::params;
 use std::sync::atomic::Ordering;
@@ -16,6 +17,42 @@ const INDEX_QUIET: std::time::Duration = std::time::Duration::from_millis(300);
 const INDEX_MAX_BACKLOG: usize = 2_000_000;
 
 impl Inner {
+    /// Loads each subject's latest entry (the back-pointer its next entry
+    /// records) at start-up: the latest indexed, then the entries the
+    /// indexer had not reached, which it is woken to index.
+    pub(super) fn load_subject_heads(&self) -> Result<(), StoreError> {
+        let through = {
+            let index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+            let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let mut stmt =
+                index.prepare("SELECT subject, MAX(seq) FROM audit_subjects GROUP BY subject")?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let token: String = row.get(0)?;
+                writer
+                    .heads
+                    .set(SubjectKey::of(&token), row.get::<_, i64>(1)? as u64);
+            }
+            index.query_row("SELECT indexed_through FROM progress", [], |r| {
+                r.get::<_, i64>(0)
+            })?
+        };
+        let mut backlog = 0;
+        {
+            let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            self.for_each_entry_after(through, |seq, entry| {
+                for s in entry.subjects {
+                    writer.heads.set(SubjectKey::of(&s.token), seq as u64);
+                    backlog += 1;
+                }
+                true
+            })?;
+        }
+        self.index_backlog.store(backlog, Ordering::Relaxed);
+        *self.index_wake.lock().unwrap_or_else(|p| p.into_inner()) = backlog > 0;
+        Ok(())
+    }
+
     /// The indexer thread: indexes new entries' subjects in large
     /// transactions once appends pause for [`INDEX_QUIET`] (or the backlog
     /// passes [`INDEX_MAX_BACKLOG`] rows), so that during a bulk pull it does

@@ -51,12 +51,11 @@ use crate::audit::AuditEntry;
 use adapters::RecordKind;
 use readers::ReaderPool;
 use rusqlite::{Connection, params};
-use schema::{INDEX_SCHEMA, SCHEMA, configure, move_partial_tile_to_leaves};
 use sealed_rows::SealedRows;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use subjects::{SubjectHeads, SubjectKey};
+use subjects::SubjectHeads;
 use writer::Writer;
 
 /// Bytes of sealed look-up rows kept between look-ups ([`SealedRows`]), for
@@ -121,39 +120,9 @@ impl SqliteStore {
             StoreError::unavailable(format!("cannot create {}: {e}", data_dir.display()))
         })?;
         let path = data_dir.join("gateway.db");
-        let mut writer = Connection::open(&path)?;
-        writer.pragma_update(None, "journal_mode", "WAL")?;
-        writer.pragma_update(None, "synchronous", "FULL")?;
-        writer.pragma_update(None, "foreign_keys", "ON")?;
-        configure(&writer)?;
-        // A 64 MiB page cache keeps the right edges of the audit tables and
-        // indexes in memory, so appends do not re-read pages from the OS.
-        writer.pragma_update(None, "cache_size", -65536)?;
-        // No checkpoint on the commit path (one there stalls every caller
-        // waiting on that commit for as long as it copies): the checkpointer
-        // thread copies the WAL into the database beside the writer.
-        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
-        writer.execute_batch(SCHEMA)?;
-        move_partial_tile_to_leaves(&mut writer)?;
-
+        let writer = schema::open_writer(&path)?;
         let index_path = data_dir.join("audit-subjects.db");
-        let index = Connection::open(&index_path)?;
-        index.pragma_update(None, "journal_mode", "WAL")?;
-        index.pragma_update(None, "synchronous", "NORMAL")?;
-        index.busy_timeout(std::time::Duration::from_secs(30))?;
-        index.pragma_update(None, "cache_size", -65536)?;
-        index.execute_batch(INDEX_SCHEMA)?;
-        // A log cut back (restored from a backup, or tampered with) leaves
-        // index rows beyond its end: they go, and indexing resumes there.
-        let size = audit_tree::tree(&writer)?.size();
-        index.execute(
-            "DELETE FROM audit_subjects WHERE seq > ?1",
-            params![size as i64],
-        )?;
-        index.execute(
-            "UPDATE progress SET indexed_through = min(indexed_through, ?1)",
-            params![size as i64],
-        )?;
+        let index = schema::open_index(&index_path, audit_tree::tree(&writer)?.size())?;
 
         let inner = Arc::new(Inner {
             path,
@@ -181,37 +150,7 @@ impl SqliteStore {
             checkpoint_ready: Condvar::new(),
             stopping: AtomicBool::new(false),
         });
-        // Subject heads: each subject's latest indexed entry, then the entries
-        // the indexer had not reached (it catches up in the background).
-        let through = {
-            let index = inner.index.lock().unwrap_or_else(|p| p.into_inner());
-            let mut writer = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
-            let mut stmt =
-                index.prepare("SELECT subject, MAX(seq) FROM audit_subjects GROUP BY subject")?;
-            let mut rows = stmt.query([])?;
-            while let Some(row) = rows.next()? {
-                let token: String = row.get(0)?;
-                writer
-                    .heads
-                    .set(SubjectKey::of(&token), row.get::<_, i64>(1)? as u64);
-            }
-            index.query_row("SELECT indexed_through FROM progress", [], |r| {
-                r.get::<_, i64>(0)
-            })?
-        };
-        let mut backlog = 0;
-        {
-            let mut writer = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
-            inner.for_each_entry_after(through, |seq, entry| {
-                for s in entry.subjects {
-                    writer.heads.set(SubjectKey::of(&s.token), seq as u64);
-                    backlog += 1;
-                }
-                true
-            })?;
-        }
-        inner.index_backlog.store(backlog, Ordering::Relaxed);
-        *inner.index_wake.lock().unwrap_or_else(|p| p.into_inner()) = backlog > 0;
+        inner.load_subject_heads()?;
         let mut threads = Vec::new();
         let jobs: [(&str, StoreThread); 3] = [
             ("audit-committer", Inner::run_committer),

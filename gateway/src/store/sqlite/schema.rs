@@ -6,8 +6,9 @@
 use crate::store::StoreError;
 use crate::store::audit_tree::TILE;
 use rusqlite::{Connection, OptionalExtension, params};
+use std::path::Path;
 
-pub(super) const SCHEMA: &str = r#"
+const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (
     k  TEXT PRIMARY KEY,
     v  TEXT NOT NULL
@@ -120,7 +121,7 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
 
 /// The subject index (`audit-subjects.db`): derived from the audit entries,
 /// rebuilt from them if lost, so it is written with `synchronous = NORMAL`.
-pub(super) const INDEX_SCHEMA: &str = r#"
+const INDEX_SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS audit_subjects (
     subject  TEXT NOT NULL,     -- auditor-domain pseudonym
     seq      INTEGER NOT NULL,
@@ -132,6 +133,48 @@ CREATE TABLE IF NOT EXISTS progress (
 );
 INSERT OR IGNORE INTO progress (id, indexed_through) VALUES (0, 0);
 "#;
+
+/// Opens the writer connection to `gateway.db` at `path`, creating the
+/// schema and bringing older layouts up to date.
+pub(super) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+    let mut writer = Connection::open(path)?;
+    writer.pragma_update(None, "journal_mode", "WAL")?;
+    writer.pragma_update(None, "synchronous", "FULL")?;
+    writer.pragma_update(None, "foreign_keys", "ON")?;
+    configure(&writer)?;
+    // A 64 MiB page cache keeps the right edges of the audit tables and
+    // indexes in memory, so appends do not re-read pages from the OS.
+    writer.pragma_update(None, "cache_size", -65536)?;
+    // No checkpoint on the commit path (one there stalls every caller
+    // waiting on that commit for as long as it copies): the checkpointer
+    // thread copies the WAL into the database beside the writer.
+    writer.pragma_update(None, "wal_autocheckpoint", 0)?;
+    writer.execute_batch(SCHEMA)?;
+    move_partial_tile_to_leaves(&mut writer)?;
+    Ok(writer)
+}
+
+/// Opens the subject index at `path` (its writer connection) for a log of
+/// `log_size` entries.
+pub(super) fn open_index(path: &Path, log_size: u64) -> Result<Connection, StoreError> {
+    let index = Connection::open(path)?;
+    index.pragma_update(None, "journal_mode", "WAL")?;
+    index.pragma_update(None, "synchronous", "NORMAL")?;
+    index.busy_timeout(std::time::Duration::from_secs(30))?;
+    index.pragma_update(None, "cache_size", -65536)?;
+    index.execute_batch(INDEX_SCHEMA)?;
+    // A log cut back (restored from a backup, or tampered with) leaves
+    // index rows beyond its end: they go, and indexing resumes there.
+    index.execute(
+        "DELETE FROM audit_subjects WHERE seq > ?1",
+        params![log_size as i64],
+    )?;
+    index.execute(
+        "UPDATE progress SET indexed_through = min(indexed_through, ?1)",
+        params![log_size as i64],
+    )?;
+    Ok(index)
+}
 
 /// Settings every connection to `gateway.db` shares.
 pub(super) fn configure(c: &Connection) -> Result<(), StoreError> {
@@ -149,7 +192,7 @@ pub(super) fn configure(c: &Connection) -> Result<(), StoreError> {
 
 /// Stores written before `audit_leaves` kept the last, incomplete tile as a
 /// shorter `audit_tiles` row: its leaves become rows (once, at start-up).
-pub(super) fn move_partial_tile_to_leaves(conn: &mut Connection) -> Result<(), StoreError> {
+fn move_partial_tile_to_leaves(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let partial: Option<(i64, Vec<u8>)> = tx
         .query_row(
