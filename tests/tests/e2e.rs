@@ -43,6 +43,7 @@ mod push_hrss_samples;
 mod push_limits;
 mod push_report;
 mod push_samples;
+mod readiness_drain;
 mod refusal_floods;
 mod refused_connections;
 mod reidentification;
