@@ -23,6 +23,7 @@ mod capabilities;
 mod cli_pull_resume;
 mod cli_quickstart;
 mod cli_simulate;
+mod config_check;
 mod crash_durability;
 mod data_at_rest;
 mod dev_mode_only_on_loopback;
