@@ -5,7 +5,8 @@
 
 use gateway::proto::{PullRequest, union_exchange_client::UnionExchangeClient};
 use gateway_tests::held_audit::HeldAudit;
-use gateway_tests::{ServerState, TestPki, TestServer, audit_entries};
+use gateway_tests::{ProcessServer, ServerState, TestPki, TestServer, audit_entries};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
@@ -138,6 +139,52 @@ async fn shutdown_ends_followed_pulls_within_the_grace_and_flushes_the_audit_log
 
     // The audit log was flushed on the way out: the next start finds
     // `gateway_stopped` after everything before it.
+    let server = TestServer::start(&pki, &state).await;
+    let stopped = audit_entries(&server, &pki, "gateway_stopped").await;
+    assert_eq!(stopped.len(), 1, "{stopped:?}");
+    server.stop().await;
+}
+
+/// The real binary on SIGTERM: the followed pull ends with UNAVAILABLE, the
+/// process exits cleanly (well within the default grace), and the audit log
+/// it leaves ends with `gateway_stopped`.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_the_real_binary() {
+    let mut pki = TestPki::new();
+    for id in ["union/assistance", "auditor/compliance"] {
+        pki.issue(id);
+    }
+    let state = ServerState::new();
+    let binary = Path::new(env!("CARGO_BIN_EXE_gateway-under-test"));
+    let server = ProcessServer::start(binary, &pki, &state);
+    let union = gateway::client::connect(&server.addr.to_string(), &pki.client("union/assistance"))
+        .await
+        .unwrap();
+    let mut pull = UnionExchangeClient::new(union)
+        .pull(PullRequest {
+            kinds: vec!["social_insurance".into()],
+            purpose: "hardship_screening".into(),
+            cursor: 0,
+            limit: 0,
+            follow: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    let exited = tokio::task::spawn_blocking(move || server.terminate(Duration::from_secs(10)));
+    let ended = tokio::time::timeout(Duration::from_secs(10), pull.message())
+        .await
+        .expect("the followed pull outlived SIGTERM");
+    let status = ended.expect_err("a followed pull ends with a status on SIGTERM");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    drop(pull);
+    let exited = exited
+        .await
+        .unwrap()
+        .expect("the gateway did not exit on SIGTERM");
+    assert!(exited.success(), "{exited:?}");
+
     let server = TestServer::start(&pki, &state).await;
     let stopped = audit_entries(&server, &pki, "gateway_stopped").await;
     assert_eq!(stopped.len(), 1, "{stopped:?}");
