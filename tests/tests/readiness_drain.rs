@@ -142,6 +142,9 @@ async fn shutdown_ends_followed_pulls_within_the_grace_and_flushes_the_audit_log
     let server = TestServer::start(&pki, &state).await;
     let stopped = audit_entries(&server, &pki, "gateway_stopped").await;
     assert_eq!(stopped.len(), 1, "{stopped:?}");
+    // Every call had ended by itself: nothing was cut off.
+    let details: serde_json::Value = serde_json::from_str(&stopped[0].details_json).unwrap();
+    assert_eq!(details["drained"], true, "{details}");
     server.stop().await;
 }
 
@@ -188,5 +191,48 @@ async fn sigterm_drains_the_real_binary() {
     let server = TestServer::start(&pki, &state).await;
     let stopped = audit_entries(&server, &pki, "gateway_stopped").await;
     assert_eq!(stopped.len(), 1, "{stopped:?}");
+    server.stop().await;
+}
+
+/// A call that does not end by itself (here a health watch) is cut off at
+/// the end of the grace: the drain never outlasts it, and says so.
+#[tokio::test]
+async fn the_grace_bounds_the_drain() {
+    let mut pki = TestPki::new();
+    for id in ["agency/tax", "auditor/compliance"] {
+        pki.issue(id);
+    }
+    let state = ServerState::new();
+    let grace = Duration::from_secs(1);
+    let limits = gateway::limits::LimitsConfig {
+        shutdown_grace_secs: grace.as_secs(),
+        ..Default::default()
+    };
+    let store = Arc::new(gateway::store::sqlite::SqliteStore::open(&state.data_dir()).unwrap());
+    let server = TestServer::start_with_store(&pki, &state, limits, store).await;
+    let channel = server.connect(&pki.client("agency/tax")).await.unwrap();
+    let mut watch = HealthClient::new(channel)
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    watch.message().await.unwrap().unwrap();
+
+    let started = Instant::now();
+    server.stop().await;
+    let took = started.elapsed();
+    assert!(
+        took >= grace && took < grace + Duration::from_secs(3),
+        "the drain took {took:?}"
+    );
+    drop(watch);
+
+    let server = TestServer::start(&pki, &state).await;
+    let stopped = audit_entries(&server, &pki, "gateway_stopped").await;
+    assert_eq!(stopped.len(), 1, "{stopped:?}");
+    let details: serde_json::Value = serde_json::from_str(&stopped[0].details_json).unwrap();
+    assert_eq!(details["drained"], false, "{details}");
     server.stop().await;
 }
