@@ -554,9 +554,10 @@ pub async fn serve(
     Ok(())
 }
 
-/// Writes what the audit log still owes at shutdown: `gateway_stopped`, queued behind every entry
-/// queued before it (the store commits its queue in order, so once it is
-/// durable they all are), then a checkpoint over all of it.
+/// Writes what the audit log still owes at shutdown: `gateway_stopped`,
+/// queued behind every entry queued before it (the store commits its queue
+/// in order, so once it is durable they all are), then a checkpoint over all
+/// of it.
 async fn flush_audit(gateway: &Gateway, drained: bool) {
     let (done_tx, done) = tokio::sync::oneshot::channel();
     gateway.store.append_audit_queued(
