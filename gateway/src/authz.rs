@@ -249,6 +249,11 @@ impl AuthzLayer {
             metrics,
         }
     }
+
+    /// Queues the summaries of the refusals counted so far (at shutdown).
+    pub fn flush_refusals(&self) {
+        self.refusals.flush();
+    }
 }
 
 impl<S> tower::Layer<S> for AuthzLayer {

@@ -1,4 +1,4 @@
-//! The `gateway` command line: `serve`, `certs init`, `push`, `pull`, `keys` and
+//! The `gateway` command line: `serve`, `certs init`, `push`, `pull`, `keys`, `config` and
 //! the others below. This is the binary's edge, where errors become messages
 //! and exit codes (`anyhow`).
 
@@ -50,6 +50,11 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: crate::cli_audit::AuditCommand,
+    },
+    /// Operators: check a production configuration (`config check`).
+    Config {
+        #[command(subcommand)]
+        command: crate::cli_config::ConfigCommand,
     },
     /// Operators: bring the store in line with a rotated key (the gateway must be stopped).
     Keys {
@@ -326,6 +331,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Audit { command } => crate::cli_audit::run(command).await,
         Command::Keys { command } => keys_command(command),
+        Command::Config { command } => crate::cli_config::run(command),
         Command::Policy {
             command: PolicyCommand::Check { dir },
         } => policy_check(&dir),

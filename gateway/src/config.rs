@@ -490,6 +490,9 @@ impl Config {
         if let Some(v) = get("GATEWAY_LIMITS_MAX_HANDSHAKES") {
             self.limits.max_handshakes = parse("GATEWAY_LIMITS_MAX_HANDSHAKES", &v)?;
         }
+        if let Some(v) = get("GATEWAY_LIMITS_SHUTDOWN_GRACE") {
+            self.limits.shutdown_grace_secs = parse("GATEWAY_LIMITS_SHUTDOWN_GRACE", &v)?;
+        }
         if let Some(v) = get("GATEWAY_AUDIT_CHECKPOINT_ENTRIES") {
             self.audit.checkpoint_every_entries = parse("GATEWAY_AUDIT_CHECKPOINT_ENTRIES", &v)?;
         }

@@ -457,6 +457,13 @@ async fn shape_pages(
         u64::from(req.limit)
     };
     while remaining > 0 {
+        // A followed pull ends when the server drains, however far behind
+        // it is (the consumer resumes from its cursor); a bounded one has
+        // the shutdown grace to finish.
+        if req.follow && *stopping.borrow() {
+            let _ = pages.send(Err(stopping_status())).await;
+            return;
+        }
         let set = gateway.policies();
         let policy = match page_policy(&set, &consumer, &req.purpose, &kind_ids) {
             Ok((policy, ids)) => (policy, ids),
@@ -518,10 +525,11 @@ async fn shape_pages(
                 return;
             }
             // Wait for the next commit (or for the consumer to hang up).
+            // (A drain ends the stream at the top of the loop.)
             tokio::select! {
                 changed = feed.changed() => if changed.is_err() { return },
                 _ = pages.closed() => return,
-                _ = stopping.wait_for(|s| *s) => return,
+                _ = stopping.wait_for(|s| *s) => {}
             }
             continue;
         };
@@ -539,6 +547,12 @@ async fn shape_pages(
             return;
         }
     }
+}
+
+/// How a followed pull ends when the server drains: a status a client
+/// retries elsewhere, from its cursor.
+fn stopping_status() -> Status {
+    Status::unavailable("the gateway is stopping")
 }
 
 /// The consumer's policy in force (by name, in `set`) and the kinds of the

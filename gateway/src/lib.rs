@@ -16,6 +16,7 @@ pub mod audit;
 pub mod authz;
 pub mod cli;
 pub mod cli_audit;
+pub mod cli_config;
 pub mod cli_lookup;
 pub mod cli_pull;
 pub mod cli_simulate;
@@ -29,6 +30,7 @@ pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod pki;
+pub mod readiness;
 pub mod rotation;
 pub mod sealing;
 pub mod status;
@@ -404,14 +406,11 @@ pub async fn serve(
         })
     };
 
+    // SERVING while the store answers and until the drain begins.
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<ingest::IngestRoutes>().await;
-    health_reporter
-        .set_serving::<proto::union_exchange_server::UnionExchangeServer<exchange::ExchangeService>>()
-        .await;
-    health_reporter
-        .set_serving::<proto::audit_server::AuditServer<audit::AuditService>>()
-        .await;
+    let readiness = readiness::Readiness::new(health_reporter);
+    readiness.set(true).await;
+    let store_watch = tokio::spawn(readiness.clone().watch_store(gateway.store.clone()));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -437,6 +436,7 @@ pub async fn serve(
             },
         ),
     );
+    let handshake_refusals = refused_handshakes.clone();
     let store = gateway.store.clone();
     let instruments = gateway.metrics.clone();
     let handshakes = tls::Handshakes {
@@ -474,19 +474,24 @@ pub async fn serve(
     // Behaviour as small layers, composed here, outermost first: every call
     // timed (refused ones too), who is calling (and may they call this), then
     // how much and how long they may call.
-    tonic::transport::Server::builder()
+    let authz_layer = authz::AuthzLayer::new(
+        &gateway.trust_domain,
+        gateway.store.clone(),
+        refusal_window,
+        gateway.metrics.clone(),
+    );
+    let limit_layer = limits::LimitLayer::new(
+        gateway.limits.clone(),
+        gateway.store.clone(),
+        gateway.metrics.clone(),
+    );
+    // Shutdown: stop accepting, NOT_SERVING, followed pulls ended; open
+    // calls get the grace to finish, then are cut off.
+    let (draining_tx, draining) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
         .layer(metrics::RpcLayer::new(gateway.metrics.clone()))
-        .layer(authz::AuthzLayer::new(
-            &gateway.trust_domain,
-            gateway.store.clone(),
-            refusal_window,
-            gateway.metrics.clone(),
-        ))
-        .layer(limits::LimitLayer::new(
-            gateway.limits.clone(),
-            gateway.store.clone(),
-            gateway.metrics.clone(),
-        ))
+        .layer(authz_layer.clone())
+        .layer(limit_layer.clone())
         .add_service(health)
         .add_service(reflection)
         .add_service(ingest)
@@ -494,11 +499,72 @@ pub async fn serve(
         .add_service(audit)
         .serve_with_incoming_shutdown(incoming, async {
             shutdown.await;
+            tracing::info!("shutting down: NOT_SERVING, draining open calls");
+            store_watch.abort();
+            readiness.stop().await;
             gateway.stopping.send_replace(true);
-        })
-        .await?;
+            let _ = draining_tx.send(());
+        });
+    let grace = Duration::from_secs(gateway.limits.shutdown_grace_secs);
+    let drained = tokio::select! {
+        served = server => {
+            served?;
+            true
+        }
+        _ = async {
+            match draining.await {
+                Ok(()) => tokio::time::sleep(grace).await,
+                Err(_) => std::future::pending().await,
+            }
+        } => {
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "shutdown grace passed: the calls still open are cut off"
+            );
+            false
+        }
+    };
+    store_watch.abort();
     checkpointer.abort();
     stale_watch.abort();
+    // The refusals counted in windows still open, then the rest.
+    authz_layer.flush_refusals();
+    limit_layer.flush_refusals();
+    handshake_refusals.flush();
+    flush_audit(&gateway, drained).await;
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// Writes what the audit log still owes at shutdown: `gateway_stopped`,
+/// queued behind every entry queued before it (the store commits its queue
+/// in order, so once it is durable they all are), then a checkpoint over all
+/// of it.
+async fn flush_audit(gateway: &Gateway, drained: bool) {
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    gateway.store.append_audit_queued(
+        vec![audit::GatewayStopped { drained }.entry(audit::GATEWAY)],
+        Box::new(move |r| {
+            let _ = done_tx.send(r);
+        }),
+    );
+    match done.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot flush the audit log at shutdown");
+            return;
+        }
+        Err(_) => {
+            tracing::error!("cannot flush the audit log at shutdown: the store is gone");
+            return;
+        }
+    }
+    let log = gateway.audit_log.clone();
+    match tokio::task::spawn_blocking(move || log.checkpoint_now()).await {
+        Ok(Ok(checkpoint)) => {
+            tracing::info!(size = checkpoint.size, "audit log flushed and checkpointed")
+        }
+        Ok(Err(e)) => tracing::error!(error = %e, "cannot checkpoint the audit log at shutdown"),
+        Err(_) => tracing::error!("cannot checkpoint the audit log at shutdown"),
+    }
 }

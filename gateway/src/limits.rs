@@ -82,6 +82,10 @@ pub struct LimitsConfig {
     /// TLS handshakes in progress at most; further connections wait in the
     /// listen backlog. Env: `GATEWAY_LIMITS_MAX_HANDSHAKES`.
     pub max_handshakes: usize,
+    /// On shutdown (SIGTERM), calls still open this many seconds after the
+    /// server stopped accepting are cut off: the drain ends within it. Env:
+    /// `GATEWAY_LIMITS_SHUTDOWN_GRACE`.
+    pub shutdown_grace_secs: u64,
     /// Overrides by identity, e.g. `[limits.identities."agency/hrss"]`.
     pub identities: BTreeMap<String, Limit>,
 }
@@ -103,6 +107,7 @@ impl Default for LimitsConfig {
             batch_burst: 100,
             refusal_window_secs: 60,
             max_handshakes: 512,
+            shutdown_grace_secs: 20,
             identities: BTreeMap::new(),
         }
     }
@@ -304,6 +309,11 @@ impl LimitLayer {
                 metrics,
             }),
         }
+    }
+
+    /// Queues the summaries of the refusals counted so far (at shutdown).
+    pub fn flush_refusals(&self) {
+        self.state.refusals.flush();
     }
 }
 

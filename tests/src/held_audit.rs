@@ -1,7 +1,8 @@
 //! A store whose audit appends can be held back for a while, so that a test
 //! can make a call outlast its deadline for certain (a look-up waits for its
-//! audit entry to be durable before it answers). Everything else goes straight
-//! to the real SQLite store.
+//! audit entry to be durable before it answers), or whose reads can be made
+//! to fail, as an unreachable store's do (readiness). Everything else goes
+//! straight to the real SQLite store.
 
 use adapters::RecordKind;
 use gateway::audit::AuditEntry;
@@ -11,6 +12,7 @@ use gateway::store::{
     Rows, Store, StoreError, StoredAuditEntry, StoredBatch, StoredCheckpoint, StoredNote,
     StoredRecord,
 };
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,6 +20,8 @@ pub struct HeldAudit {
     inner: Arc<SqliteStore>,
     /// While set, queued audit appends reach the store only this much later.
     hold: Mutex<Option<Duration>>,
+    /// While set, reading the feed fails as an unreachable store's would.
+    unreachable: AtomicBool,
 }
 
 impl HeldAudit {
@@ -25,12 +29,25 @@ impl HeldAudit {
         HeldAudit {
             inner: Arc::new(inner),
             hold: Mutex::new(None),
+            unreachable: AtomicBool::new(false),
         }
     }
 
     /// Holds every queued audit append back by `hold` (`None`: no longer).
     pub fn hold(&self, hold: Option<Duration>) {
         *self.hold.lock().unwrap() = hold;
+    }
+
+    /// Makes the feed's reads fail (`true`) or succeed again.
+    pub fn unreachable(&self, unreachable: bool) {
+        self.unreachable.store(unreachable, Ordering::SeqCst);
+    }
+
+    fn reachable(&self) -> Result<(), StoreError> {
+        if self.unreachable.load(Ordering::SeqCst) {
+            return Err(StoreError::Backend("the database is unreachable".into()));
+        }
+        Ok(())
     }
 }
 
@@ -62,6 +79,7 @@ impl Store for HeldAudit {
         after: u64,
         limit: usize,
     ) -> Result<Vec<StoredRecord>, StoreError> {
+        self.reachable()?;
         self.inner.read_feed(kinds, after, limit)
     }
     fn records_for_person(&self, person_index: &[u8]) -> Result<Rows, StoreError> {
@@ -75,6 +93,7 @@ impl Store for HeldAudit {
         self.inner.records_for_enterprise(credit_code, kinds)
     }
     fn feed_head(&self) -> Result<u64, StoreError> {
+        self.reachable()?;
         self.inner.feed_head()
     }
     fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {

@@ -521,6 +521,25 @@ impl ProcessServer {
         assert!(ok, "kill -HUP failed");
     }
 
+    /// SIGTERM: a clean shutdown (drain, then flush). Returns how the
+    /// process ended, waiting at most `within` for it.
+    pub fn terminate(mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let ok = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -TERM failed");
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     /// SIGKILL: no shutdown, no flush, no destructor.
     pub fn kill_9(mut self) {
         self.child.kill().unwrap();

@@ -752,6 +752,19 @@ impl AuditEvent for GatewayStarted<'_> {
     const ACTION: &'static str = "gateway_started";
 }
 
+/// The gateway stopped serving (a clean shutdown): written after every
+/// entry queued before it, so its presence says the log was flushed.
+#[derive(Debug, Serialize)]
+pub struct GatewayStopped {
+    /// Whether every open call ended within the shutdown grace (false: the
+    /// ones left were cut off).
+    pub drained: bool,
+}
+
+impl AuditEvent for GatewayStopped {
+    const ACTION: &'static str = "gateway_stopped";
+}
+
 /// A policy in force, as deliveries and look-ups reference it by version:
 /// which purposes it serves and the form every field of every kind it
 /// releases leaves in. Recorded for every policy when the gateway starts and

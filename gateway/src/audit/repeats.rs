@@ -126,6 +126,13 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Repeats<K> {
         first
     }
 
+    /// Queues the summaries of every open window now (the server is
+    /// stopping: its last counts are not to wait for the windows to close).
+    pub fn flush(&self) {
+        let due = self.take_closed(None);
+        self.append(due);
+    }
+
     /// Takes the windows closed by `now` (all of them without `now`),
     /// returning the summaries due.
     fn take_closed(&self, now: Option<Instant>) -> Vec<(K, u64)> {

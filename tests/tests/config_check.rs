@@ -1,0 +1,156 @@
+//! `gateway config check`, through the real binary: a configuration unfit for
+//! production gets one line per problem (`file: setting: problem`) and a
+//! non-zero exit; a sound one gets `ok`.
+
+use gateway_tests::{TestPki, shipped_policies};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_gateway-under-test"))
+}
+
+fn config_check(config: &Path, online: bool) -> Output {
+    let mut command = Command::new(binary());
+    command.args(["config", "check", "--config"]).arg(config);
+    if online {
+        command.arg("--online");
+    }
+    // Only the file speaks: nothing from this test's environment.
+    for (var, _) in std::env::vars() {
+        if var.starts_with("GATEWAY_") {
+            command.env_remove(var);
+        }
+    }
+    command.output().unwrap()
+}
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn a_bad_configuration_lists_every_problem_and_fails() {
+    let pki = TestPki::new();
+    let dir = tempfile::tempdir().unwrap();
+    // The server key, readable by everyone.
+    let key = dir.path().join("server.key");
+    std::fs::copy(pki.path("server.key"), &key).unwrap();
+    chmod(&key, 0o644);
+    // A policy directory with a broken policy.
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    std::fs::write(
+        policies.join("broken.toml"),
+        "consumer = \"broken\"\nversion = \n",
+    )
+    .unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"dev_mode = true
+keys_file = "{keys}"
+policies_dir = "{policies}"
+data_dir = "{data}"
+
+[tls]
+ca = "{ca}"
+cert = "{cert}"
+key = "{key}"
+"#,
+            keys = dir.path().join("missing-keys.toml").display(),
+            policies = policies.display(),
+            data = dir.path().join("data").display(),
+            ca = pki.path("ca.pem").display(),
+            cert = pki.path("server.pem").display(),
+            key = key.display(),
+        ),
+    )
+    .unwrap();
+
+    let out = config_check(&config, false);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let file = config.display().to_string();
+    for (setting, says) in [
+        ("dev_mode", "set dev_mode = false"),
+        ("keys_file", "missing-keys.toml"),
+        ("[tls] key", "readable by others (mode 0644)"),
+        ("[tls] crls", "no certificate revocation source"),
+        ("policies_dir", "broken.toml"),
+    ] {
+        let prefix = format!("{file}: {setting}: ");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&prefix) && l.contains(says)),
+            "no `{prefix}… {says} …` line in:\n{stdout}"
+        );
+    }
+    assert!(!lines.contains(&"ok"), "{stdout}");
+}
+
+#[test]
+fn a_production_configuration_is_ok() {
+    let pki = TestPki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("server.key");
+    std::fs::copy(pki.path("server.key"), &key).unwrap();
+    chmod(&key, 0o600);
+    let keys = dir.path().join("keys.toml");
+    gateway::keys::Keys::generate_file(&keys).unwrap();
+    chmod(&keys, 0o600);
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"dev_mode = false
+listen = "0.0.0.0:7443"
+keys_file = "{keys}"
+policies_dir = "{policies}"
+data_dir = "{data}"
+
+[tls]
+ca = "{ca}"
+cert = "{cert}"
+key = "{key}"
+crls = ["{crl}"]
+"#,
+            keys = keys.display(),
+            policies = shipped_policies().display(),
+            data = dir.path().join("data").display(),
+            ca = pki.path("ca.pem").display(),
+            cert = pki.path("server.pem").display(),
+            key = key.display(),
+            crl = pki.path("crl.pem").display(),
+        ),
+    )
+    .unwrap();
+
+    let out = config_check(&config, true);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim(), "ok");
+
+    // --online: a data directory that cannot be opened is a problem (here
+    // a file stands where it should be).
+    let data = dir.path().join("data");
+    std::fs::remove_dir_all(&data).unwrap();
+    std::fs::write(&data, b"not a directory").unwrap();
+    let out = config_check(&config, true);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{}: data_dir: ", config.display())),
+        "{stdout}"
+    );
+    // Offline, nothing is tried.
+    assert!(config_check(&config, false).status.success());
+}
