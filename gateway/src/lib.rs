@@ -541,23 +541,15 @@ pub async fn serve(
 /// in order, so once it is durable they all are), then a checkpoint over all
 /// of it.
 async fn flush_audit(gateway: &Gateway, drained: bool) {
-    let (done_tx, done) = tokio::sync::oneshot::channel();
-    gateway.store.append_audit_queued(
-        vec![audit::GatewayStopped { drained }.entry(audit::GATEWAY)],
-        Box::new(move |r| {
-            let _ = done_tx.send(r);
-        }),
-    );
-    match done.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "cannot flush the audit log at shutdown");
-            return;
-        }
-        Err(_) => {
-            tracing::error!("cannot flush the audit log at shutdown: the store is gone");
-            return;
-        }
+    let appended = gateway
+        .store
+        .append_audit_queued(vec![
+            audit::GatewayStopped { drained }.entry(audit::GATEWAY),
+        ])
+        .await;
+    if let Err(e) = appended {
+        tracing::error!(error = %e, "cannot flush the audit log at shutdown");
+        return;
     }
     let log = gateway.audit_log.clone();
     match tokio::task::spawn_blocking(move || log.checkpoint_now()).await {

@@ -45,7 +45,7 @@ impl HeldAudit {
 
     fn reachable(&self) -> Result<(), StoreError> {
         if self.unreachable.load(Ordering::SeqCst) {
-            return Err(StoreError::Backend("the database is unreachable".into()));
+            return Err(StoreError::unavailable("the database is unreachable"));
         }
         Ok(())
     }
