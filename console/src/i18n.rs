@@ -135,6 +135,7 @@ pub struct Labels {
     pub bad_time: &'static str,
     pub bad_subject: &'static str,
     pub id_required: &'static str,
+    pub expired: &'static str,
 
     // Entry.
     pub entry_title: &'static str,
@@ -155,6 +156,7 @@ pub struct Labels {
     pub subject_access_answer: &'static str,
     pub id_masked: &'static str,
     pub made_at: &'static str,
+    pub made_by: &'static str,
     pub checkpoint: &'static str,
     pub chain: &'static str,
     pub chain_complete: &'static str,
@@ -276,6 +278,7 @@ pub static ZH: Labels = Labels {
     bad_time: "时间的格式应为 年-月-日 时:分，例如 2026-01-31 08:00",
     bad_subject: "审计假名是 32 位十六进制字符",
     id_required: "请输入身份证号",
+    expired: "这份结果已过期或属于另一个会话：请重新输入身份证号。",
 
     entry_title: "审计条目",
     decoded_fields: "解码字段",
@@ -294,6 +297,7 @@ pub static ZH: Labels = Labels {
     subject_access_answer: "个人信息查阅答复（《个人信息保护法》第四十五条）",
     id_masked: "身份证号（部分隐去）",
     made_at: "生成时间",
+    made_by: "生成人",
     checkpoint: "签名检查点",
     chain: "审计链",
     chain_complete: "完整",
@@ -414,6 +418,7 @@ pub static EN: Labels = Labels {
     bad_time: "Times take the form YYYY-MM-DD HH:MM, e.g. 2026-01-31 08:00",
     bad_subject: "An auditors' pseudonym is 32 hexadecimal characters",
     id_required: "Enter an identity number",
+    expired: "These results have expired or belong to another session: enter the identity number again.",
 
     entry_title: "Audit entry",
     decoded_fields: "Decoded fields",
@@ -432,6 +437,7 @@ pub static EN: Labels = Labels {
     subject_access_answer: "Answer to a subject access request (PIPL art. 45)",
     id_masked: "Identity number (masked)",
     made_at: "Made at",
+    made_by: "Made by",
     checkpoint: "Signed checkpoint",
     chain: "Audit chain",
     chain_complete: "complete",

@@ -122,6 +122,8 @@ pub(crate) struct App {
     pub csrf_key: ring::hmac::Key,
     /// Host headers accepted (only when listening on loopback).
     pub allowed_hosts: Option<Vec<String>>,
+    /// Results of POSTs that named a person, for their GET pages.
+    pub held: web::Held,
 }
 
 impl App {
@@ -194,6 +196,7 @@ pub async fn serve(
         rng,
         csrf_key,
         allowed_hosts: loopback_hosts(local),
+        held: Default::default(),
     });
     tracing::info!(url = %format!("http://{local}/"), gateway = %app.upstream.addr(), identity = %app.config.identity, "compliance console listening");
     axum::serve(listener, web::router(app))

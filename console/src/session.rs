@@ -22,6 +22,9 @@ const MAX_FORM_BYTES: usize = 16 * 1024;
 /// The session of a request, put into its extensions by [`guard`].
 #[derive(Clone)]
 pub struct Session {
+    /// The session id (the cookie's value): results held for a person
+    /// search or report belong to it.
+    pub sid: String,
     /// The token every form of this session carries.
     pub csrf: String,
     pub lang: Lang,
@@ -155,6 +158,7 @@ pub async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
     }
     req.extensions_mut().insert(Session {
         csrf: csrf_token(&app, &sid),
+        sid: sid.clone(),
         lang,
     });
     let mut response = next.run(req).await;
