@@ -98,7 +98,6 @@ fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
 /// Counts entries into the overview's figures.
 struct Counter {
     offset: time::UtcOffset,
-    today: time::Date,
     now_ms: i64,
     days: BTreeMap<time::Date, BTreeMap<String, u64>>,
     deliveries: BTreeMap<(String, String), DeliveryRow>,
@@ -116,7 +115,6 @@ impl Counter {
             .collect();
         Counter {
             offset,
-            today,
             now_ms,
             days,
             deliveries: BTreeMap::new(),
@@ -221,7 +219,6 @@ impl Counter {
     }
 
     fn finish(mut self) -> Stats {
-        let _ = self.today;
         self.stats.days = self.days.into_iter().collect();
         self.stats.deliveries = self.deliveries.into_values().collect();
         let mut denials: Vec<_> = self.denials.into_values().collect();

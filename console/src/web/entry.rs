@@ -112,7 +112,7 @@ pub(super) async fn entry(
             .is_some_and(|s| s.flagged.contains(&seq)),
     };
     if seq == 0 {
-        p.error = Some(Msg::Missing { seq, more: 0 }).map(|m| t.msg(&m));
+        p.error = Some(t.msg(&Msg::EntryGone));
         return render(p);
     }
     let proof = match app.upstream.inclusion(seq, 0).await {
