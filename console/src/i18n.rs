@@ -599,6 +599,12 @@ impl Labels {
             (Msg::ConsistentFrom { from, to }, En) => format!(
                 "proved consistent with the last checkpoint this console saw ({from} → {to} entries)"
             ),
+            (Msg::ProvedConsistent { from, to }, Zh) => {
+                format!("一致性证明已验证（{from} → {to} 条）")
+            }
+            (Msg::ProvedConsistent { from, to }, En) => {
+                format!("consistency proof verified ({from} → {to} entries)")
+            }
             (Msg::Unchanged { size }, Zh) => {
                 format!("与本控制台上次见到的检查点相同（{size} 条）")
             }
@@ -741,6 +747,11 @@ pub enum Msg {
         size: u64,
     },
     ConsistentFrom {
+        from: u64,
+        to: u64,
+    },
+    /// Between two remembered checkpoints (the history).
+    ProvedConsistent {
         from: u64,
         to: u64,
     },

@@ -397,7 +397,7 @@ pub async fn reprove(up: &Upstream, older: &SeenCheckpoint, newer: &SeenCheckpoi
         });
     };
     match prove(up, older.size, newer.size, older.root_hash(), to_root).await {
-        Ok(()) => Verdict::Verified(Msg::ConsistentFrom {
+        Ok(()) => Verdict::Verified(Msg::ProvedConsistent {
             from: older.size,
             to: newer.size,
         }),
