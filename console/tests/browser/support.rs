@@ -15,6 +15,7 @@ use gateway::client::{PushOptions, push_file};
 use gateway::proto::{self, audit_client::AuditClient};
 use gateway_tests::{ServerState, TRUST_DOMAIN, TestPki, TestServer, sample};
 use std::io::{BufRead, BufReader, Write as _};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -111,11 +112,17 @@ fn browsers() -> &'static tokio::sync::Semaphore {
     S.get_or_init(|| tokio::sync::Semaphore::new(2))
 }
 
-/// chromedriver, killed when dropped.
+/// chromedriver in a process group of its own, with the Chromium it
+/// starts: the whole group is killed when dropped, so that a test that fails
+/// before closing its session leaves no browser behind.
 struct Driver(Child);
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -136,6 +143,7 @@ impl Browser {
         let driver = Driver(
             Command::new(chromedriver)
                 .arg(format!("--port={port}"))
+                .process_group(0)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()?,
