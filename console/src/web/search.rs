@@ -402,7 +402,7 @@ fn csv_response(app: Arc<App>, mut q: proto::AuditQuery) -> Response {
                     .collect();
                 let _ = w.write_record([
                     e.seq.to_string(),
-                    gateway::cli_audit::format_ms(e.at_unix_ms),
+                    super::rfc3339_ms(e.at_unix_ms),
                     cell(&e.actor),
                     cell(&e.action),
                     cell(&e.outcome),
