@@ -257,28 +257,7 @@ async fn report(a: ReportArgs) -> anyhow::Result<()> {
         .into_inner();
     let mut out = std::io::stdout().lock();
     if a.json {
-        let items: Vec<_> = r
-            .items
-            .iter()
-            .map(|i| {
-                serde_json::json!({
-                    "seq": i.seq, "at": format_ms(i.at_unix_ms), "who": i.actor,
-                    "action": i.action, "purpose": i.purpose, "case_number": i.case_number,
-                    "kinds": i.kinds, "fields": i.fields, "policy_version": i.policy_version,
-                    "prev_seq": i.prev_seq,
-                })
-            })
-            .collect();
-        writeln!(
-            out,
-            "{}",
-            serde_json::json!({
-                "subject": r.subject, "chain_complete": r.chain_complete,
-                "problems": r.problems, "entries_checked": r.entries_checked,
-                "checkpoint": r.checkpoint.as_ref().map(|c| c.note.clone()),
-                "items": items,
-            })
-        )?;
+        writeln!(out, "{}", report_json(&r))?;
     } else {
         writeln!(out, "subject (auditors' pseudonym): {}", r.subject)?;
         writeln!(
@@ -326,6 +305,28 @@ async fn report(a: ReportArgs) -> anyhow::Result<()> {
         bail!("the person's entries are incomplete or altered");
     }
     Ok(())
+}
+
+/// A subject report as `gateway audit report --json` prints it.
+pub fn report_json(r: &proto::SubjectReportResponse) -> serde_json::Value {
+    let items: Vec<_> = r
+        .items
+        .iter()
+        .map(|i| {
+            serde_json::json!({
+                "seq": i.seq, "at": format_ms(i.at_unix_ms), "who": i.actor,
+                "action": i.action, "purpose": i.purpose, "case_number": i.case_number,
+                "kinds": i.kinds, "fields": i.fields, "policy_version": i.policy_version,
+                "prev_seq": i.prev_seq,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "subject": r.subject, "chain_complete": r.chain_complete,
+        "problems": r.problems, "entries_checked": r.entries_checked,
+        "checkpoint": r.checkpoint.as_ref().map(|c| c.note.clone()),
+        "items": items,
+    })
 }
 
 async fn export_log(a: ExportArgs) -> anyhow::Result<()> {
