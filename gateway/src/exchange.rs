@@ -1010,15 +1010,21 @@ pub struct UnionExchangeRoutes {
     generated: proto::union_exchange_server::UnionExchangeServer<ExchangeService>,
     pull: PullRoute,
     lookup: LookupRoute,
+    /// `[limits] max_request_bytes`: every route decodes at most this much
+    /// (tonic's own default, 4 MiB, is not the configured limit).
+    max_request_bytes: usize,
 }
 
 impl UnionExchangeRoutes {
     pub fn new(gateway: Arc<Gateway>) -> Self {
+        let max_request_bytes = gateway.limits.max_request_bytes;
         let service = Arc::new(ExchangeService::new(gateway));
         UnionExchangeRoutes {
-            generated: proto::union_exchange_server::UnionExchangeServer::from_arc(service.clone()),
+            generated: proto::union_exchange_server::UnionExchangeServer::from_arc(service.clone())
+                .max_decoding_message_size(max_request_bytes),
             pull: PullRoute(service.clone()),
             lookup: LookupRoute(service),
+            max_request_bytes,
         }
     }
 }
@@ -1053,15 +1059,19 @@ impl tower::Service<http::Request<tonic::body::Body>> for UnionExchangeRoutes {
         match request.uri().path() {
             PULL_PATH => {
                 let pull = self.pull.clone();
+                let max = self.max_request_bytes;
                 Box::pin(async move {
-                    let mut grpc = tonic::server::Grpc::new(EncodedOnce::default());
+                    let mut grpc = tonic::server::Grpc::new(EncodedOnce::default())
+                        .apply_max_message_size_config(Some(max), None);
                     Ok(grpc.server_streaming(pull, request).await)
                 })
             }
             LOOKUP_PATH => {
                 let lookup = self.lookup.clone();
+                let max = self.max_request_bytes;
                 Box::pin(async move {
-                    let mut grpc = tonic::server::Grpc::new(EncodedOnce::default());
+                    let mut grpc = tonic::server::Grpc::new(EncodedOnce::default())
+                        .apply_max_message_size_config(Some(max), None);
                     Ok(grpc.unary(lookup, request).await)
                 })
             }

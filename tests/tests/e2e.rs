@@ -28,6 +28,7 @@ mod crash_durability;
 mod data_at_rest;
 mod dev_mode_only_on_loopback;
 mod health_and_reflection;
+mod hostile_values;
 mod key_rotation;
 mod limits;
 mod lookup;

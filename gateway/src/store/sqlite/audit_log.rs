@@ -95,7 +95,7 @@ impl Inner {
             ))?;
             let rows = stmt.query_map(
                 params![
-                    f.after_seq as i64,
+                    super::after_position(f.after_seq),
                     f.from_ms,
                     f.to_ms,
                     f.actor,

@@ -329,3 +329,11 @@ impl Store for SqliteStore {
         self.inner.save_checkpoint(checkpoint)
     }
 }
+
+/// A caller's "after this position" (a pull cursor, an audit page's
+/// `after_seq`) as SQLite compares it. Positions are signed 64-bit there; one
+/// past `i64::MAX` is past every position, so it becomes `i64::MAX` (a plain
+/// cast would wrap it negative, and the feed or the log would start over).
+fn after_position(after: u64) -> i64 {
+    i64::try_from(after).unwrap_or(i64::MAX)
+}

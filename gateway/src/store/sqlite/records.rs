@@ -184,7 +184,7 @@ impl Inner {
                  WHERE seq > ? AND +kind IN ({marks}) ORDER BY seq LIMIT ?"
             );
             let mut stmt = c.prepare_cached(&sql)?;
-            let mut args: Vec<rusqlite::types::Value> = vec![(after as i64).into()];
+            let mut args: Vec<rusqlite::types::Value> = vec![super::after_position(after).into()];
             args.extend(
                 kinds
                     .iter()
