@@ -387,6 +387,12 @@ impl TestServer {
         }
     }
 
+    /// Whether the server task is still serving (it ends only on `stop` or
+    /// an error).
+    pub fn is_running(&self) -> bool {
+        self.task.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     pub async fn connect(&self, tls: &ClientTls) -> anyhow::Result<Channel> {
         client::connect(&self.addr.to_string(), tls).await
     }
