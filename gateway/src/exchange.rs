@@ -225,22 +225,16 @@ impl ExchangeService {
     ) -> Result<(), Status> {
         tracing::warn!(caller = actor, rpc, code, "call denied by policy");
         self.gateway.metrics.record(Refused { rpc, code });
-        if !self
-            .refusals
-            .first(&(actor.to_string(), rpc.to_string(), code))
-        {
-            return Ok(());
-        }
-        let entry = Denied {
+        crate::limits::record_refusal(
+            &self.refusals,
+            &self.gateway.store,
+            actor,
             rpc,
             code,
             reason,
-            repeated: 0,
-            within_secs: 0,
             refused_text,
-        }
-        .entry(actor);
-        audit::record(&self.gateway.store, vec![entry]).await
+        )
+        .await
     }
 }
 

@@ -121,28 +121,20 @@ impl IngestService {
             rpc: PUSH_PATH,
             code: "batch_rate",
         });
-        if self
-            .refusals
-            .first(&(actor.to_string(), PUSH_PATH.to_string(), "batch_rate"))
-        {
-            let entry = crate::audit::Denied {
-                rpc: PUSH_PATH,
-                code: "batch_rate",
-                reason: &message,
-                repeated: 0,
-                within_secs: 0,
-                refused_text: None,
-            }
-            .entry(actor);
-            if let Err(status) = crate::audit::record(&self.gateway.store, vec![entry]).await {
-                return status;
-            }
+        let recorded = crate::limits::record_refusal(
+            &self.refusals,
+            &self.gateway.store,
+            actor,
+            PUSH_PATH,
+            "batch_rate",
+            &message,
+            None,
+        )
+        .await;
+        match recorded {
+            Ok(()) => crate::limits::exhausted(message, wait.as_millis().max(1) as u64),
+            Err(status) => status,
         }
-        let mut status = Status::resource_exhausted(message);
-        if let Ok(v) = wait.as_millis().max(1).to_string().parse() {
-            status.metadata_mut().insert("retry-after-ms", v);
-        }
-        status
     }
 }
 

@@ -441,11 +441,7 @@ where
                 let state = self.state.clone();
                 Box::pin(async move {
                     refuse(&state, &identity, &path, code, &message).await;
-                    let mut status = tonic::Status::resource_exhausted(message);
-                    if let Ok(v) = retry_ms.to_string().parse() {
-                        status.metadata_mut().insert("retry-after-ms", v);
-                    }
-                    Ok(status.into_http())
+                    Ok(exhausted(message, retry_ms).into_http())
                 })
             }
         }
@@ -457,19 +453,52 @@ where
 async fn refuse(state: &State, identity: &str, path: &str, code: &'static str, message: &str) {
     tracing::warn!(caller = %identity, rpc = %path, code, "call refused by a limit");
     state.metrics.record(Refused { rpc: path, code });
-    let key = (identity.to_string(), path.to_string(), code);
-    if state.refusals.first(&key) {
-        let entry = Denied {
-            rpc: path,
-            code,
-            reason: message,
-            repeated: 0,
-            within_secs: 0,
-            refused_text: None,
-        }
-        .entry(identity);
-        let _ = audit::record(&state.store, vec![entry]).await;
+    let _ = record_refusal(
+        &state.refusals,
+        &state.store,
+        identity,
+        path,
+        code,
+        message,
+        None,
+    )
+    .await;
+}
+
+/// Audits a refusal through a tally of refused calls: the first of its
+/// window (per caller, call and code) as a `denied` entry, durably before
+/// the caller hears of it; the repeats are counted into the window's summary.
+pub async fn record_refusal(
+    refusals: &Repeats<RefusedCall>,
+    store: &Arc<dyn Store>,
+    identity: &str,
+    rpc: &str,
+    code: &'static str,
+    reason: &str,
+    refused_text: Option<audit::TextDigest>,
+) -> Result<(), tonic::Status> {
+    if !refusals.first(&(identity.to_string(), rpc.to_string(), code)) {
+        return Ok(());
     }
+    let entry = Denied {
+        rpc,
+        code,
+        reason,
+        repeated: 0,
+        within_secs: 0,
+        refused_text,
+    }
+    .entry(identity);
+    audit::record(store, vec![entry]).await
+}
+
+/// `RESOURCE_EXHAUSTED` with its retry hint (message and `retry-after-ms`).
+pub fn exhausted(message: String, retry_ms: u64) -> tonic::Status {
+    let mut status = tonic::Status::resource_exhausted(message);
+    if let Ok(v) = retry_ms.to_string().parse() {
+        status.metadata_mut().insert("retry-after-ms", v);
+    }
+    status
 }
 
 #[cfg(test)]
