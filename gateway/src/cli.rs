@@ -516,10 +516,10 @@ fn keys_command(command: KeysCommand) -> anyhow::Result<()> {
     let _telemetry = crate::telemetry::init(&config.telemetry)?;
     let _lock = lock_data_dir(&config.data_dir)?;
     let keys = crate::keys::Keys::load(&config.keys_file, false)?;
-    let store = crate::store::sqlite::SqliteStore::open(&config.data_dir)?;
+    let store = crate::store::open(&config.store, &config.data_dir)?;
     let mut out = std::io::stdout().lock();
     match command {
-        KeysCommand::Reindex(_) => match crate::rotation::reindex(&store, &keys)? {
+        KeysCommand::Reindex(_) => match crate::rotation::reindex(&*store, &keys)? {
             Some(done) => writeln!(
                 out,
                 "re-indexed {} records from index key {} to {} ({} merged with a newer version)",
@@ -536,7 +536,7 @@ fn keys_command(command: KeysCommand) -> anyhow::Result<()> {
                 policies::PolicySet::load_dir(&config.policies_dir).with_context(|| {
                     format!("loading policies from {}", config.policies_dir.display())
                 })?;
-            match crate::rotation::repseudonymise(&store, &keys, &policies, &consumer)? {
+            match crate::rotation::repseudonymise(&*store, &keys, &policies, &consumer)? {
                 Some((old, new)) => writeln!(
                     out,
                     "consumer {consumer}: pseudonym key {old} -> {new} from the next start; \

@@ -58,6 +58,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where the embedded store keeps its files. Env: `GATEWAY_DATA_DIR`. Default `data`.
     pub data_dir: PathBuf,
+    /// A shared PostgreSQL store instead of the embedded one (`[store]`).
+    pub store: crate::store::StoreConfig,
     /// Trust domain of the SPIFFE-style certificate URIs. Env: `GATEWAY_TRUST_DOMAIN`.
     /// Default `exchange.wuhu.example`.
     pub trust_domain: String,
@@ -293,6 +295,7 @@ impl Default for Config {
             limits: crate::limits::LimitsConfig::default(),
             audit: crate::audit::CheckpointPolicy::default(),
             exchange: ExchangeConfig::default(),
+            store: crate::store::StoreConfig::default(),
         }
     }
 }
@@ -393,6 +396,12 @@ impl Config {
         }
         if let Some(v) = get("GATEWAY_DATA_DIR") {
             self.data_dir = v.into();
+        }
+        if let Some(v) = get("GATEWAY_STORE_URL") {
+            self.store.url = Some(v).filter(|v| !v.trim().is_empty());
+        }
+        if let Some(v) = get("GATEWAY_STORE_CA_FILE") {
+            self.store.ca_file = Some(v.into());
         }
         if let Some(v) = get("GATEWAY_TRUST_DOMAIN") {
             self.trust_domain = v;

@@ -642,7 +642,13 @@ pub fn process_batch(
         .map_err(store_failure)?;
     match outcome {
         CommitOutcome::Committed { receipt, head } => {
-            gateway.feed.send_replace(head);
+            // Never backwards: on a shared store the head may have been
+            // moved past this commit already by one made elsewhere.
+            gateway.feed.send_if_modified(|seen| {
+                let moved = head > *seen;
+                *seen = (*seen).max(head);
+                moved
+            });
             let (receipt_ref, rejected) = (&receipt, &rejected_rows);
             gateway.metrics.record(BatchCommitted {
                 agency,

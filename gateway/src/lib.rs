@@ -215,15 +215,17 @@ impl Gateway {
         }
     }
 
-    /// Opens the embedded store, keys and policies named by `config`, with
+    /// Opens the store, keys and policies named by `config`, with
     /// the metrics its `[telemetry]` section asks for (inside a tokio runtime).
     pub fn open(config: &Config) -> anyhow::Result<Gateway> {
         use anyhow::Context as _;
         let keys = Keys::load(&config.keys_file, config.dev_mode)?;
-        let store = store::sqlite::SqliteStore::open(&config.data_dir)?;
+        let store = store::open(&config.store, &config.data_dir)?;
         let vkey = audit::log::vkey(&config.trust_domain, keys.audit_log_seed())?;
         // Officers pin this public key; it sits beside the data it vouches for.
         let vkey_path = config.data_dir.join("audit-log.vkey");
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
         std::fs::write(&vkey_path, format!("{vkey}\n"))
             .with_context(|| format!("cannot write {}", vkey_path.display()))?;
         let policies = PolicySet::load_dir(&config.policies_dir)
@@ -231,7 +233,7 @@ impl Gateway {
         Ok(Gateway::new(
             config.trust_domain.clone(),
             config.dev_mode,
-            Arc::new(store),
+            store,
             Arc::new(keys),
             policies,
         )?
@@ -411,6 +413,9 @@ pub async fn serve(
     let readiness = readiness::Readiness::new(health_reporter);
     readiness.set(true).await;
     let store_watch = tokio::spawn(readiness.clone().watch_store(gateway.store.clone()));
+    // Followers wait on `gateway.feed`, which this process's own commits
+    // move; commits made through other replicas are seen in the store.
+    let feed_watch = tokio::spawn(watch_shared_feed(gateway.clone()));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -525,6 +530,7 @@ pub async fn serve(
         }
     };
     store_watch.abort();
+    feed_watch.abort();
     checkpointer.abort();
     stale_watch.abort();
     // The refusals counted in windows still open, then the rest.
@@ -534,6 +540,33 @@ pub async fn serve(
     flush_audit(&gateway, drained).await;
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// How often a replica of a shared store looks for commits made through
+/// the others: a followed pull sees them within this (and a query).
+const SHARED_FEED_POLL: Duration = Duration::from_millis(200);
+
+/// On a shared store, moves `gateway.feed` to the store's feed head when
+/// another replica committed (a one-row read per poll); nothing to do on a
+/// store this process alone writes.
+async fn watch_shared_feed(gateway: Arc<Gateway>) {
+    if !gateway.store.shared() {
+        return;
+    }
+    let mut tick = tokio::time::interval(SHARED_FEED_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let store = gateway.store.clone();
+        // A failed read is the readiness probe's to report.
+        if let Ok(Ok(head)) = tokio::task::spawn_blocking(move || store.feed_head()).await {
+            gateway.feed.send_if_modified(|seen| {
+                let moved = head > *seen;
+                *seen = (*seen).max(head);
+                moved
+            });
+        }
+    }
 }
 
 /// Writes what the audit log still owes at shutdown: `gateway_stopped`,

@@ -29,10 +29,15 @@
 //!
 //! This file holds the trait and the types every backend shares, and names no
 //! backend's types; [`audit_tree`] is the shared tree; each backend lives in a
-//! folder of its own, split by concern ([`sqlite`]).
+//! folder of its own, split by concern ([`sqlite`], [`postgres`]); [`select`]
+//! opens the one the configuration names.
 
 pub mod audit_tree;
+pub mod postgres;
+pub mod select;
 pub mod sqlite;
+
+pub use select::{StoreConfig, open};
 
 use crate::audit::{AuditEntry, CanonicalEntry};
 use adapters::RecordKind;
@@ -336,6 +341,12 @@ fn abandoned() -> StoreError {
 
 /// The storage interface. Methods block; async callers use `spawn_blocking`.
 pub trait Store: Send + Sync + 'static {
+    /// Whether other processes (gateway replicas) commit to the same store:
+    /// then a commit made elsewhere is known only by watching
+    /// [`Store::feed_head`], not from this process's own commits.
+    fn shared(&self) -> bool {
+        false
+    }
     fn find_batch(&self, agency: &str, batch_id: &str) -> Result<Option<StoredBatch>, StoreError>;
     /// Atomically and durably applies a batch, unless its id was committed
     /// before (checked inside the same transaction, so concurrent re-sends of

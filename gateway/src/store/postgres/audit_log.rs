@@ -1,0 +1,217 @@
+//! Audit entries as rows: appending them in the one global order (under the
+//! `audit_head` lock, with their subjects' back-pointers, notes and tree
+//! nodes, inside the caller's transaction) and reading them back by filter,
+//! by subject or as exported leaves.
+
+use super::Inner;
+use super::audit_tree::tree;
+use super::db::{Db, Isolation, get, pos};
+use crate::audit::AuditEntry;
+use crate::store::{AuditFilter, AuditLeaf, StoreError, StoredAuditEntry};
+use deadpool_postgres::GenericClient;
+use std::collections::HashMap;
+
+/// Appends entries as the next leaves of the one log, inside the caller's
+/// transaction, and returns the seq of the first. Locks `audit_head` until
+/// the transaction ends: appends through every replica take their turn
+/// there, so each extends the tree the previous one committed. `frontier`
+/// is this replica's kept edge of the tree (used if it is still the
+/// tree's), replaced by the new one.
+pub(super) fn insert_audit<C: GenericClient>(
+    db: &Db<'_, C>,
+    frontier: &mut Option<tlog::Frontier>,
+    entries: &[AuditEntry],
+) -> Result<u64, StoreError> {
+    let row = db.query_one("SELECT size FROM audit_head WHERE id = 0 FOR UPDATE", &[])?;
+    let size = get::<i64>(&row, 0)? as u64;
+    if entries.is_empty() {
+        return Ok(size + 1);
+    }
+    let tree = tree(db)?;
+    if tree.size() != size {
+        return Err(StoreError::corrupt(format!(
+            "the audit log holds {size} entries but its tree {} leaves",
+            tree.size()
+        )));
+    }
+    // Each subject's latest entry, as every replica's appends left it.
+    let mut tokens: Vec<&str> = entries
+        .iter()
+        .flat_map(|e| e.subjects.iter().map(String::as_str))
+        .collect();
+    tokens.sort_unstable();
+    tokens.dedup();
+    let mut heads: HashMap<String, i64> = HashMap::with_capacity(tokens.len());
+    if !tokens.is_empty() {
+        for r in db.query(
+            "SELECT subject, seq FROM audit_subject_heads WHERE subject = ANY($1)",
+            &[&tokens],
+        )? {
+            heads.insert(get(&r, 0)?, get(&r, 1)?);
+        }
+    }
+    let n = entries.len();
+    let (mut seqs, mut at, mut actors, mut actions, mut outcomes, mut kinds, mut bytes) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut subject_tokens, mut subject_seqs) = (Vec::new(), Vec::new());
+    let mut leaves = Vec::with_capacity(n);
+    for (i, e) in entries.iter().enumerate() {
+        let seq = size + 1 + i as u64;
+        let mut named: Vec<&String> = e.subjects.iter().collect();
+        named.sort_unstable();
+        named.dedup();
+        let mut subjects = Vec::with_capacity(named.len());
+        for token in named {
+            let prev = heads.insert(token.clone(), seq as i64).unwrap_or(0);
+            subjects.push(crate::audit::SubjectRef {
+                token: token.clone(),
+                prev_seq: prev as u64,
+            });
+            subject_tokens.push(token.as_str());
+            subject_seqs.push(seq as i64);
+        }
+        let encoded = e.encode(seq, &subjects).map_err(StoreError::backend)?;
+        leaves.push(tlog::leaf_hash(&encoded));
+        seqs.push(seq as i64);
+        at.push(e.at_ms);
+        actors.push(e.actor.as_str());
+        actions.push(e.action.as_str());
+        outcomes.push(e.outcome.as_str());
+        kinds.push(if e.kinds.is_empty() {
+            String::new()
+        } else {
+            format!(",{},", e.kinds.join(","))
+        });
+        bytes.push(encoded);
+    }
+    db.execute(
+        "INSERT INTO audit_log (seq, at_ms, actor, action, outcome, kinds, entry)
+         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[],
+                              $6::text[], $7::bytea[])",
+        &[&seqs, &at, &actors, &actions, &outcomes, &kinds, &bytes],
+    )?;
+    for (seq, e) in seqs.iter().zip(entries) {
+        if let Some(note) = &e.note {
+            db.execute(
+                "INSERT INTO audit_notes (seq, commitment, sealed) VALUES ($1, $2, $3)",
+                &[seq, &note.commitment, &note.sealed],
+            )?;
+        }
+    }
+    if !subject_tokens.is_empty() {
+        db.execute(
+            "INSERT INTO audit_subjects (subject, seq) SELECT * FROM unnest($1::text[], $2::bigint[])",
+            &[&subject_tokens, &subject_seqs],
+        )?;
+        let (head_tokens, head_seqs): (Vec<&str>, Vec<i64>) = tokens
+            .iter()
+            .map(|t| (*t, heads.get(*t).copied().unwrap_or(0)))
+            .unzip();
+        db.execute(
+            "INSERT INTO audit_subject_heads (subject, seq)
+             SELECT * FROM unnest($1::text[], $2::bigint[])
+             ON CONFLICT (subject) DO UPDATE SET seq = excluded.seq",
+            &[&head_tokens, &head_seqs],
+        )?;
+    }
+    *frontier = Some(tree.append(frontier.take(), &leaves)?);
+    db.execute(
+        "UPDATE audit_head SET size = $1 WHERE id = 0",
+        &[&((size + n as u64) as i64)],
+    )?;
+    Ok(size + 1)
+}
+
+fn row_to_audit(r: &tokio_postgres::Row) -> Result<StoredAuditEntry, StoreError> {
+    Ok(StoredAuditEntry {
+        seq: get::<i64>(r, 0)? as u64,
+        bytes: get(r, 1)?,
+    })
+}
+
+impl Inner {
+    pub(super) fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
+        self.write(|db, frontier| insert_audit(db, frontier, entries).map(|_| ()))
+    }
+
+    pub(super) fn query_audit(&self, f: &AuditFilter) -> Result<Vec<StoredAuditEntry>, StoreError> {
+        self.read(|db| {
+            let rows = db.query(
+                "SELECT seq, entry FROM audit_log
+                 WHERE seq > $1
+                   AND ($2::bigint IS NULL OR at_ms >= $2) AND ($3::bigint IS NULL OR at_ms < $3)
+                   AND ($4::text IS NULL OR actor = $4) AND ($5::text IS NULL OR action = $5)
+                   AND ($6::text IS NULL OR outcome = $6)
+                   AND ($7::text IS NULL OR strpos(kinds, ',' || $7 || ',') > 0)
+                   AND ($8::text IS NULL OR seq IN (SELECT seq FROM audit_subjects WHERE subject = $8))
+                 ORDER BY seq LIMIT $9",
+                &[
+                    &pos(f.after_seq),
+                    &f.from_ms,
+                    &f.to_ms,
+                    &f.actor,
+                    &f.action,
+                    &f.outcome,
+                    &f.kind,
+                    &f.subject,
+                    &i64::from(f.limit.clamp(1, 1000)),
+                ],
+            )?;
+            rows.iter().map(row_to_audit).collect()
+        })
+    }
+
+    pub(super) fn audit_leaves(
+        &self,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditLeaf>, StoreError> {
+        self.transaction(Isolation::Snapshot, |db| {
+            let tree = tree(db)?;
+            let to = to.min(tree.size()).min(from.saturating_add(limit as u64));
+            if from >= to {
+                return Ok(Vec::new());
+            }
+            let mut entries = HashMap::new();
+            for r in db.query(
+                "SELECT seq, entry FROM audit_log WHERE seq > $1 AND seq <= $2",
+                &[&(from as i64), &(to as i64)],
+            )? {
+                entries.insert(get::<i64>(&r, 0)? as u64, get::<Vec<u8>>(&r, 1)?);
+            }
+            (from..to)
+                .map(|index| {
+                    Ok(AuditLeaf {
+                        seq: index + 1,
+                        leaf_hash: tree.leaf(index)?.ok_or_else(|| {
+                            StoreError::corrupt(format!("audit leaf {index} is missing"))
+                        })?,
+                        entry: entries.remove(&(index + 1)),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    pub(super) fn audit_subject_entries(
+        &self,
+        subject: &str,
+    ) -> Result<Vec<StoredAuditEntry>, StoreError> {
+        self.read(|db| {
+            let rows = db.query(
+                "SELECT s.seq, a.entry FROM audit_subjects s JOIN audit_log a ON a.seq = s.seq
+                 WHERE s.subject = $1 ORDER BY s.seq",
+                &[&subject],
+            )?;
+            rows.iter().map(row_to_audit).collect()
+        })
+    }
+}

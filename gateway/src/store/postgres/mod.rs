@@ -1,0 +1,377 @@
+//! The scale-out store: PostgreSQL, shared by any number of stateless gateway
+//! replicas. Selected with `[store] url = "postgres://…"`; the tables mirror
+//! the SQLite store's (see `schema`).
+//!
+//! Commit order, and why the change feed has no gaps. A PostgreSQL sequence
+//! hands out numbers at call time, not commit time: with one, a reader could
+//! see position 12 committed while 11 is still in flight, move its cursor
+//! past 11, and never see it. Here positions are not drawn from a sequence.
+//! The row `feed_head` holds the last position handed out, and every commit
+//! that changes records locks it (`SELECT … FOR UPDATE`) first, takes the
+//! positions after it, and writes the new head in the same transaction; the
+//! lock is held until commit. The next writer, on any replica, gets the lock
+//! only after that commit is visible, so positions become visible in exactly
+//! the order they were handed out: a reader that has seen position 12 has
+//! seen everything before it, and a cursor never skips a change that commits
+//! later. Record writers take turns (one batch commit at a time across the
+//! replicas), which is what the order costs; a batch's rows are written in
+//! a few set-based statements, so a turn is short.
+//!
+//! One audit log. The row `audit_head` (the log's size) is locked the same
+//! way by every append, so entries from every replica take one global
+//! order; inside that turn the append reads the subjects' latest entries
+//! (their back-pointers) and extends the Merkle tree with the shared code
+//! (`store::audit_tree`) over this database's rows, and commits entries,
+//! back-pointers and nodes together. Each replica group-commits its own
+//! queued appends (`committer`): one transaction, one turn at the lock, per
+//! group. A batch commit takes `feed_head` then `audit_head`, never the
+//! other way, so the two locks cannot deadlock. Checkpoints may be signed by
+//! any replica with the shared key; one is stored only if the database's
+//! tree, under the append lock, has its root and still has the last stored
+//! checkpoint's (`checkpoints`). Every replica reads roots, proofs and
+//! exports from the same rows.
+//!
+//! Stateless replicas. Batch receipts are read after the feed lock is taken,
+//! so the same batch id committed through two replicas at once gives one
+//! commit; the other finds the first's receipt. Re-identification windows
+//! are rows, checked and taken under a per-consumer row lock. A replica
+//! learns of commits made through others by watching `feed_head`
+//! ([`crate::store::Store::shared`]).
+//!
+//! Driving the driver: the store's methods block (as the trait says); the
+//! pool and its connections run on the store's own small runtime, and each
+//! statement's future is driven on the calling thread (`db`). Connection and
+//! pool failures are `Unavailable`, serialisation failures and unique
+//! violations `Conflict` (`errors`).
+//!
+//! The files, one concern each: `schema` (tables and migrations), `db`
+//! (connections, statements, transactions), `records` (batches, feed,
+//! look-ups), `audit_log`, `audit_tree`, `notes`, `checkpoints`, `meta`,
+//! `errors`, and the `committer` thread.
+
+mod audit_log;
+mod audit_tree;
+mod checkpoints;
+mod committer;
+mod db;
+mod errors;
+mod meta;
+mod notes;
+mod records;
+mod schema;
+pub mod testing;
+#[cfg(test)]
+mod tests;
+
+use super::{
+    AuditAppend, AuditAppendDone, AuditFilter, AuditLeaf, BatchWrite, CommitOutcome, NoteErasure,
+    ReindexedRecord, Rows, Store, StoreError, StoredAuditEntry, StoredBatch, StoredCheckpoint,
+    StoredNote, StoredRecord,
+};
+use crate::audit::AuditEntry;
+use adapters::RecordKind;
+use db::{Db, Isolation};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Transaction};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+/// Connections a replica keeps at most (callers beyond wait for one).
+const POOL_SIZE: usize = 16;
+/// How long a caller waits for a connection (to open one, or for a busy
+/// one to come back) before the store answers `Unavailable`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The store: a handle on the state its committer thread shares.
+pub struct PgStore {
+    inner: Arc<Inner>,
+    committer: Option<std::thread::JoinHandle<()>>,
+    /// Drives the pool's connections; shut down (without blocking) last.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+struct Inner {
+    runtime: tokio::runtime::Handle,
+    pool: Pool,
+    /// The audit tree's right edge after this replica's last append (used
+    /// only while no other replica has appended since).
+    frontier: Mutex<Option<tlog::Frontier>>,
+    /// Audit appends waiting for the committer thread.
+    queue: Mutex<Vec<(Vec<AuditEntry>, AuditAppendDone)>>,
+    queue_ready: Condvar,
+    stopping: AtomicBool,
+}
+
+impl PgStore {
+    /// Connects to the database `url` names (`postgres://…`; TLS as its
+    /// `sslmode` says, verified against the PEM roots in `ca_file`), brings
+    /// its schema up to date and starts the committer thread (stopped when
+    /// the store is dropped).
+    pub fn open(url: &str, ca_file: Option<&Path>) -> Result<PgStore, StoreError> {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::unavailable(format!("the store url is not valid: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("gateway");
+        }
+        let tls = tls_connector(&config, ca_file)?;
+        let manager = Manager::from_config(
+            config,
+            tls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("pg-store")
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                StoreError::unavailable(format!("cannot start the store's runtime: {e}"))
+            })?;
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(CONNECT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(|e| StoreError::unavailable(format!("cannot set up the pool: {e}")))?;
+        let inner = Arc::new(Inner {
+            runtime: runtime.handle().clone(),
+            pool,
+            frontier: Mutex::default(),
+            queue: Mutex::default(),
+            queue_ready: Condvar::new(),
+            stopping: AtomicBool::new(false),
+        });
+        let mut store = PgStore {
+            inner: inner.clone(),
+            committer: None,
+            runtime: Some(runtime),
+        };
+        inner.transaction(Isolation::Write, |db| schema::migrate(db))?;
+        store.committer = Some(
+            std::thread::Builder::new()
+                .name("audit-committer".into())
+                .spawn(move || inner.run_committer())
+                .map_err(|e| StoreError::unavailable(format!("cannot start a thread: {e}")))?,
+        );
+        Ok(store)
+    }
+
+    /// Accepted records per (agency, batch id); used by crash-recovery checks.
+    pub fn records_of_batch(&self, agency: &str, batch_id: &str) -> Result<u64, StoreError> {
+        self.inner.read(|db| {
+            let row = db.query_one(
+                "SELECT count(*) FROM records WHERE agency = $1 AND batch_id = $2",
+                &[&agency, &batch_id],
+            )?;
+            Ok(db::get::<i64>(&row, 0)? as u64)
+        })
+    }
+}
+
+/// TLS to the database through rustls on ring, verified against the roots
+/// in `ca_file`. Without one, only `sslmode=disable` connects (a database
+/// on the loopback or a private link): an unverified TLS session would only
+/// look safe.
+fn tls_connector(
+    config: &tokio_postgres::Config,
+    ca_file: Option<&Path>,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path).map_err(|e| {
+                StoreError::unavailable(format!("cannot read {}: {e}", path.display()))
+            })?;
+            for cert in certs {
+                let cert = cert.map_err(|e| {
+                    StoreError::unavailable(format!("cannot read {}: {e}", path.display()))
+                })?;
+                roots
+                    .add(cert)
+                    .map_err(|e| StoreError::unavailable(format!("{}: {e}", path.display())))?;
+            }
+        }
+        None if config.get_ssl_mode() != tokio_postgres::config::SslMode::Disable => {
+            return Err(StoreError::unavailable(
+                "the store url asks for TLS (sslmode is not `disable`) but no [store] ca_file \
+                 names the database server's CA: set ca_file, or add `?sslmode=disable` for a \
+                 database on the loopback",
+            ));
+        }
+        None => {}
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StoreError::unavailable(format!("TLS to the database: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        drop(self.inner.queue.lock().unwrap_or_else(|p| p.into_inner()));
+        self.inner.queue_ready.notify_all();
+        if let Some(t) = self.committer.take() {
+            let _ = t.join();
+        }
+        self.inner.pool.close();
+        // Without waiting: the store may be dropped on an async thread.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Inner {
+    /// Runs `f` in a write transaction with this replica's kept tree edge,
+    /// commits it, and keeps the edge `f` left only once committed.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&Db<'_, Transaction<'_>>, &mut Option<tlog::Frontier>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut frontier = self
+            .frontier
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let out = self.transaction(Isolation::Write, |db| f(db, &mut frontier))?;
+        *self.frontier.lock().unwrap_or_else(|p| p.into_inner()) = frontier;
+        Ok(out)
+    }
+}
+
+impl Store for PgStore {
+    fn shared(&self) -> bool {
+        true
+    }
+    fn find_batch(&self, agency: &str, batch_id: &str) -> Result<Option<StoredBatch>, StoreError> {
+        self.inner.find_batch(agency, batch_id)
+    }
+    fn commit_batch(&self, batch: BatchWrite<'_>) -> Result<CommitOutcome, StoreError> {
+        self.inner.commit_batch(batch)
+    }
+    fn read_feed(
+        &self,
+        kinds: &[RecordKind],
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredRecord>, StoreError> {
+        self.inner.read_feed(kinds, after, limit)
+    }
+    fn records_for_person(&self, person_index: &[u8]) -> Result<Rows, StoreError> {
+        self.inner.records_for_person(person_index)
+    }
+    fn records_for_enterprise(
+        &self,
+        credit_code: &str,
+        kinds: &[RecordKind],
+    ) -> Result<Rows, StoreError> {
+        self.inner.records_for_enterprise(credit_code, kinds)
+    }
+    fn record_version_at(
+        &self,
+        kind: RecordKind,
+        key_hash: &[u8],
+        seq: u64,
+    ) -> Result<Option<StoredRecord>, StoreError> {
+        self.inner.record_version_at(kind, key_hash, seq)
+    }
+    fn record_versions(
+        &self,
+        kind: RecordKind,
+        key_hash: &[u8],
+    ) -> Result<Vec<StoredRecord>, StoreError> {
+        self.inner.record_versions(kind, key_hash)
+    }
+    fn feed_head(&self) -> Result<u64, StoreError> {
+        self.inner.feed_head()
+    }
+    fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
+        self.inner.append_audit(entries)
+    }
+    fn append_audit_queued(&self, entries: Vec<AuditEntry>) -> AuditAppend {
+        self.inner.append_audit_queued(entries)
+    }
+    fn query_audit(&self, filter: &AuditFilter) -> Result<Vec<StoredAuditEntry>, StoreError> {
+        self.inner.query_audit(filter)
+    }
+    fn audit_size(&self) -> Result<u64, StoreError> {
+        self.inner.audit_size()
+    }
+    fn audit_root(&self, size: u64) -> Result<tlog::Hash, StoreError> {
+        self.inner.audit_root(size)
+    }
+    fn audit_inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<tlog::Hash>, StoreError> {
+        self.inner.audit_inclusion_proof(index, size)
+    }
+    fn audit_consistency_proof(
+        &self,
+        size1: u64,
+        size2: u64,
+    ) -> Result<Vec<tlog::Hash>, StoreError> {
+        self.inner.audit_consistency_proof(size1, size2)
+    }
+    fn audit_leaves(&self, from: u64, to: u64, limit: usize) -> Result<Vec<AuditLeaf>, StoreError> {
+        self.inner.audit_leaves(from, to, limit)
+    }
+    fn audit_subject_entries(&self, subject: &str) -> Result<Vec<StoredAuditEntry>, StoreError> {
+        self.inner.audit_subject_entries(subject)
+    }
+    fn audit_note(&self, seq: u64) -> Result<Option<StoredNote>, StoreError> {
+        self.inner.audit_note(seq)
+    }
+    fn erase_audit_note(&self, seq: u64, erasure: AuditEntry) -> Result<NoteErasure, StoreError> {
+        self.inner.erase_audit_note(seq, erasure)
+    }
+    fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.inner.meta_get(key)
+    }
+    fn meta_set(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.inner.meta_set(key, value)
+    }
+    fn take_reidentification(
+        &self,
+        consumer: &str,
+        now_ms: i64,
+        window_ms: i64,
+        limit: u32,
+    ) -> Result<Result<(), i64>, StoreError> {
+        self.inner
+            .take_reidentification(consumer, now_ms, window_ms, limit)
+    }
+    fn meta_set_audited(
+        &self,
+        meta: &[(&str, &str)],
+        entries: &[AuditEntry],
+    ) -> Result<(), StoreError> {
+        self.inner.meta_set_audited(meta, entries)
+    }
+    fn reindex_records(
+        &self,
+        rows: &[ReindexedRecord],
+        meta: &[(&str, &str)],
+    ) -> Result<u64, StoreError> {
+        self.inner.reindex_records(rows, meta)
+    }
+    fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        self.inner.latest_checkpoint()
+    }
+    fn checkpoint_at(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError> {
+        self.inner.checkpoint_at(size)
+    }
+    fn save_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError> {
+        self.inner.save_checkpoint(checkpoint)
+    }
+}

@@ -1,0 +1,500 @@
+//! The PostgreSQL store's own tests, each on a fresh database of the
+//! machine's server ([`super::testing`]): what the shared database must give
+//! replicas (one commit per batch id, a feed without gaps, one audit log),
+//! and the same answers as the SQLite store for the same commits.
+
+use super::testing::TestDatabase;
+use super::*;
+use crate::audit::{AuditEntry, CanonicalEntry, Value};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Receipt, RecordWrite};
+use std::sync::Barrier;
+
+fn entry(i: u64, subject: Option<String>) -> AuditEntry {
+    AuditEntry {
+        at_ms: i as i64,
+        actor: "union/assistance".into(),
+        action: "records_delivered".into(),
+        outcome: "ok".into(),
+        kinds: vec!["social_insurance".into()],
+        subjects: subject.into_iter().collect(),
+        details: Value::Map([("n".to_string(), Value::U64(i))].into()),
+        note: None,
+    }
+}
+
+fn record(key: u8, version: i64) -> RecordWrite {
+    RecordWrite {
+        kind: RecordKind::SocialInsurance,
+        key_hash: vec![key; 32],
+        person_index: Some(vec![key % 5; 32]),
+        enterprise: Some(format!("E{}", key % 3)),
+        changed_at: version,
+        cancel: version % 7 == 0,
+        sealed: [&[key][..], &version.to_be_bytes()].concat(),
+    }
+}
+
+fn commit(store: &dyn Store, batch_id: &str, records: Vec<RecordWrite>) -> CommitOutcome {
+    let audit = |r: &Receipt| {
+        let mut e = entry(r.accepted, None);
+        e.action = "batch_pushed".into();
+        e
+    };
+    let n = records.len() as u64;
+    store
+        .commit_batch(BatchWrite {
+            agency: "hrss",
+            batch_id,
+            content_hash: [n as u8; 32],
+            records,
+            receipt: Receipt {
+                rows_received: n,
+                accepted: n,
+                ..Default::default()
+            },
+            audit: &audit,
+        })
+        .unwrap()
+}
+
+fn open(db: &TestDatabase) -> PgStore {
+    PgStore::open(db.url(), None).unwrap()
+}
+
+/// Batches with rows superseded by the version held, by a later row of the
+/// same batch, and replacing each other within a batch: the feed, the
+/// earlier versions, look-ups and receipts are the SQLite store's.
+#[test]
+fn commits_give_the_answers_the_sqlite_store_gives() {
+    let db = TestDatabase::create();
+    let pg = open(&db);
+    let dir = tempfile::tempdir().unwrap();
+    let lite = SqliteStore::open(dir.path()).unwrap();
+    let batches: Vec<Vec<RecordWrite>> = vec![
+        (0..20).map(|k| record(k, 10)).collect(),
+        vec![
+            record(1, 5),
+            record(2, 11),
+            record(2, 12),
+            record(2, 9),
+            record(3, 10),
+        ],
+        vec![record(4, 14), record(4, 14), record(30, 1), record(1, 21)],
+        vec![],
+        (10..40)
+            .rev()
+            .map(|k| record(k, 20 + i64::from(k % 4)))
+            .collect(),
+    ];
+    for (i, records) in batches.into_iter().enumerate() {
+        let id = format!("b{i}");
+        let (a, b) = (
+            commit(&pg, &id, records.clone()),
+            commit(&lite, &id, records),
+        );
+        match (a, b) {
+            (
+                CommitOutcome::Committed {
+                    receipt: ra,
+                    head: ha,
+                },
+                CommitOutcome::Committed {
+                    receipt: rb,
+                    head: hb,
+                },
+            ) => assert_eq!((ra, ha), (rb, hb), "batch {id}"),
+            other => panic!("batch {id}: {other:?}"),
+        }
+    }
+    let kinds = [RecordKind::SocialInsurance];
+    let feed = |s: &dyn Store| {
+        s.read_feed(&kinds, 0, 1000)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.seq, r.key_hash, r.changed_at, r.cancelled, r.sealed))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(feed(&pg), feed(&lite));
+    assert_eq!(pg.feed_head().unwrap(), lite.feed_head().unwrap());
+    for key in [1u8, 2, 4, 12, 30] {
+        let versions = |s: &dyn Store| {
+            s.record_versions(RecordKind::SocialInsurance, &[key; 32])
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.seq, r.changed_at, r.sealed))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(versions(&pg), versions(&lite), "versions of {key}");
+        for at in [0, 3, 20, 25, 40, 1000] {
+            let version = |s: &dyn Store| {
+                s.record_version_at(RecordKind::SocialInsurance, &[key; 32], at)
+                    .unwrap()
+                    .map(|r| (r.seq, r.sealed))
+            };
+            assert_eq!(version(&pg), version(&lite), "{key} at {at}");
+        }
+    }
+    // (Rows of one kind and change time come in either order.)
+    for person in 0u8..5 {
+        let rows = |s: &dyn Store| {
+            let mut seqs: Vec<_> = s
+                .records_for_person(&[person; 32])
+                .unwrap()
+                .iter()
+                .map(|r| (r.changed_at, r.seq))
+                .collect();
+            seqs.sort();
+            seqs
+        };
+        assert_eq!(rows(&pg), rows(&lite));
+    }
+    let rows = |s: &dyn Store| {
+        let mut seqs: Vec<_> = s
+            .records_for_enterprise("E1", &kinds)
+            .unwrap()
+            .iter()
+            .map(|r| (r.changed_at, r.seq))
+            .collect();
+        seqs.sort();
+        seqs
+    };
+    assert_eq!(rows(&pg), rows(&lite));
+    // A re-send finds the receipt.
+    assert!(matches!(
+        commit(&pg, "b1", vec![]),
+        CommitOutcome::AlreadyCommitted(_)
+    ));
+}
+
+/// The same batch id sent through two replicas at the same moment commits
+/// once; the other gets the first's receipt.
+#[test]
+fn one_batch_id_through_two_replicas_commits_once() {
+    let db = TestDatabase::create();
+    let stores = [open(&db), open(&db)];
+    for round in 0..10u8 {
+        let id = format!("same-{round}");
+        let barrier = Barrier::new(2);
+        let outcomes: Vec<CommitOutcome> = std::thread::scope(|s| {
+            let handles: Vec<_> = stores
+                .iter()
+                .map(|store| {
+                    let (barrier, id) = (&barrier, &id);
+                    s.spawn(move || {
+                        barrier.wait();
+                        commit(
+                            store,
+                            id,
+                            (0..50).map(|k| record(k, i64::from(round))).collect(),
+                        )
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let committed: Vec<&Receipt> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                CommitOutcome::Committed { receipt, .. } => Some(receipt),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(committed.len(), 1, "round {round}: {outcomes:?}");
+        let again = outcomes.iter().find_map(|o| match o {
+            CommitOutcome::AlreadyCommitted(done) => Some(&done.receipt),
+            _ => None,
+        });
+        assert_eq!(again, Some(committed[0]));
+    }
+    assert_eq!(stores[0].records_of_batch("hrss", "same-9").unwrap(), 50);
+}
+
+/// Writers on two replicas commit while a reader follows the feed with a
+/// cursor: the reader receives every record, none twice, and the feed's
+/// positions end up 1..=n without a hole.
+#[test]
+fn a_cursor_misses_no_change_committed_through_either_replica() {
+    let db = TestDatabase::create();
+    let stores = [open(&db), open(&db), open(&db)];
+    let (writers, batches, rows) = (4u32, 15u32, 7u32);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let seen = std::thread::scope(|s| {
+        for w in 0..writers {
+            let store = &stores[w as usize % 2];
+            s.spawn(move || {
+                for b in 0..batches {
+                    let records = (0..rows)
+                        .map(|r| RecordWrite {
+                            key_hash: [w.to_be_bytes(), b.to_be_bytes(), r.to_be_bytes()].concat(),
+                            ..record(0, 1)
+                        })
+                        .collect();
+                    commit(store, &format!("w{w}-b{b}"), records);
+                }
+            });
+        }
+        let (reader, done) = (&stores[2], &done);
+        let follower = s.spawn(move || {
+            let mut cursor = 0;
+            let mut seen = Vec::new();
+            loop {
+                let finished = done.load(Ordering::SeqCst);
+                let page = reader
+                    .read_feed(&[RecordKind::SocialInsurance], cursor, 13)
+                    .unwrap();
+                for r in &page {
+                    assert!(r.seq > cursor);
+                    cursor = r.seq;
+                    seen.push(r.key_hash.clone());
+                }
+                if page.is_empty() && finished {
+                    return seen;
+                }
+            }
+        });
+        // The writers end with the scope's other threads; then the last read.
+        while stores[0].feed_head().unwrap() < u64::from(writers * batches * rows) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        done.store(true, Ordering::SeqCst);
+        follower.join().unwrap()
+    });
+    let total = (writers * batches * rows) as usize;
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!((seen.len(), unique.len()), (total, total));
+    let seqs: Vec<u64> = stores[0]
+        .read_feed(&[RecordKind::SocialInsurance], 0, total + 1)
+        .unwrap()
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(seqs, (1..=total as u64).collect::<Vec<_>>());
+}
+
+/// Appends through two replicas, queued and direct, form one log: every
+/// entry once, in one order, with subject back-pointers chained across the
+/// replicas, and roots and proofs of the reference tree from either.
+#[test]
+fn appends_through_two_replicas_form_one_verifiable_log() {
+    let db = TestDatabase::create();
+    let stores = [open(&db), open(&db)];
+    let per_thread = 150u64;
+    std::thread::scope(|s| {
+        for (t, store) in stores.iter().enumerate() {
+            s.spawn(move || {
+                let pending: Vec<AuditAppend> = (0..per_thread)
+                    .map(|i| {
+                        let n = t as u64 * 10_000 + i;
+                        store.append_audit_queued(vec![entry(n, Some(format!("{:032x}", i % 5)))])
+                    })
+                    .collect();
+                for p in pending {
+                    p.wait().unwrap();
+                }
+            });
+            s.spawn(move || {
+                for i in 0..per_thread / 10 {
+                    let n = t as u64 * 10_000 + 5_000 + i;
+                    let batch: Vec<AuditEntry> = (0..10)
+                        .map(|j| entry(n * 10 + j, Some(format!("{:032x}", j % 3))))
+                        .collect();
+                    store.append_audit(&batch).unwrap();
+                }
+            });
+        }
+    });
+    let n = 2 * per_thread + 2 * (per_thread / 10) * 10;
+    assert_eq!(stores[0].audit_size().unwrap(), n);
+    let leaves = stores[1].audit_leaves(0, n, usize::MAX).unwrap();
+    let mut reference = tlog::MemoryTree::new();
+    let mut last_of = std::collections::HashMap::new();
+    let mut naming = std::collections::HashMap::<String, Vec<u64>>::new();
+    for l in &leaves {
+        let bytes = l.entry.as_ref().unwrap();
+        assert_eq!(tlog::leaf_hash(bytes), l.leaf_hash);
+        reference.append(l.leaf_hash);
+        let e = CanonicalEntry::decode(bytes).unwrap();
+        assert_eq!(e.seq, l.seq);
+        for s in e.subjects {
+            naming.entry(s.token.clone()).or_default().push(e.seq);
+            assert_eq!(s.prev_seq, last_of.insert(s.token, e.seq).unwrap_or(0));
+        }
+    }
+    for store in &stores {
+        for size in [1, 255, 256, 257, n / 2, n] {
+            assert_eq!(
+                store.audit_root(size).unwrap(),
+                reference.root_at(size).unwrap()
+            );
+            assert_eq!(
+                store.audit_inclusion_proof(size / 2, size).unwrap(),
+                reference.inclusion_proof(size / 2, size).unwrap()
+            );
+            assert_eq!(
+                store.audit_consistency_proof(1, size).unwrap(),
+                reference.consistency_proof(1, size).unwrap()
+            );
+        }
+    }
+    let subject = format!("{:032x}", 1);
+    let named = stores[0].audit_subject_entries(&subject).unwrap();
+    assert_eq!(
+        named.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        naming[&subject]
+    );
+    let filtered = stores[1]
+        .query_audit(&AuditFilter {
+            subject: Some(subject),
+            limit: 1000,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(filtered, named);
+}
+
+/// A checkpoint is stored only for the tree the database holds, and only
+/// while that tree still extends the last stored checkpoint.
+#[test]
+fn checkpoints_must_match_the_tree_in_the_database() {
+    let db = TestDatabase::create();
+    let (a, b) = (open(&db), open(&db));
+    a.append_audit(&(0..10).map(|i| entry(i, None)).collect::<Vec<_>>())
+        .unwrap();
+    let cp = |size: u64, root: tlog::Hash| StoredCheckpoint {
+        size,
+        root,
+        note: format!("note {size}"),
+        signed_ms: 1,
+    };
+    let root5 = b.audit_root(5).unwrap();
+    b.save_checkpoint(&cp(5, root5)).unwrap();
+    assert_eq!(a.latest_checkpoint().unwrap().unwrap().size, 5);
+    assert!(matches!(
+        a.save_checkpoint(&cp(8, [7; 32])),
+        Err(StoreError::Corrupt { .. })
+    ));
+    assert!(matches!(
+        a.save_checkpoint(&cp(11, [7; 32])),
+        Err(StoreError::Corrupt { .. })
+    ));
+    a.save_checkpoint(&cp(10, a.audit_root(10).unwrap()))
+        .unwrap();
+    // The tree rewritten under the stored checkpoints: nothing more is stored.
+    db.query_text("UPDATE audit_leaves SET hash = decode(repeat('00', 32), 'hex') WHERE idx = 2");
+    let root = a.audit_root(10).unwrap();
+    assert!(matches!(
+        a.save_checkpoint(&cp(10, root)),
+        Err(StoreError::Corrupt { .. })
+    ));
+    assert_eq!(b.checkpoint_at(10).unwrap().unwrap().note, "note 10");
+}
+
+/// The sliding re-identification limit holds across replicas taking at
+/// the same time.
+#[test]
+fn the_reidentification_limit_holds_across_replicas() {
+    let db = TestDatabase::create();
+    let stores = [open(&db), open(&db)];
+    let taken: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6)
+            .map(|t| {
+                let store = &stores[t % 2];
+                s.spawn(move || {
+                    (0..5)
+                        .filter(|_| {
+                            store
+                                .take_reidentification("assistance", 1_000, 60_000, 7)
+                                .unwrap()
+                                .is_ok()
+                        })
+                        .count()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(taken, 7);
+    assert_eq!(
+        stores[0]
+            .take_reidentification("assistance", 2_000, 60_000, 7)
+            .unwrap(),
+        Err(59_000)
+    );
+    assert!(
+        stores[1]
+            .take_reidentification("assistance", 61_001, 60_000, 7)
+            .unwrap()
+            .is_ok()
+    );
+}
+
+/// A database migrated by a newer gateway is refused, and a database that
+/// cannot be reached is unavailable, not a failure of another kind.
+#[test]
+fn a_newer_schema_and_an_unreachable_database_are_refused() {
+    let db = TestDatabase::create();
+    drop(open(&db));
+    // Opening again applies nothing twice.
+    drop(open(&db));
+    db.query_text("INSERT INTO schema_version (version, applied_ms) VALUES (99, 0)");
+    let Err(e) = PgStore::open(db.url(), None) else {
+        panic!("a newer schema was accepted")
+    };
+    assert!(
+        e.to_string().contains("newer than this gateway knows"),
+        "{e}"
+    );
+    let started = std::time::Instant::now();
+    let Err(e) = PgStore::open("postgres://postgres@127.0.0.1:1/none?sslmode=disable", None) else {
+        panic!("an unreachable database opened")
+    };
+    assert!(matches!(e, StoreError::Unavailable { .. }), "{e}");
+    assert!(started.elapsed() < CONNECT_TIMEOUT * 2);
+    let Err(e) = PgStore::open("postgres://postgres@127.0.0.1:1/none", None) else {
+        panic!("TLS without a CA file was accepted")
+    };
+    assert!(e.to_string().contains("ca_file"), "{e}");
+}
+
+/// Meta values, notes and their erasure, as the SQLite store keeps them.
+#[test]
+fn meta_and_notes() {
+    let db = TestDatabase::create();
+    let store = open(&db);
+    assert_eq!(store.meta_get("k").unwrap(), None);
+    store.meta_set("k", "v1").unwrap();
+    store
+        .meta_set_audited(&[("k", "v2"), ("j", "w")], &[entry(1, None)])
+        .unwrap();
+    assert_eq!(store.meta_get("k").unwrap().as_deref(), Some("v2"));
+    assert_eq!(store.audit_size().unwrap(), 1);
+    let mut noted = entry(2, None);
+    noted.note = Some(crate::audit::notes::SealedNote {
+        commitment: "c0ffee".into(),
+        sealed: vec![9; 40],
+    });
+    store.append_audit(&[noted]).unwrap();
+    let note = store.audit_note(2).unwrap().unwrap();
+    assert_eq!(
+        (note.sealed.as_deref(), note.erased),
+        (Some(&[9u8; 40][..]), None)
+    );
+    assert_eq!(
+        store.erase_audit_note(1, entry(3, None)).unwrap(),
+        NoteErasure::NoNote
+    );
+    assert_eq!(
+        store.erase_audit_note(2, entry(3, None)).unwrap(),
+        NoteErasure::Erased { erasure_seq: 3 }
+    );
+    assert_eq!(
+        store.erase_audit_note(2, entry(4, None)).unwrap(),
+        NoteErasure::AlreadyErased { erasure_seq: 3 }
+    );
+    let note = store.audit_note(2).unwrap().unwrap();
+    assert_eq!((note.sealed, note.erased), (None, Some((3, 3))));
+    assert_eq!(store.audit_size().unwrap(), 3);
+}
