@@ -2,11 +2,10 @@
 //! can make a call outlast its deadline for certain (a look-up waits for its
 //! audit entry to be durable before it answers), or whose reads can be made
 //! to fail, as an unreachable store's do (readiness). Everything else goes
-//! straight to the real SQLite store.
+//! straight to the real store of the suite's backend.
 
 use adapters::RecordKind;
 use gateway::audit::AuditEntry;
-use gateway::store::sqlite::SqliteStore;
 use gateway::store::{
     AuditAppend, AuditFilter, AuditLeaf, BatchWrite, CommitOutcome, NoteErasure, ReindexedRecord,
     Rows, Store, StoreError, StoredAuditEntry, StoredBatch, StoredCheckpoint, StoredNote,
@@ -17,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub struct HeldAudit {
-    inner: Arc<SqliteStore>,
+    inner: Arc<dyn Store>,
     /// While set, queued audit appends reach the store only this much later.
     hold: Mutex<Option<Duration>>,
     /// While set, reading the feed fails as an unreachable store's would.
@@ -25,9 +24,9 @@ pub struct HeldAudit {
 }
 
 impl HeldAudit {
-    pub fn new(inner: SqliteStore) -> HeldAudit {
+    pub fn new(inner: Arc<dyn Store>) -> HeldAudit {
         HeldAudit {
-            inner: Arc::new(inner),
+            inner,
             hold: Mutex::new(None),
             unreachable: AtomicBool::new(false),
         }
@@ -52,6 +51,9 @@ impl HeldAudit {
 }
 
 impl Store for HeldAudit {
+    fn shared(&self) -> bool {
+        self.inner.shared()
+    }
     fn append_audit_queued(&self, entries: Vec<AuditEntry>) -> AuditAppend {
         match *self.hold.lock().unwrap() {
             None => self.inner.append_audit_queued(entries),

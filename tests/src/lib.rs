@@ -2,6 +2,17 @@
 //! foreign-CA certificates), the gateway started in-process through the same
 //! `gateway::serve` that `main` uses, or as a real child process that can be
 //! killed with SIGKILL, and the agency fixtures with their labels.
+//!
+//! One suite, two backends. The end-to-end tests are compiled into two test
+//! binaries: `e2e` (tests/e2e.rs) and `e2e_postgres` (tests/e2e_postgres.rs,
+//! the same files included by path). The binary's name picks the store
+//! ([`Backend::current`]): in `e2e_postgres`, every [`ServerState`] gets a
+//! fresh PostgreSQL database (`gw_test_…` on the machine's server, dropped
+//! with the state) and every server a test starts, in-process or as a child
+//! process, uses it; in `e2e`, the SQLite store in the state's data dir. The
+//! tests themselves name no backend: they open stores through
+//! [`ServerState::open_store`] and pass [`ServerState::store_env`] to the
+//! processes they start. `cargo test --workspace` runs both.
 
 #![forbid(unsafe_code)]
 
@@ -203,16 +214,94 @@ pub struct TestServer {
     scrape: Option<tokio::task::JoinHandle<()>>,
 }
 
-/// Where a test server keeps its state (survives restarts of the server).
+/// The store the suite runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// PostgreSQL in the `e2e_postgres` test binary, SQLite elsewhere.
+    pub fn current() -> Backend {
+        static CURRENT: std::sync::OnceLock<Backend> = std::sync::OnceLock::new();
+        *CURRENT.get_or_init(|| {
+            let exe = std::env::current_exe().unwrap_or_default();
+            let name = exe.file_name().unwrap_or_default().to_string_lossy();
+            if name.starts_with("e2e_postgres") {
+                Backend::Postgres
+            } else {
+                Backend::Sqlite
+            }
+        })
+    }
+}
+
+/// Where a test server keeps its state (survives restarts of the server):
+/// keys and files in `dir`, and the store of the suite's backend.
 pub struct ServerState {
+    /// The PostgreSQL database, on that backend (dropped before `dir`).
+    database: Option<gateway::store::postgres::testing::TestDatabase>,
     pub dir: TempDir,
 }
 
 impl ServerState {
     pub fn new() -> ServerState {
         ServerState {
+            database: (Backend::current() == Backend::Postgres)
+                .then(gateway::store::postgres::testing::TestDatabase::create),
             dir: tempfile::tempdir().unwrap(),
         }
+    }
+
+    /// Opens the state's store (the suite's backend).
+    pub fn open_store(&self) -> Arc<dyn gateway::store::Store> {
+        gateway::store::open(&self.store_config(), &self.data_dir()).unwrap()
+    }
+
+    /// The `[store]` section naming the state's store.
+    pub fn store_config(&self) -> gateway::store::StoreConfig {
+        gateway::store::StoreConfig {
+            url: self.database.as_ref().map(|db| db.url().to_string()),
+            ca_file: None,
+        }
+    }
+
+    /// The environment a gateway process needs to use the state's store
+    /// (nothing on SQLite, whose store is in `GATEWAY_DATA_DIR`).
+    pub fn store_env(&self) -> Vec<(&'static str, String)> {
+        self.database
+            .iter()
+            .map(|db| ("GATEWAY_STORE_URL", db.url().to_string()))
+            .collect()
+    }
+
+    /// Accepted records of each of these batches, read from the store at
+    /// rest (the gateway stopped, or killed).
+    pub fn records_of_batches(&self, agency: &str, batch_ids: &[String]) -> Vec<u64> {
+        match &self.database {
+            Some(db) => batch_ids
+                .iter()
+                .map(|id| {
+                    let rows = db.query_text(&format!(
+                        "SELECT count(*) FROM records WHERE agency = '{agency}' AND batch_id = '{id}'"
+                    ));
+                    rows[0][0].as_deref().unwrap_or("0").parse().unwrap()
+                })
+                .collect(),
+            None => {
+                let store = gateway::store::sqlite::SqliteStore::open(&self.data_dir()).unwrap();
+                batch_ids
+                    .iter()
+                    .map(|id| store.records_of_batch(agency, id).unwrap())
+                    .collect()
+            }
+        }
+    }
+
+    /// The PostgreSQL database, on that backend.
+    pub fn database(&self) -> Option<&gateway::store::postgres::testing::TestDatabase> {
+        self.database.as_ref()
     }
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
@@ -239,12 +328,11 @@ impl TestServer {
         state: &ServerState,
         limits: gateway::limits::LimitsConfig,
     ) -> TestServer {
-        let store = gateway::store::sqlite::SqliteStore::open(&state.data_dir()).unwrap();
-        Self::start_with_store(pki, state, limits, Arc::new(store)).await
+        Self::start_with_store(pki, state, limits, state.open_store()).await
     }
 
     /// As [`TestServer::start_with_limits`], on the given store (the real
-    /// SQLite store of `state`, perhaps wrapped, e.g. in [`held_audit::HeldAudit`]).
+    /// store of `state`, perhaps wrapped, e.g. in [`held_audit::HeldAudit`]).
     pub async fn start_with_store(
         pki: &TestPki,
         state: &ServerState,
@@ -257,9 +345,8 @@ impl TestServer {
     /// As [`TestServer::start`], serving the policies in `dir`, which
     /// `server.gateway.reload_policies()` reloads (as SIGHUP does).
     pub async fn start_with_policies(pki: &TestPki, state: &ServerState, dir: &Path) -> TestServer {
-        let store = gateway::store::sqlite::SqliteStore::open(&state.data_dir()).unwrap();
         let limits = gateway::limits::LimitsConfig::default();
-        Self::start_serving(pki, state, limits, Arc::new(store), dir).await
+        Self::start_serving(pki, state, limits, state.open_store(), dir).await
     }
 
     /// As [`TestServer::start`], with metrics as `metrics` says; with
@@ -269,9 +356,8 @@ impl TestServer {
         state: &ServerState,
         metrics: gateway::metrics::MetricsOptions,
     ) -> TestServer {
-        let store = gateway::store::sqlite::SqliteStore::open(&state.data_dir()).unwrap();
         let limits = gateway::limits::LimitsConfig::default();
-        let (store, policies) = (Arc::new(store), shipped_policies());
+        let (store, policies) = (state.open_store(), shipped_policies());
         let stale_crl = gateway::tls::StaleCrl::Refuse;
         Self::start_serving_tls(pki, state, limits, store, &policies, stale_crl, metrics).await
     }
@@ -282,13 +368,12 @@ impl TestServer {
         state: &ServerState,
         stale_crl: gateway::tls::StaleCrl,
     ) -> TestServer {
-        let store = gateway::store::sqlite::SqliteStore::open(&state.data_dir()).unwrap();
         let limits = gateway::limits::LimitsConfig::default();
         Self::start_serving_tls(
             pki,
             state,
             limits,
-            Arc::new(store),
+            state.open_store(),
             &shipped_policies(),
             stale_crl,
             Default::default(),
@@ -494,6 +579,7 @@ impl ProcessServer {
             .arg("serve")
             .env("GATEWAY_LISTEN", addr.to_string())
             .env("GATEWAY_DATA_DIR", state.data_dir())
+            .envs(state.store_env())
             .env("GATEWAY_KEYS_FILE", state.keys_file())
             .env("GATEWAY_DEV_MODE", "false")
             .env("GATEWAY_TRUST_DOMAIN", TRUST_DOMAIN)

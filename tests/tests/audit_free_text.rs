@@ -6,7 +6,7 @@
 //! back checked against that commitment (the read is audited), and erases it
 //! (audited) while the exported log still verifies.
 
-use crate::audit_support::{db, export, verify_file};
+use crate::audit_support::{export, sql, verify_file};
 use gateway::client::{PushOptions, event_json, pull, push_file};
 use gateway::proto::{
     EraseNoteRequest, LookupRequest, PullRequest, ReadNoteRequest, ReidentifyRequest,
@@ -275,14 +275,11 @@ async fn a_justification_is_a_sealed_note_beside_the_log_read_against_its_commit
     assert!(note.erased);
     assert!(note.text.is_empty() && !note.commitment_ok);
     assert_eq!(note.erased_by_seq, erased[0].seq);
-    let sealed_left: i64 = db(&state)
-        .query_row(
-            "SELECT COUNT(*) FROM audit_notes WHERE sealed IS NOT NULL",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(sealed_left, 0);
+    let sealed_left = sql(
+        &state,
+        "SELECT COUNT(*) FROM audit_notes WHERE sealed IS NOT NULL",
+    );
+    assert_eq!(sealed_left.as_deref(), Some("0"));
     let shown = cli(
         &server,
         &pki,

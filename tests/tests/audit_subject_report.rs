@@ -138,12 +138,10 @@ async fn the_subject_report_lists_exactly_that_persons_deliveries_and_lookups() 
     assert_eq!(accesses[0].subjects[0].prev_seq, report.items[2].seq);
 
     // An entry about the person deleted from the store: the chain is broken.
-    db(&state)
-        .execute(
-            "DELETE FROM audit_log WHERE seq = ?1",
-            [report.items[1].seq as i64],
-        )
-        .unwrap();
+    sql(
+        &state,
+        &format!("DELETE FROM audit_log WHERE seq = {}", report.items[1].seq),
+    );
     let broken = client
         .subject_report(SubjectReportRequest {
             id_number: PERSON.into(),

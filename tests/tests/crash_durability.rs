@@ -4,7 +4,6 @@
 //! either wholly there or wholly absent.
 
 use gateway::proto::{self, agency_ingest_client::AgencyIngestClient};
-use gateway::store::sqlite::SqliteStore;
 use gateway_tests::{ProcessServer, ServerState, TestPki, hrss_header, synthetic_hrss_rows};
 use std::path::Path;
 
@@ -64,11 +63,9 @@ async fn kill_9_after_an_ack_loses_nothing_acknowledged_and_leaves_no_half_batch
     // Inspect the store as the crash left it.
     let mut durable_rows = 0;
     {
-        let store = SqliteStore::open(&state.data_dir()).unwrap();
-        for b in 0..BATCHES {
-            let id = format!("crash-{b}");
-            let n = store.records_of_batch("hrss", &id).unwrap();
-            if acked.contains(&id) {
+        let ids: Vec<String> = (0..BATCHES).map(|b| format!("crash-{b}")).collect();
+        for (id, n) in ids.iter().zip(state.records_of_batches("hrss", &ids)) {
+            if acked.contains(id) {
                 assert_eq!(n, ROWS_PER_BATCH, "acknowledged batch {id} lost rows");
             } else {
                 assert!(

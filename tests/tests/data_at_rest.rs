@@ -1,6 +1,7 @@
 //! Raw personal values are encrypted at rest: after pushing the hrss sample and
 //! pulling it, no identity number or name from it appears anywhere in the data
-//! directory (database, write-ahead log), in any encoding it arrived in.
+//! directory (database, write-ahead log), in any encoding it arrived in, nor,
+//! on PostgreSQL, in any row of any table of the database.
 
 use gateway::client::{PushOptions, pull, push_file};
 use gateway::proto::PullRequest;
@@ -51,6 +52,30 @@ async fn no_raw_identity_number_or_name_is_stored_in_clear() {
     for v in ids.iter().chain(names.iter()) {
         needles.push(v.as_bytes().to_vec());
         needles.push(encoding_rs::GBK.encode(v).0.into_owned());
+    }
+    if let Some(db) = state.database() {
+        // Every row of every table as text: text columns as they are,
+        // binary ones as `\x` and lowercase hex.
+        let tables =
+            db.query_text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()");
+        assert!(tables.len() > 10, "{tables:?}");
+        let mut rows = 0;
+        for table in tables.iter().filter_map(|t| t[0].as_deref()) {
+            for row in db.query_text(&format!("SELECT t::text FROM {table} t")) {
+                let text = row[0].clone().unwrap_or_default();
+                rows += 1;
+                for n in &needles {
+                    assert!(
+                        !text.contains(&String::from_utf8_lossy(n).into_owned())
+                            && !text.contains(&hex::encode(n)),
+                        "table {table} holds a raw personal value in clear"
+                    );
+                }
+            }
+        }
+        assert!(rows > 50, "only {rows} rows stored");
+        server.stop().await;
+        return;
     }
     let stored = files(&state.data_dir());
     assert!(!stored.is_empty());

@@ -259,6 +259,7 @@ fn keys_command(state: &ServerState, args: &[&str]) -> std::process::Output {
         .arg("keys")
         .args(args)
         .env("GATEWAY_DATA_DIR", state.data_dir())
+        .envs(state.store_env())
         .env("GATEWAY_KEYS_FILE", state.keys_file())
         .env("GATEWAY_POLICIES_DIR", gateway_tests::shipped_policies())
         .env("GATEWAY_DEV_MODE", "false")

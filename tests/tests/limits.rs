@@ -10,7 +10,6 @@ use gateway::proto::{
     AuditQuery, LookupRequest, audit_client::AuditClient,
     union_exchange_client::UnionExchangeClient,
 };
-use gateway::store::sqlite::SqliteStore;
 use gateway_tests::held_audit::HeldAudit;
 use gateway_tests::{ServerState, TestPki, TestServer, audit_entries};
 use std::sync::Arc;
@@ -203,9 +202,7 @@ async fn a_call_past_its_deadline_ends_with_deadline_exceeded_and_the_server_car
         request_timeout_secs: 1,
         ..Default::default()
     };
-    let store = Arc::new(HeldAudit::new(
-        SqliteStore::open(&state.data_dir()).unwrap(),
-    ));
+    let store = Arc::new(HeldAudit::new(state.open_store()));
     let server = TestServer::start_with_store(&pki, &state, limits, store.clone()).await;
     audit_support::push_hrss_sample(&server, &pki).await;
     let mut client = UnionExchangeClient::new(audit_support::assistance(&server, &pki).await);

@@ -53,9 +53,7 @@ async fn health_is_not_serving_while_the_store_is_unreachable() {
     let mut pki = TestPki::new();
     pki.issue("agency/tax");
     let state = ServerState::new();
-    let store = Arc::new(HeldAudit::new(
-        gateway::store::sqlite::SqliteStore::open(&state.data_dir()).unwrap(),
-    ));
+    let store = Arc::new(HeldAudit::new(state.open_store()));
     let limits = gateway::limits::LimitsConfig::default();
     let server = TestServer::start_with_store(&pki, &state, limits, store.clone()).await;
     let channel = server.connect(&pki.client("agency/tax")).await.unwrap();
@@ -81,7 +79,7 @@ async fn shutdown_ends_followed_pulls_within_the_grace_and_flushes_the_audit_log
         shutdown_grace_secs: grace.as_secs(),
         ..Default::default()
     };
-    let store = Arc::new(gateway::store::sqlite::SqliteStore::open(&state.data_dir()).unwrap());
+    let store = state.open_store();
     let server = TestServer::start_with_store(&pki, &state, limits, store).await;
 
     // A followed pull, caught up and waiting for changes.
@@ -208,7 +206,7 @@ async fn the_grace_bounds_the_drain() {
         shutdown_grace_secs: grace.as_secs(),
         ..Default::default()
     };
-    let store = Arc::new(gateway::store::sqlite::SqliteStore::open(&state.data_dir()).unwrap());
+    let store = state.open_store();
     let server = TestServer::start_with_store(&pki, &state, limits, store).await;
     let channel = server.connect(&pki.client("agency/tax")).await.unwrap();
     let mut watch = HealthClient::new(channel)

@@ -285,6 +285,7 @@ fn production_without_crls_refuses_to_start() {
         .arg("serve")
         .env("GATEWAY_LISTEN", "127.0.0.1:0")
         .env("GATEWAY_DATA_DIR", state.data_dir())
+        .envs(state.store_env())
         .env("GATEWAY_KEYS_FILE", state.keys_file())
         .env("GATEWAY_DEV_MODE", "false")
         .env("GATEWAY_POLICIES_DIR", shipped_policies())

@@ -1,6 +1,6 @@
 //! Helpers shared by the audit-log tests: a server with agency, consumer and
 //! auditor identities, typical traffic, exports, the pinned public key, and
-//! direct access to the SQLite file to play the attacker.
+//! direct access to the store at rest to play the attacker.
 #![allow(dead_code)]
 
 use gateway::client::{PushOptions, pull, push_file};
@@ -149,21 +149,50 @@ pub fn verify_file(
     gateway::audit::export::verify(std::io::BufReader::new(file), &verifier(state), earlier)
 }
 
+/// The SQLite store's file, for tests that alter it at rest.
 pub fn db(state: &ServerState) -> rusqlite::Connection {
     let c = rusqlite::Connection::open(state.data_dir().join("gateway.db")).unwrap();
     c.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
     c
 }
 
+/// Runs `sql` (values written into it) on the state's store at rest,
+/// whichever the backend; the first column of the first row, as text.
+pub fn sql(state: &ServerState, sql: &str) -> Option<String> {
+    match state.database() {
+        Some(database) => database
+            .query_text(sql)
+            .into_iter()
+            .next()
+            .and_then(|row| row.into_iter().next().flatten()),
+        None => {
+            let c = db(state);
+            let mut stmt = c.prepare(sql).unwrap();
+            let mut rows = stmt.query([]).unwrap();
+            let row = rows.next().unwrap()?;
+            row.get_ref(0)
+                .ok()
+                .map(|v| match v {
+                    rusqlite::types::ValueRef::Integer(i) => Some(i.to_string()),
+                    rusqlite::types::ValueRef::Text(t) => {
+                        Some(String::from_utf8_lossy(t).into_owned())
+                    }
+                    _ => None,
+                })
+                .flatten()
+        }
+    }
+}
+
 /// The seq of the first entry with this action.
 pub fn seq_of(state: &ServerState, action: &str) -> u64 {
-    db(state)
-        .query_row(
-            "SELECT MIN(seq) FROM audit_log WHERE action = ?1",
-            [action],
-            |r| r.get::<_, i64>(0),
-        )
-        .unwrap() as u64
+    sql(
+        state,
+        &format!("SELECT MIN(seq) FROM audit_log WHERE action = '{action}'"),
+    )
+    .unwrap()
+    .parse()
+    .unwrap()
 }
 
 pub async fn checkpoint(client: &mut AuditClient<Channel>) -> proto::SignedCheckpoint {
@@ -189,9 +218,8 @@ pub fn hashes(raw: &[Vec<u8>]) -> Vec<tlog::Hash> {
 
 /// Highest seq in the stored log.
 pub fn log_size(state: &ServerState) -> u64 {
-    db(state)
-        .query_row("SELECT COALESCE(MAX(seq), 0) FROM audit_log", [], |r| {
-            r.get::<_, i64>(0)
-        })
-        .unwrap() as u64
+    sql(state, "SELECT COALESCE(MAX(seq), 0) FROM audit_log")
+        .unwrap()
+        .parse()
+        .unwrap()
 }

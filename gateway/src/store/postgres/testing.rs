@@ -61,7 +61,15 @@ impl TestDatabase {
     /// Runs `sql` in this database as the admin user (e.g. to read tables
     /// as they are at rest); each row's columns as text.
     pub fn query_text(&self, sql: &str) -> Vec<Vec<Option<String>>> {
-        let (url, sql) = (self.url.clone(), sql.to_string());
+        query_text(&self.url, sql)
+    }
+}
+
+/// Runs `sql` in the database at `url` (`sslmode=disable`); each row's
+/// columns as text.
+pub fn query_text(url: &str, sql: &str) -> Vec<Vec<Option<String>>> {
+    {
+        let (url, sql) = (url.to_string(), sql.to_string());
         on_own_runtime(move || async move {
             let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
             tokio::spawn(conn);

@@ -1,0 +1,101 @@
+//! The end-to-end suite again, on the PostgreSQL store: the same files as
+//! `e2e` (tests/e2e.rs), included by path. The harness sees this binary's
+//! name and gives every `ServerState` a fresh database on the machine's
+//! server (see tests/src/lib.rs); PostgreSQL must be running (.ci/run starts
+//! it), or every test here fails saying how to start it. Run one behaviour
+//! with `cargo test -p gateway-tests --test e2e_postgres lookup::`.
+//!
+//! Not included, each for its reason:
+//! - `cli_quickstart`: the quickstart is the embedded store by definition (no [store] url);
+//! - `cli_simulate`: starts no gateway store;
+//! - `config_check`: checks configuration files only;
+//! - `dev_mode_only_on_loopback`: refused before any store is opened;
+//! - `policy_lint`: lints policy files only;
+//! - `audit_tamper_altered_byte`: alters the SQLite file at rest with rusqlite;
+//! - `audit_tamper_dropped_reordered`: alters the SQLite file at rest with rusqlite;
+//! - `audit_tamper_rewritten_history`: alters the SQLite file at rest with rusqlite.
+
+#[global_allocator]
+static ALLOCATOR: gateway::Allocator = gateway::Allocator {};
+
+mod audit_support;
+
+mod allow_list;
+
+mod audit_checkpoint_signature;
+
+mod audit_cli;
+
+mod audit_delivery_commitment;
+
+mod audit_entries_without_personal_data;
+
+mod audit_free_text;
+
+mod audit_proofs;
+
+mod audit_reads_audited;
+
+mod audit_subject_report;
+
+mod audit_trail;
+
+mod audit_verify_strict;
+
+mod capabilities;
+
+mod cli_pull_resume;
+
+mod crash_durability;
+
+mod data_at_rest;
+
+mod fuzz_grpc;
+
+mod health_and_reflection;
+
+mod hostile_values;
+
+mod key_rotation;
+
+mod limits;
+
+mod lookup;
+
+mod lookup_consolidates;
+
+mod lookup_scope;
+
+mod metrics;
+
+mod policy_hot_reload;
+
+mod pull_backpressure;
+
+mod pull_follow;
+
+mod pull_masked;
+
+mod pull_metadata;
+
+mod push_hrss_samples;
+
+mod push_limits;
+
+mod push_report;
+
+mod push_samples;
+
+mod readiness_drain;
+
+mod refusal_floods;
+
+mod refused_connections;
+
+mod reidentification;
+
+mod revocation_reload;
+
+mod role_matrix;
+
+mod replicas;
