@@ -372,7 +372,10 @@ pub async fn serve(
     // Deliveries name their policy by version; its field table is here.
     entries.extend(audit::PolicyRecorded::entries(&policies));
     entries.extend(stale_crl_entries(&tls.newly_stale()));
-    gateway.store.append_audit(&entries)?;
+    let store = gateway.store.clone();
+    tokio::task::spawn_blocking(move || store.append_audit(&entries))
+        .await
+        .map_err(|_| store::StoreError::unavailable("the start-up audit task failed"))??;
 
     // Connections a reload closes (their certificate now revoked) are audited
     // under the certificate's identity.

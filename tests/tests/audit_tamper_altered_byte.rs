@@ -1,4 +1,4 @@
-//! One byte of one stored entry is flipped in the gateway's data file: the
+//! One byte of one stored entry is flipped in the gateway's store at rest: the
 //! export no longer verifies, and `gateway audit verify` names that entry.
 
 use crate::audit_support::*;
@@ -19,22 +19,10 @@ async fn a_flipped_byte_in_the_store_is_named_by_verify() {
 
     // The attacker flips one byte in the middle of the delivery entry.
     let target = seq_of(&state, "records_delivered");
-    let conn = db(&state);
-    let mut bytes: Vec<u8> = conn
-        .query_row(
-            "SELECT entry FROM audit_log WHERE seq = ?1",
-            [target as i64],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let mut bytes = stored_entry(&state, target);
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x01;
-    conn.execute(
-        "UPDATE audit_log SET entry = ?1 WHERE seq = ?2",
-        rusqlite::params![bytes, target as i64],
-    )
-    .unwrap();
-    drop(conn);
+    overwrite_entry(&state, target, &bytes);
 
     let tampered = export(&server, &pki, out.path(), "tampered.jsonl").await;
     let err = verify_file(&tampered, &state, None).unwrap_err();

@@ -18,9 +18,10 @@ async fn server_with_traffic() -> (gateway_tests::TestPki, ServerState, TestServ
 async fn an_entry_deleted_from_the_store_is_named() {
     let (pki, state, server) = server_with_traffic().await;
     let target = seq_of(&state, "batch_pushed");
-    db(&state)
-        .execute("DELETE FROM audit_log WHERE seq = ?1", [target as i64])
-        .unwrap();
+    sql(
+        &state,
+        &format!("DELETE FROM audit_log WHERE seq = {target}"),
+    );
     let out = tempfile::tempdir().unwrap();
     let file = export(&server, &pki, out.path(), "dropped.jsonl").await;
     assert_eq!(
@@ -38,24 +39,9 @@ async fn two_entries_swapped_in_the_store_are_named() {
     let (pki, state, server) = server_with_traffic().await;
     let a = seq_of(&state, "batch_pushed");
     let b = a + 1;
-    let conn = db(&state);
-    let get = |seq: u64| -> Vec<u8> {
-        conn.query_row(
-            "SELECT entry FROM audit_log WHERE seq = ?1",
-            [seq as i64],
-            |r| r.get(0),
-        )
-        .unwrap()
-    };
-    let (ea, eb) = (get(a), get(b));
-    for (seq, e) in [(a, &eb), (b, &ea)] {
-        conn.execute(
-            "UPDATE audit_log SET entry = ?1 WHERE seq = ?2",
-            rusqlite::params![e, seq as i64],
-        )
-        .unwrap();
-    }
-    drop(conn);
+    let (ea, eb) = (stored_entry(&state, a), stored_entry(&state, b));
+    overwrite_entry(&state, a, &eb);
+    overwrite_entry(&state, b, &ea);
     let out = tempfile::tempdir().unwrap();
     let file = export(&server, &pki, out.path(), "swapped.jsonl").await;
     assert_eq!(

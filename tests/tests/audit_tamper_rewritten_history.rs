@@ -23,21 +23,33 @@ async fn a_rewritten_history_fails_against_an_earlier_checkpoint() {
     // Truncate to 2 entries: the entries, their leaf hashes and every tree
     // node reaching beyond leaf 2 (the subject index is derived from the
     // entries and follows the log at start-up).
-    let keep = 2i64;
-    let conn = db(&state);
-    conn.execute("DELETE FROM audit_log WHERE seq > ?1", [keep])
-        .unwrap();
-    conn.execute(
-        "DELETE FROM audit_nodes WHERE ((idx + 1) << level) > ?1",
-        [keep],
-    )
-    .unwrap();
+    let keep = 2u64;
+    sql(&state, &format!("DELETE FROM audit_log WHERE seq > {keep}"));
+    sql(
+        &state,
+        &format!("DELETE FROM audit_nodes WHERE ((idx + 1) << level) > {keep}"),
+    );
     // Leaf hashes: the log is shorter than one tile of 256, so they are all
     // rows of the last, incomplete tile.
     assert!(saved_size < 256);
-    conn.execute("DELETE FROM audit_leaves WHERE idx >= ?1", [keep])
-        .unwrap();
-    drop(conn);
+    sql(
+        &state,
+        &format!("DELETE FROM audit_leaves WHERE idx >= {keep}"),
+    );
+    if state.database().is_some() {
+        // PostgreSQL keeps the log's size and each subject's latest entry
+        // beside the log: the attacker cuts those back too.
+        sql(&state, &format!("UPDATE audit_head SET size = {keep}"));
+        sql(
+            &state,
+            &format!("DELETE FROM audit_subjects WHERE seq > {keep}"),
+        );
+        sql(
+            &state,
+            "DELETE FROM audit_subject_heads; INSERT INTO audit_subject_heads \
+             SELECT subject, max(seq) FROM audit_subjects GROUP BY subject",
+        );
+    }
 
     // Different entries appended up to (beyond) the saved size.
     let server = TestServer::start(&pki, &state).await;
@@ -53,9 +65,7 @@ async fn a_rewritten_history_fails_against_an_earlier_checkpoint() {
     assert_eq!(refused.code(), tonic::Code::DataLoss, "{refused:?}");
 
     // The attacker removes the gateway's own checkpoints too.
-    db(&state)
-        .execute("DELETE FROM audit_checkpoints", [])
-        .unwrap();
+    sql(&state, "DELETE FROM audit_checkpoints");
     let out = tempfile::tempdir().unwrap();
     let file = export(&server, &pki, out.path(), "rewritten.jsonl").await;
     // Self-consistent on its own...

@@ -10,10 +10,7 @@
 //! - `cli_simulate`: starts no gateway store;
 //! - `config_check`: checks configuration files only;
 //! - `dev_mode_only_on_loopback`: refused before any store is opened;
-//! - `policy_lint`: lints policy files only;
-//! - `audit_tamper_altered_byte`: alters the SQLite file at rest with rusqlite;
-//! - `audit_tamper_dropped_reordered`: alters the SQLite file at rest with rusqlite;
-//! - `audit_tamper_rewritten_history`: alters the SQLite file at rest with rusqlite.
+//! - `policy_lint`: lints policy files only.
 
 #[global_allocator]
 static ALLOCATOR: gateway::Allocator = gateway::Allocator {};
@@ -35,6 +32,12 @@ mod audit_free_text;
 mod audit_proofs;
 
 mod audit_reads_audited;
+
+mod audit_tamper_altered_byte;
+
+mod audit_tamper_dropped_reordered;
+
+mod audit_tamper_rewritten_history;
 
 mod audit_subject_report;
 

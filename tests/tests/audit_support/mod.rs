@@ -184,6 +184,32 @@ pub fn sql(state: &ServerState, sql: &str) -> Option<String> {
     }
 }
 
+/// Entry `seq`'s canonical bytes as stored.
+pub fn stored_entry(state: &ServerState, seq: u64) -> Vec<u8> {
+    let hex_of = match state.database() {
+        Some(_) => "encode(entry, 'hex')",
+        None => "hex(entry)",
+    };
+    let text = sql(
+        state,
+        &format!("SELECT {hex_of} FROM audit_log WHERE seq = {seq}"),
+    )
+    .unwrap();
+    hex::decode(text.to_lowercase()).unwrap()
+}
+
+/// Replaces entry `seq`'s stored bytes (as an attacker with the database would).
+pub fn overwrite_entry(state: &ServerState, seq: u64, bytes: &[u8]) {
+    let literal = match state.database() {
+        Some(_) => format!("'\\x{}'::bytea", hex::encode(bytes)),
+        None => format!("X'{}'", hex::encode(bytes)),
+    };
+    sql(
+        state,
+        &format!("UPDATE audit_log SET entry = {literal} WHERE seq = {seq}"),
+    );
+}
+
 /// The seq of the first entry with this action.
 pub fn seq_of(state: &ServerState, action: &str) -> u64 {
     sql(
