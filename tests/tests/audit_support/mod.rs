@@ -170,16 +170,11 @@ pub fn sql(state: &ServerState, sql: &str) -> Option<String> {
             let mut stmt = c.prepare(sql).unwrap();
             let mut rows = stmt.query([]).unwrap();
             let row = rows.next().unwrap()?;
-            row.get_ref(0)
-                .ok()
-                .map(|v| match v {
-                    rusqlite::types::ValueRef::Integer(i) => Some(i.to_string()),
-                    rusqlite::types::ValueRef::Text(t) => {
-                        Some(String::from_utf8_lossy(t).into_owned())
-                    }
-                    _ => None,
-                })
-                .flatten()
+            match row.get_ref(0).ok()? {
+                rusqlite::types::ValueRef::Integer(i) => Some(i.to_string()),
+                rusqlite::types::ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
+                _ => None,
+            }
         }
     }
 }

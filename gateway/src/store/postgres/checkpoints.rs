@@ -33,7 +33,7 @@ fn latest<C: GenericClient>(db: &Db<'_, C>) -> Result<Option<StoredCheckpoint>, 
 
 impl Inner {
     pub(super) fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
-        self.read(|db| latest(db))
+        self.read(latest)
     }
 
     pub(super) fn checkpoint_at(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError> {

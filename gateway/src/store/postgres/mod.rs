@@ -155,7 +155,7 @@ impl PgStore {
             committer: None,
             runtime: Some(runtime),
         };
-        inner.transaction(Isolation::Write, |db| schema::migrate(db))?;
+        inner.transaction(Isolation::Write, schema::migrate)?;
         store.committer = Some(
             std::thread::Builder::new()
                 .name("audit-committer".into())

@@ -6,7 +6,7 @@
 
 use super::db::{Db, get};
 use crate::store::StoreError;
-use deadpool_postgres::GenericClient;
+use deadpool_postgres::{GenericClient, Transaction};
 
 /// Version 1: the whole layout.
 ///
@@ -145,7 +145,7 @@ const MIGRATION_LOCK: i64 = 0x6761_7465_7761_7931;
 
 /// Brings the schema up to the latest version, inside the caller's
 /// transaction; refuses a database migrated by a newer gateway.
-pub(super) fn migrate<C: GenericClient>(db: &Db<'_, C>) -> Result<(), StoreError> {
+pub(super) fn migrate(db: &Db<'_, Transaction<'_>>) -> Result<(), StoreError> {
     db.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
     db.execute(
         "CREATE TABLE IF NOT EXISTS schema_version (
