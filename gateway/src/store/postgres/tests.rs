@@ -498,3 +498,73 @@ fn meta_and_notes() {
     assert_eq!((note.sealed, note.erased), (None, Some((3, 3))));
     assert_eq!(store.audit_size().unwrap(), 3);
 }
+
+/// The database's connections killed under the store (a restart, a
+/// failover): a call answers `Unavailable` or succeeds, never fails in
+/// another way, and the store serves again by itself.
+#[test]
+fn killed_connections_are_unavailable_then_replaced() {
+    let db = TestDatabase::create();
+    let store = open(&db);
+    // Several pooled connections, idle.
+    std::thread::scope(|s| {
+        for i in 0..4 {
+            let store = &store;
+            s.spawn(move || store.append_audit(&[entry(i, None)]).unwrap());
+        }
+    });
+    let killed = db.query_text(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = '{}' AND pid <> pg_backend_pid()",
+        db.name()
+    ));
+    assert!(!killed.is_empty());
+    let started = std::time::Instant::now();
+    let mut unavailable = 0;
+    loop {
+        match store.append_audit(&[entry(9, None)]) {
+            Ok(()) => break,
+            Err(StoreError::Unavailable { .. }) => unavailable += 1,
+            Err(e) => panic!("a killed connection failed otherwise: {e}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still unavailable after {unavailable} calls"
+        );
+    }
+    assert_eq!(store.audit_size().unwrap(), 5);
+    assert!(
+        store
+            .append_audit_queued(vec![entry(10, None)])
+            .wait()
+            .is_ok()
+    );
+}
+
+/// PostgreSQL's failures map by what a caller can do: a unique violation
+/// is a conflict (and nothing of its transaction stays), a broken statement
+/// a backend failure, a value of a type never stored is damage.
+#[test]
+fn database_failures_map_by_what_a_caller_can_do() {
+    let db = TestDatabase::create();
+    let store = open(&db);
+    let dup = store.inner.transaction(Isolation::Write, |db| {
+        db.execute("INSERT INTO meta (k, v) VALUES ('a', '1')", &[])?;
+        db.execute("INSERT INTO meta (k, v) VALUES ('a', '2')", &[])
+    });
+    let Err(e) = dup else {
+        panic!("a duplicate key was inserted")
+    };
+    assert!(matches!(e, StoreError::Conflict { .. }), "{e}");
+    assert!(std::error::Error::source(&e).is_some());
+    assert_eq!(store.meta_get("a").unwrap(), None);
+    let broken = store
+        .inner
+        .read(|db| db.query("SELECT no_such_column FROM meta", &[]));
+    assert!(matches!(broken, Err(StoreError::Backend { .. })));
+    let text = store.inner.read(|db| {
+        let row = db.query_one("SELECT 'x'::text", &[])?;
+        db::get::<i64>(&row, 0)
+    });
+    assert!(matches!(text, Err(StoreError::Corrupt { .. })));
+}
