@@ -339,6 +339,185 @@ fn abandoned() -> StoreError {
     StoreError::unavailable("the store stopped before the audit entries were written")
 }
 
+/// Implements [`Store`] for a backend's handle `$handle` by calling the
+/// same-named methods of its `inner` field (the state its threads share, on
+/// which each backend's files define the methods), so that each backend
+/// does not spell out the forwarding again. `shared` is [`Store::shared`].
+macro_rules! store_via_inner {
+    ($handle:ty, shared: $shared:expr) => {
+        impl $crate::store::Store for $handle {
+            fn shared(&self) -> bool {
+                $shared
+            }
+            fn find_batch(
+                &self,
+                agency: &str,
+                batch_id: &str,
+            ) -> Result<Option<$crate::store::StoredBatch>, $crate::store::StoreError> {
+                self.inner.find_batch(agency, batch_id)
+            }
+            fn commit_batch(
+                &self,
+                batch: $crate::store::BatchWrite<'_>,
+            ) -> Result<$crate::store::CommitOutcome, $crate::store::StoreError> {
+                self.inner.commit_batch(batch)
+            }
+            fn read_feed(
+                &self,
+                kinds: &[adapters::RecordKind],
+                after: u64,
+                limit: usize,
+            ) -> Result<Vec<$crate::store::StoredRecord>, $crate::store::StoreError> {
+                self.inner.read_feed(kinds, after, limit)
+            }
+            fn records_for_person(
+                &self,
+                person_index: &[u8],
+            ) -> Result<$crate::store::Rows, $crate::store::StoreError> {
+                self.inner.records_for_person(person_index)
+            }
+            fn records_for_enterprise(
+                &self,
+                credit_code: &str,
+                kinds: &[adapters::RecordKind],
+            ) -> Result<$crate::store::Rows, $crate::store::StoreError> {
+                self.inner.records_for_enterprise(credit_code, kinds)
+            }
+            fn record_version_at(
+                &self,
+                kind: adapters::RecordKind,
+                key_hash: &[u8],
+                seq: u64,
+            ) -> Result<Option<$crate::store::StoredRecord>, $crate::store::StoreError> {
+                self.inner.record_version_at(kind, key_hash, seq)
+            }
+            fn record_versions(
+                &self,
+                kind: adapters::RecordKind,
+                key_hash: &[u8],
+            ) -> Result<Vec<$crate::store::StoredRecord>, $crate::store::StoreError> {
+                self.inner.record_versions(kind, key_hash)
+            }
+            fn feed_head(&self) -> Result<u64, $crate::store::StoreError> {
+                self.inner.feed_head()
+            }
+            fn append_audit(
+                &self,
+                entries: &[$crate::audit::AuditEntry],
+            ) -> Result<(), $crate::store::StoreError> {
+                self.inner.append_audit(entries)
+            }
+            fn append_audit_queued(
+                &self,
+                entries: Vec<$crate::audit::AuditEntry>,
+            ) -> $crate::store::AuditAppend {
+                self.inner.append_audit_queued(entries)
+            }
+            fn query_audit(
+                &self,
+                filter: &$crate::store::AuditFilter,
+            ) -> Result<Vec<$crate::store::StoredAuditEntry>, $crate::store::StoreError> {
+                self.inner.query_audit(filter)
+            }
+            fn audit_size(&self) -> Result<u64, $crate::store::StoreError> {
+                self.inner.audit_size()
+            }
+            fn audit_root(&self, size: u64) -> Result<tlog::Hash, $crate::store::StoreError> {
+                self.inner.audit_root(size)
+            }
+            fn audit_inclusion_proof(
+                &self,
+                index: u64,
+                size: u64,
+            ) -> Result<Vec<tlog::Hash>, $crate::store::StoreError> {
+                self.inner.audit_inclusion_proof(index, size)
+            }
+            fn audit_consistency_proof(
+                &self,
+                size1: u64,
+                size2: u64,
+            ) -> Result<Vec<tlog::Hash>, $crate::store::StoreError> {
+                self.inner.audit_consistency_proof(size1, size2)
+            }
+            fn audit_leaves(
+                &self,
+                from: u64,
+                to: u64,
+                limit: usize,
+            ) -> Result<Vec<$crate::store::AuditLeaf>, $crate::store::StoreError> {
+                self.inner.audit_leaves(from, to, limit)
+            }
+            fn audit_subject_entries(
+                &self,
+                subject: &str,
+            ) -> Result<Vec<$crate::store::StoredAuditEntry>, $crate::store::StoreError> {
+                self.inner.audit_subject_entries(subject)
+            }
+            fn audit_note(
+                &self,
+                seq: u64,
+            ) -> Result<Option<$crate::store::StoredNote>, $crate::store::StoreError> {
+                self.inner.audit_note(seq)
+            }
+            fn erase_audit_note(
+                &self,
+                seq: u64,
+                erasure: $crate::audit::AuditEntry,
+            ) -> Result<$crate::store::NoteErasure, $crate::store::StoreError> {
+                self.inner.erase_audit_note(seq, erasure)
+            }
+            fn meta_get(&self, key: &str) -> Result<Option<String>, $crate::store::StoreError> {
+                self.inner.meta_get(key)
+            }
+            fn meta_set(&self, key: &str, value: &str) -> Result<(), $crate::store::StoreError> {
+                self.inner.meta_set(key, value)
+            }
+            fn take_reidentification(
+                &self,
+                consumer: &str,
+                now_ms: i64,
+                window_ms: i64,
+                limit: u32,
+            ) -> Result<Result<(), i64>, $crate::store::StoreError> {
+                self.inner
+                    .take_reidentification(consumer, now_ms, window_ms, limit)
+            }
+            fn meta_set_audited(
+                &self,
+                meta: &[(&str, &str)],
+                entries: &[$crate::audit::AuditEntry],
+            ) -> Result<(), $crate::store::StoreError> {
+                self.inner.meta_set_audited(meta, entries)
+            }
+            fn reindex_records(
+                &self,
+                rows: &[$crate::store::ReindexedRecord],
+                meta: &[(&str, &str)],
+            ) -> Result<u64, $crate::store::StoreError> {
+                self.inner.reindex_records(rows, meta)
+            }
+            fn latest_checkpoint(
+                &self,
+            ) -> Result<Option<$crate::store::StoredCheckpoint>, $crate::store::StoreError> {
+                self.inner.latest_checkpoint()
+            }
+            fn checkpoint_at(
+                &self,
+                size: u64,
+            ) -> Result<Option<$crate::store::StoredCheckpoint>, $crate::store::StoreError> {
+                self.inner.checkpoint_at(size)
+            }
+            fn save_checkpoint(
+                &self,
+                checkpoint: &$crate::store::StoredCheckpoint,
+            ) -> Result<(), $crate::store::StoreError> {
+                self.inner.save_checkpoint(checkpoint)
+            }
+        }
+    };
+}
+pub(crate) use store_via_inner;
+
 /// The storage interface. Methods block; async callers use `spawn_blocking`.
 pub trait Store: Send + Sync + 'static {
     /// Whether other processes (gateway replicas) commit to the same store:

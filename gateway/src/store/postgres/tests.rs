@@ -7,6 +7,7 @@ use super::testing::TestDatabase;
 use super::*;
 use crate::audit::{AuditEntry, CanonicalEntry, Value};
 use crate::store::sqlite::SqliteStore;
+use crate::store::*;
 use crate::store::{Receipt, RecordWrite};
 use std::sync::Barrier;
 

@@ -42,13 +42,8 @@ mod subjects;
 mod tests;
 mod writer;
 
-use super::{
-    AuditAppend, AuditAppendDone, AuditFilter, AuditLeaf, BatchWrite, CommitOutcome, NoteErasure,
-    ReindexedRecord, Rows, Store, StoreError, StoredAuditEntry, StoredBatch, StoredCheckpoint,
-    StoredNote, StoredRecord,
-};
+use super::{AuditAppendDone, StoreError};
 use crate::audit::AuditEntry;
-use adapters::RecordKind;
 use readers::ReaderPool;
 use rusqlite::{Connection, params};
 use sealed_rows::SealedRows;
@@ -209,126 +204,7 @@ impl Drop for SqliteStore {
     }
 }
 
-impl Store for SqliteStore {
-    fn find_batch(&self, agency: &str, batch_id: &str) -> Result<Option<StoredBatch>, StoreError> {
-        self.inner.find_batch(agency, batch_id)
-    }
-    fn commit_batch(&self, batch: BatchWrite<'_>) -> Result<CommitOutcome, StoreError> {
-        self.inner.commit_batch(batch)
-    }
-    fn read_feed(
-        &self,
-        kinds: &[RecordKind],
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<StoredRecord>, StoreError> {
-        self.inner.read_feed(kinds, after, limit)
-    }
-    fn records_for_person(&self, person_index: &[u8]) -> Result<Rows, StoreError> {
-        self.inner.records_for_person(person_index)
-    }
-    fn records_for_enterprise(
-        &self,
-        credit_code: &str,
-        kinds: &[RecordKind],
-    ) -> Result<Rows, StoreError> {
-        self.inner.records_for_enterprise(credit_code, kinds)
-    }
-    fn record_version_at(
-        &self,
-        kind: RecordKind,
-        key_hash: &[u8],
-        seq: u64,
-    ) -> Result<Option<StoredRecord>, StoreError> {
-        self.inner.record_version_at(kind, key_hash, seq)
-    }
-    fn record_versions(
-        &self,
-        kind: RecordKind,
-        key_hash: &[u8],
-    ) -> Result<Vec<StoredRecord>, StoreError> {
-        self.inner.record_versions(kind, key_hash)
-    }
-    fn feed_head(&self) -> Result<u64, StoreError> {
-        self.inner.feed_head()
-    }
-    fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
-        self.inner.append_audit(entries)
-    }
-    fn append_audit_queued(&self, entries: Vec<AuditEntry>) -> AuditAppend {
-        self.inner.append_audit_queued(entries)
-    }
-    fn query_audit(&self, filter: &AuditFilter) -> Result<Vec<StoredAuditEntry>, StoreError> {
-        self.inner.query_audit(filter)
-    }
-    fn audit_size(&self) -> Result<u64, StoreError> {
-        self.inner.audit_size()
-    }
-    fn audit_root(&self, size: u64) -> Result<tlog::Hash, StoreError> {
-        self.inner.audit_root(size)
-    }
-    fn audit_inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<tlog::Hash>, StoreError> {
-        self.inner.audit_inclusion_proof(index, size)
-    }
-    fn audit_consistency_proof(
-        &self,
-        size1: u64,
-        size2: u64,
-    ) -> Result<Vec<tlog::Hash>, StoreError> {
-        self.inner.audit_consistency_proof(size1, size2)
-    }
-    fn audit_leaves(&self, from: u64, to: u64, limit: usize) -> Result<Vec<AuditLeaf>, StoreError> {
-        self.inner.audit_leaves(from, to, limit)
-    }
-    fn audit_subject_entries(&self, subject: &str) -> Result<Vec<StoredAuditEntry>, StoreError> {
-        self.inner.audit_subject_entries(subject)
-    }
-    fn audit_note(&self, seq: u64) -> Result<Option<StoredNote>, StoreError> {
-        self.inner.audit_note(seq)
-    }
-    fn erase_audit_note(&self, seq: u64, erasure: AuditEntry) -> Result<NoteErasure, StoreError> {
-        self.inner.erase_audit_note(seq, erasure)
-    }
-    fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError> {
-        self.inner.meta_get(key)
-    }
-    fn meta_set(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.inner.meta_set(key, value)
-    }
-    fn take_reidentification(
-        &self,
-        consumer: &str,
-        now_ms: i64,
-        window_ms: i64,
-        limit: u32,
-    ) -> Result<Result<(), i64>, StoreError> {
-        self.inner
-            .take_reidentification(consumer, now_ms, window_ms, limit)
-    }
-    fn meta_set_audited(
-        &self,
-        meta: &[(&str, &str)],
-        entries: &[AuditEntry],
-    ) -> Result<(), StoreError> {
-        self.inner.meta_set_audited(meta, entries)
-    }
-    fn reindex_records(
-        &self,
-        rows: &[ReindexedRecord],
-        meta: &[(&str, &str)],
-    ) -> Result<u64, StoreError> {
-        self.inner.reindex_records(rows, meta)
-    }
-    fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
-        self.inner.latest_checkpoint()
-    }
-    fn checkpoint_at(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError> {
-        self.inner.checkpoint_at(size)
-    }
-    fn save_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError> {
-        self.inner.save_checkpoint(checkpoint)
-    }
-}
+crate::store::store_via_inner!(SqliteStore, shared: false);
 
 /// A caller's "after this position" (a pull cursor, an audit page's
 /// `after_seq`) as SQLite compares it. Positions are signed 64-bit there; one

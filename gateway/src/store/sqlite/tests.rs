@@ -5,6 +5,7 @@
 use super::readers::MAX_READERS;
 use super::*;
 use crate::store::RecordWrite;
+use crate::store::*;
 use rusqlite::Connection;
 
 #[cfg(test)]
