@@ -1,7 +1,8 @@
 //! The end-to-end suite as one test binary: each behaviour keeps its own file
 //! (a module here), and the gateway is linked once instead of once per file,
 //! which was most of the suite's build time. Run one behaviour with
-//! `cargo test -p gateway-tests --test e2e lookup::`.
+//! `cargo test -p gateway-tests --test e2e lookup::`. These run on the
+//! embedded SQLite store; `e2e_postgres` runs the same files on PostgreSQL.
 
 /// The gateways these tests serve in-process allocate as the gateway binary
 /// does: memory measured here (`fuzz_grpc`) is then the service's, not
