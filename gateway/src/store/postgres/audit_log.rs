@@ -5,7 +5,7 @@
 
 use super::Inner;
 use super::audit_tree::tree;
-use super::db::{Db, Isolation, get, pos};
+use super::db::{Db, Isolation, get, pos, text};
 use crate::audit::AuditEntry;
 use crate::store::{AuditFilter, AuditLeaf, StoreError, StoredAuditEntry};
 use deadpool_postgres::GenericClient;
@@ -39,6 +39,10 @@ pub(super) fn insert_audit<C: GenericClient>(
         .iter()
         .flat_map(|e| e.subjects.iter().map(String::as_str))
         .collect();
+    // (Subject tokens are pseudonyms: hex, never NUL; checked, not mapped.)
+    if tokens.iter().any(|t| t.contains('\0')) {
+        return Err(StoreError::backend("an audit subject token holds NUL"));
+    }
     tokens.sort_unstable();
     tokens.dedup();
     let mut heads: HashMap<String, i64> = HashMap::with_capacity(tokens.len());
@@ -81,13 +85,13 @@ pub(super) fn insert_audit<C: GenericClient>(
         leaves.push(tlog::leaf_hash(&encoded));
         seqs.push(seq as i64);
         at.push(e.at_ms);
-        actors.push(e.actor.as_str());
-        actions.push(e.action.as_str());
-        outcomes.push(e.outcome.as_str());
+        actors.push(text(&e.actor));
+        actions.push(text(&e.action));
+        outcomes.push(text(&e.outcome));
         kinds.push(if e.kinds.is_empty() {
             String::new()
         } else {
-            format!(",{},", e.kinds.join(","))
+            text(&format!(",{},", e.kinds.join(","))).into_owned()
         });
         bytes.push(encoded);
     }
@@ -101,7 +105,7 @@ pub(super) fn insert_audit<C: GenericClient>(
         if let Some(note) = &e.note {
             db.execute(
                 "INSERT INTO audit_notes (seq, commitment, sealed) VALUES ($1, $2, $3)",
-                &[seq, &note.commitment, &note.sealed],
+                &[seq, &text(&note.commitment), &note.sealed],
             )?;
         }
     }
@@ -142,6 +146,9 @@ impl Inner {
     }
 
     pub(super) fn query_audit(&self, f: &AuditFilter) -> Result<Vec<StoredAuditEntry>, StoreError> {
+        let mapped = |v: &Option<String>| v.as_deref().map(|v| text(v).into_owned());
+        let (actor, action, outcome) = (mapped(&f.actor), mapped(&f.action), mapped(&f.outcome));
+        let (kind, subject) = (mapped(&f.kind), mapped(&f.subject));
         self.read(|db| {
             let rows = db.query(
                 "SELECT seq, entry FROM audit_log
@@ -156,11 +163,11 @@ impl Inner {
                     &pos(f.after_seq),
                     &f.from_ms,
                     &f.to_ms,
-                    &f.actor,
-                    &f.action,
-                    &f.outcome,
-                    &f.kind,
-                    &f.subject,
+                    &actor,
+                    &action,
+                    &outcome,
+                    &kind,
+                    &subject,
                     &i64::from(f.limit.clamp(1, 1000)),
                 ],
             )?;
@@ -209,7 +216,7 @@ impl Inner {
             let rows = db.query(
                 "SELECT s.seq, a.entry FROM audit_subjects s JOIN audit_log a ON a.seq = s.seq
                  WHERE s.subject = $1 ORDER BY s.seq",
-                &[&subject],
+                &[&text(subject)],
             )?;
             rows.iter().map(row_to_audit).collect()
         })

@@ -62,6 +62,19 @@ pub(super) fn get<'r, T: FromSql<'r>>(row: &'r Row, idx: usize) -> Result<T, Sto
         .map_err(|e| corrupt_value("stored value", e))
 }
 
+/// Text as PostgreSQL can hold it: its text types refuse the NUL character,
+/// which SQLite and Rust strings allow. Text copied into columns for
+/// querying (an audit entry's actor, action, …; the entry itself is bytes)
+/// and the filters compared with it go through this one mapping, so a value
+/// holding NUL is stored and found as it is on SQLite, instead of failing.
+pub(super) fn text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        s.replace('\0', "\u{FFFD}").into()
+    } else {
+        s.into()
+    }
+}
+
 /// A position as PostgreSQL stores it (BIGINT). Positions past `i64::MAX`
 /// are past every stored one.
 pub(super) fn pos(p: u64) -> i64 {
