@@ -19,6 +19,8 @@ pub fn store_status(e: &StoreError, not_done: &str) -> Status {
         StoreError::Conflict { .. } => Status::aborted(not_done),
         StoreError::Corrupt { .. } => Status::data_loss("stored data is corrupt"),
         StoreError::Proof(p) => Status::invalid_argument(p.to_string()),
+        // Found when the store is opened, before anything is served.
+        StoreError::Schema(_) => Status::failed_precondition("the store's schema is not usable"),
     }
 }
 

@@ -27,11 +27,17 @@
 //!   its sealed text for good and appends the erasure's entry, atomically; the
 //!   entry, its leaf and the tree never change.
 //!
+//! - The store records its schema version; opening it runs the pending
+//!   forward migrations in one transaction and refuses a newer schema
+//!   ([`schema_version`]).
+//!
 //! This file holds the trait and the types every backend shares, and names no
-//! backend's types; [`audit_tree`] is the shared tree; each backend lives in a
+//! backend's types; [`audit_tree`] is the shared tree, [`schema_version`] the
+//! version check; each backend lives in a
 //! folder of its own, split by concern ([`sqlite`]).
 
 pub mod audit_tree;
+pub mod schema_version;
 pub mod sqlite;
 
 use crate::audit::{AuditEntry, CanonicalEntry};
@@ -63,6 +69,10 @@ pub enum StoreError {
     /// A root or proof was asked for sizes or indexes the audit tree lacks.
     #[error("audit tree: {0}")]
     Proof(#[from] tlog::ProofError),
+    /// The store's schema cannot be used by this gateway (written by a
+    /// newer one, or not a gateway store): found when it is opened.
+    #[error(transparent)]
+    Schema(#[from] schema_version::SchemaError),
     /// Any other failure of the backend.
     #[error("storage failure: {source}")]
     Backend { source: ErrorSource },
