@@ -1,4 +1,5 @@
-//! The `gateway` command line: `serve`, `certs init`, `push`, `pull`, `keys`, `config` and
+//! The `gateway` command line: `serve`, `certs init`, `push`, `pull`, `keys`, `config`,
+//! `backup`, `restore` and
 //! the others below. This is the binary's edge, where errors become messages
 //! and exit codes (`anyhow`).
 
@@ -56,6 +57,10 @@ enum Command {
         #[command(subcommand)]
         command: crate::cli_config::ConfigCommand,
     },
+    /// Operators: a consistent copy of the embedded store, taken while the gateway serves.
+    Backup(crate::cli_store::BackupArgs),
+    /// Operators: make a backup the store of a data directory (the gateway stopped).
+    Restore(crate::cli_store::RestoreArgs),
     /// Operators: bring the store in line with a rotated key (the gateway must be stopped).
     Keys {
         #[command(subcommand)]
@@ -81,15 +86,27 @@ enum KeysCommand {
     },
 }
 
-/// The store and key file a `keys` command works on, as `serve` finds them.
+/// The store and key file a `keys`, `backup`, `restore` or `audit
+/// verify-store` command works on, as `serve` finds them.
 #[derive(Args)]
-struct StoreArgs {
+pub(crate) struct StoreArgs {
     /// Configuration file (TOML), as given to `serve`.
     #[arg(long, env = "GATEWAY_CONFIG")]
-    config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// Data directory of the embedded store (overrides the configuration).
     #[arg(long)]
-    data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// The configuration, with the data directory given on the command line.
+    pub(crate) fn config(&self) -> anyhow::Result<Config> {
+        let mut config = Config::load(self.config.as_deref())?;
+        if let Some(d) = &self.data_dir {
+            config.data_dir = d.clone();
+        }
+        Ok(config)
+    }
 }
 
 #[derive(Subcommand)]
@@ -331,6 +348,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Audit { command } => crate::cli_audit::run(command).await,
         Command::Keys { command } => keys_command(command),
+        Command::Backup(args) => crate::cli_store::backup(args),
+        Command::Restore(args) => crate::cli_store::restore(args),
         Command::Config { command } => crate::cli_config::run(command),
         Command::Policy {
             command: PolicyCommand::Check { dir },
@@ -481,7 +500,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// Holds `<data_dir>/gateway.lock` for as long as the returned file lives,
 /// so that a `keys` command never rewrites the store under a serving
 /// gateway (nor two gateways share one store).
-fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+pub(crate) fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let path = data_dir.join("gateway.lock");
@@ -509,10 +528,7 @@ fn keys_command(command: KeysCommand) -> anyhow::Result<()> {
     let args = match &command {
         KeysCommand::Reindex(args) | KeysCommand::Repseudonymise { store: args, .. } => args,
     };
-    let mut config = Config::load(args.config.as_deref())?;
-    if let Some(d) = &args.data_dir {
-        config.data_dir = d.clone();
-    }
+    let config = args.config()?;
     let _telemetry = crate::telemetry::init(&config.telemetry)?;
     let _lock = lock_data_dir(&config.data_dir)?;
     let keys = crate::keys::Keys::load(&config.keys_file, false)?;

@@ -1,7 +1,8 @@
 //! `gateway audit …`: the compliance officers' command line. `query`,
 //! `report`, `export`, `checkpoint`, `note` and `erase-note` call the `Audit` service with an auditor
 //! certificate; `verify` runs offline, with an export file and the log's
-//! pinned public key only. This is the binary's edge (`anyhow`).
+//! pinned public key only; `verify-store` checks a stopped gateway's (or a
+//! restored) store the same way. This is the binary's edge (`anyhow`).
 
 use crate::audit::export;
 use crate::cli::ClientArgs;
@@ -24,6 +25,9 @@ pub enum AuditCommand {
     Export(ExportArgs),
     /// Offline: check an export against the log's public key (and an earlier checkpoint).
     Verify(VerifyArgs),
+    /// Offline, the gateway stopped: check a store's whole audit log (after a
+    /// restore: also that it extends a checkpoint saved before the backup).
+    VerifyStore(VerifyStoreArgs),
     /// Print the latest signed checkpoint (signed now if the log grew).
     Checkpoint(CheckpointArgs),
     /// Read the note beside an entry (a re-identification's justification),
@@ -125,6 +129,20 @@ pub struct VerifyArgs {
 }
 
 #[derive(Args)]
+pub struct VerifyStoreArgs {
+    /// The log's public key: the verifier key string, or a file holding it
+    /// (default: <data_dir>/audit-log.vkey; pin it out of band for a real check).
+    #[arg(long)]
+    key: Option<String>,
+    /// A signed checkpoint saved earlier (file): the log must extend it.
+    /// One signed after the backup was taken shows the restore rolled back.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    #[command(flatten)]
+    store: crate::cli::StoreArgs,
+}
+
+#[derive(Args)]
 pub struct CheckpointArgs {
     /// Also save the signed checkpoint here (to verify later exports against).
     #[arg(long)]
@@ -139,6 +157,7 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<()> {
         AuditCommand::Report(a) => report(a).await,
         AuditCommand::Export(a) => export_log(a).await,
         AuditCommand::Verify(a) => verify(a),
+        AuditCommand::VerifyStore(a) => verify_store(a),
         AuditCommand::Checkpoint(a) => checkpoint(a).await,
         AuditCommand::Note(a) => note(a).await,
         AuditCommand::EraseNote(a) => erase_note(a).await,
@@ -434,6 +453,46 @@ fn verify(a: VerifyArgs) -> anyhow::Result<()> {
             Ok(())
         }
         Err(e) => bail!("{}: {e}", a.file.display()),
+    }
+}
+
+fn verify_store(a: VerifyStoreArgs) -> anyhow::Result<()> {
+    let config = a.store.config()?;
+    let key = a.key.unwrap_or_else(|| {
+        config
+            .data_dir
+            .join("audit-log.vkey")
+            .to_string_lossy()
+            .into_owned()
+    });
+    let verifier = read_vkey(&key)?;
+    let given = a
+        .checkpoint
+        .as_ref()
+        .map(|p| std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display())))
+        .transpose()?;
+    if !config.data_dir.join("gateway.db").is_file() {
+        bail!("no store in {}", config.data_dir.display());
+    }
+    let _lock = crate::cli::lock_data_dir(&config.data_dir)?;
+    let store = crate::store::sqlite::SqliteStore::open(&config.data_dir)?;
+    match crate::audit::verify_store::verify_store(&store, &verifier, given.as_deref()) {
+        Ok(v) => {
+            println!(
+                "OK: {} entries of {} verified; {} stored checkpoints (the latest of size {}) \
+                 signed and consistent with the log{}",
+                v.size,
+                v.origin,
+                v.checkpoints,
+                v.latest_checkpoint,
+                match v.extends {
+                    Some(s) => format!("; extends the given checkpoint of size {s}"),
+                    None => String::new(),
+                }
+            );
+            Ok(())
+        }
+        Err(e) => bail!("{}: {e}", config.data_dir.display()),
     }
 }
 

@@ -20,6 +20,7 @@ pub mod cli_config;
 pub mod cli_lookup;
 pub mod cli_pull;
 pub mod cli_simulate;
+pub mod cli_store;
 pub mod client;
 pub mod coalesce;
 pub mod config;

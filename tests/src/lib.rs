@@ -461,6 +461,36 @@ impl TestServer {
     }
 }
 
+/// `gateway serve` configured (through its environment) with the PKI, state
+/// and policies given, listening on `addr`; the key file is created if
+/// missing.
+pub fn serve_command(
+    binary: &Path,
+    pki: &TestPki,
+    state: &ServerState,
+    policies_dir: &Path,
+    addr: SocketAddr,
+) -> std::process::Command {
+    if !state.keys_file().exists() {
+        gateway::keys::Keys::generate_file(&state.keys_file()).unwrap();
+    }
+    let mut command = std::process::Command::new(binary);
+    command
+        .arg("serve")
+        .env("GATEWAY_LISTEN", addr.to_string())
+        .env("GATEWAY_DATA_DIR", state.data_dir())
+        .env("GATEWAY_KEYS_FILE", state.keys_file())
+        .env("GATEWAY_DEV_MODE", "false")
+        .env("GATEWAY_TRUST_DOMAIN", TRUST_DOMAIN)
+        .env("GATEWAY_POLICIES_DIR", policies_dir)
+        .env("GATEWAY_TLS_CA", pki.path("ca.pem"))
+        .env("GATEWAY_TLS_CERT", pki.path("server.pem"))
+        .env("GATEWAY_TLS_KEY", pki.path("server.key"))
+        .env("GATEWAY_TLS_CRLS", pki.path("crl.pem"))
+        .env("GATEWAY_LOG", "warn");
+    command
+}
+
 /// The real `gateway serve` as a child process (for crash tests).
 pub struct ProcessServer {
     pub child: std::process::Child,
@@ -487,22 +517,7 @@ impl ProcessServer {
             .unwrap()
             .port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        if !state.keys_file().exists() {
-            gateway::keys::Keys::generate_file(&state.keys_file()).unwrap();
-        }
-        let child = std::process::Command::new(binary)
-            .arg("serve")
-            .env("GATEWAY_LISTEN", addr.to_string())
-            .env("GATEWAY_DATA_DIR", state.data_dir())
-            .env("GATEWAY_KEYS_FILE", state.keys_file())
-            .env("GATEWAY_DEV_MODE", "false")
-            .env("GATEWAY_TRUST_DOMAIN", TRUST_DOMAIN)
-            .env("GATEWAY_POLICIES_DIR", policies_dir)
-            .env("GATEWAY_TLS_CA", pki.path("ca.pem"))
-            .env("GATEWAY_TLS_CERT", pki.path("server.pem"))
-            .env("GATEWAY_TLS_KEY", pki.path("server.key"))
-            .env("GATEWAY_TLS_CRLS", pki.path("crl.pem"))
-            .env("GATEWAY_LOG", "warn")
+        let child = serve_command(binary, pki, state, policies_dir, addr)
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("start gateway");

@@ -59,3 +59,4 @@ mod refused_connections;
 mod reidentification;
 mod revocation_reload;
 mod role_matrix;
+mod store_upgrade;

@@ -10,7 +10,8 @@
 //! [`encoding`] defines the canonical bytes of an entry (its Merkle leaf, see
 //! `ENCODING.md`); the store appends leaves and tree nodes in the same
 //! transaction as the change recorded; [`log`] signs checkpoints; [`service`]
-//! is the `Audit` gRPC service; [`export`] writes and verifies export files;
+//! is the `Audit` gRPC service; [`export`] writes and verifies export files,
+//! and [`verify_store`] checks a whole store's log offline the same way;
 //! [`notes`] keeps free text an entry commits to beside the log, erasable.
 
 pub mod encoding;
@@ -19,6 +20,7 @@ pub mod log;
 pub mod notes;
 pub mod repeats;
 pub mod service;
+pub mod verify_store;
 
 pub use encoding::{CanonicalEntry, SubjectRef, Value};
 pub use log::{AuditLog, CheckpointPolicy};

@@ -447,5 +447,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<u64, StoreError>;
     fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError>;
     fn checkpoint_at(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError>;
+    /// The stored checkpoints of sizes above `after_size`, smallest first,
+    /// at most `limit` (an offline check of the whole log reads them all).
+    fn audit_checkpoints(
+        &self,
+        after_size: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredCheckpoint>, StoreError>;
     fn save_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError>;
 }

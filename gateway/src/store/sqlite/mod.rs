@@ -21,11 +21,12 @@
 //! `readers` (pooled read connections and records snapshots, with
 //! `sealed_rows`), `records` (batches, feed, look-ups), `audit_log`,
 //! `audit_tree`, `notes`, `checkpoints`, `meta`, `errors` (how SQLite failures
-//! map to the store's), and the three threads:
+//! map to the store's), `backup` (online backup and restore), and the three threads:
 //! `committer`, `indexer`, `checkpointer`.
 
 mod audit_log;
 mod audit_tree;
+pub mod backup;
 mod checkpointer;
 mod checkpoints;
 mod committer;
@@ -66,6 +67,10 @@ use writer::Writer;
 /// at 64 MiB one in ten does (an employer's first).
 const PERSON_ROWS_BUDGET: usize = 16 << 20;
 const ENTERPRISE_ROWS_BUDGET: usize = 64 << 20;
+
+/// The schema version this build creates and serves (older ones are
+/// migrated when the store is opened).
+pub const SCHEMA_VERSION: u32 = schema::CURRENT;
 
 /// The store: a handle on the state its threads share.
 pub struct SqliteStore {
@@ -324,6 +329,13 @@ impl Store for SqliteStore {
     }
     fn checkpoint_at(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError> {
         self.inner.checkpoint_at(size)
+    }
+    fn audit_checkpoints(
+        &self,
+        after_size: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        self.inner.audit_checkpoints(after_size, limit)
     }
     fn save_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError> {
         self.inner.save_checkpoint(checkpoint)
