@@ -458,13 +458,19 @@ fn verify(a: VerifyArgs) -> anyhow::Result<()> {
 
 fn verify_store(a: VerifyStoreArgs) -> anyhow::Result<()> {
     let config = a.store.config()?;
-    let key = a.key.unwrap_or_else(|| {
-        config
-            .data_dir
-            .join("audit-log.vkey")
-            .to_string_lossy()
-            .into_owned()
-    });
+    let key = match a.key {
+        Some(key) => key,
+        None => {
+            let path = config.data_dir.join("audit-log.vkey");
+            if !path.is_file() {
+                bail!(
+                    "no {}: give the log's public key with --key",
+                    path.display()
+                );
+            }
+            path.to_string_lossy().into_owned()
+        }
+    };
     let verifier = read_vkey(&key)?;
     let given = a
         .checkpoint

@@ -26,6 +26,7 @@ mod audit_tamper_dropped_reordered;
 mod audit_tamper_rewritten_history;
 mod audit_trail;
 mod audit_verify_strict;
+mod backup_restore;
 mod capabilities;
 mod cli_pull_resume;
 mod cli_quickstart;

@@ -134,11 +134,12 @@ pub fn backup(
     let partial = out.with_extension("partial");
     let _ = std::fs::remove_file(&partial);
     {
-        // Query only: the backup never writes to the serving store (not
-        // even to migrate it: its own gateway does that). Not opened
-        // read-only, which cannot create the WAL index of a stopped store.
-        let c = Connection::open(&source)?;
-        c.pragma_update(None, "query_only", true)?;
+        // Read-only: the backup never writes to the serving store (not
+        // even to migrate it: its own gateway does that).
+        let c = Connection::open_with_flags(
+            &source,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
         schema::configure(&c)?;
         let version = schema::version_of(&c)?;
         if let Some(v) = version {
@@ -255,4 +256,51 @@ pub fn restore(from: &Path, data_dir: &Path, replace: bool) -> Result<BackupSumm
         std::fs::write(&path, format!("{vkey}\n")).map_err(io(&path))?;
     }
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use crate::store::sqlite::SqliteStore;
+
+    /// A stopped store backs up and restores whole; a restore does not
+    /// replace a store unless told, and refuses a file that is not one.
+    #[test]
+    fn a_backup_restores_into_an_empty_directory_only_unless_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, copy, file) = (
+            dir.path().join("data"),
+            dir.path().join("copy"),
+            dir.path().join("b.backup"),
+        );
+        {
+            let store = SqliteStore::open(&data).unwrap();
+            store.meta_set("kept", "yes").unwrap();
+        }
+        let taken = backup(&data, &file, Some("vkey+text\n"), 7).unwrap();
+        assert_eq!(taken.schema_version, schema::CURRENT);
+        assert_eq!(taken.audit_vkey.as_deref(), Some("vkey+text"));
+        assert_eq!(taken.taken_ms, Some(7));
+        assert!(backup(&data, &file, None, 8).is_err(), "never overwritten");
+
+        assert_eq!(restore(&file, &copy, false).unwrap(), taken);
+        assert_eq!(
+            std::fs::read_to_string(copy.join("audit-log.vkey")).unwrap(),
+            "vkey+text\n"
+        );
+        let e = restore(&file, &copy, false).unwrap_err();
+        assert!(e.to_string().contains("holds a store already"), "{e}");
+        restore(&file, &copy, true).unwrap();
+        let store = SqliteStore::open(&copy).unwrap();
+        assert_eq!(store.meta_get("kept").unwrap().as_deref(), Some("yes"));
+
+        let other = dir.path().join("other.db");
+        Connection::open(&other)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x)")
+            .unwrap();
+        let e = restore(&other, &dir.path().join("third"), false).unwrap_err();
+        assert!(e.to_string().contains("not a gateway store"), "{e}");
+    }
 }
