@@ -271,3 +271,152 @@ pub fn verify_store(
         extends,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{AuditEntry, Value};
+    use crate::store::sqlite::SqliteStore;
+
+    const ORIGIN: &str = "example.org/audit";
+
+    fn signer() -> tlog::Signer {
+        tlog::Signer::from_seed(ORIGIN, [9; 32]).unwrap()
+    }
+
+    fn append(store: &SqliteStore, n: u64) {
+        let entries: Vec<AuditEntry> = (0..n)
+            .map(|i| AuditEntry {
+                at_ms: i as i64,
+                actor: "union/assistance".into(),
+                action: "records_delivered".into(),
+                outcome: "ok".into(),
+                kinds: vec!["social_insurance".into()],
+                subjects: vec![format!("{:032x}", i % 3)],
+                details: Value::Map([("n".to_string(), Value::U64(i))].into()),
+                note: None,
+            })
+            .collect();
+        store.append_audit(&entries).unwrap();
+    }
+
+    /// Signs and keeps a checkpoint of the log as it is; returns its note.
+    fn sign(store: &SqliteStore) -> String {
+        let size = store.audit_size().unwrap();
+        let root = store.audit_root(size).unwrap();
+        let note = tlog::Checkpoint::new(ORIGIN, size, root, Vec::new())
+            .unwrap()
+            .sign(&[&signer()])
+            .unwrap();
+        store
+            .save_checkpoint(&StoredCheckpoint {
+                size,
+                root,
+                note: note.clone(),
+                signed_ms: 0,
+            })
+            .unwrap();
+        note
+    }
+
+    fn db(dir: &std::path::Path) -> rusqlite::Connection {
+        rusqlite::Connection::open(dir.join("gateway.db")).unwrap()
+    }
+
+    #[test]
+    fn a_sound_store_verifies_and_each_kind_of_damage_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let verifier = signer().verifier();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        append(&store, 300);
+        let early = sign(&store);
+        append(&store, 20);
+        sign(&store);
+        append(&store, 5);
+        let v = verify_store(&store, &verifier, Some(&early)).unwrap();
+        assert_eq!(
+            (v.size, v.latest_checkpoint, v.checkpoints, v.extends),
+            (325, 320, 2, Some(300))
+        );
+        drop(store);
+
+        // A checkpoint from further on than the log: rolled back.
+        let longer = {
+            let other = tempfile::tempdir().unwrap();
+            let store = SqliteStore::open(other.path()).unwrap();
+            append(&store, 400);
+            sign(&store)
+        };
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let e = verify_store(&store, &verifier, Some(&longer)).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StoreVerifyFailure::RolledBack {
+                    checkpoint: 400,
+                    store: 325
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("ROLLED BACK"), "{e}");
+        // One of another history at a size the log has: not an extension.
+        let forked = {
+            let other = tempfile::tempdir().unwrap();
+            let store = SqliteStore::open(other.path()).unwrap();
+            // Entries 0-2, then 0-6 again: the log differs from entry 4 on.
+            append(&store, 3);
+            append(&store, 7);
+            sign(&store)
+        };
+        let e = verify_store(&store, &verifier, Some(&forked)).unwrap_err();
+        assert!(
+            matches!(e, StoreVerifyFailure::NotExtension { size: 10 }),
+            "{e}"
+        );
+        drop(store);
+
+        // An entry after the last checkpoint altered.
+        db(dir.path())
+            .execute(
+                "UPDATE audit_log SET entry = CAST(replace(entry, 'assistance', 'assistanca') AS BLOB) WHERE seq = 323",
+                [],
+            )
+            .unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let e = verify_store(&store, &verifier, None).unwrap_err();
+        assert!(
+            matches!(e, StoreVerifyFailure::AlteredAfterCheckpoint { seq: 323 }),
+            "{e}"
+        );
+        drop(store);
+
+        // An entry under a checkpoint altered: the export check names it.
+        db(dir.path())
+            .execute(
+                "UPDATE audit_log SET entry = CAST(replace(entry, 'assistance', 'assistanca') AS BLOB) WHERE seq = 17",
+                [],
+            )
+            .unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let e = verify_store(&store, &verifier, None).unwrap_err();
+        assert!(
+            matches!(e, StoreVerifyFailure::Entries { size: 320, .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("entry 17"), "{e}");
+        drop(store);
+
+        // A stored checkpoint signed by another key.
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        append(&store, 3);
+        sign(&store);
+        let stranger = tlog::Signer::from_seed(ORIGIN, [1; 32]).unwrap().verifier();
+        let e = verify_store(&store, &stranger, None).unwrap_err();
+        assert!(
+            matches!(e, StoreVerifyFailure::BadCheckpoint { size: 3, .. }),
+            "{e}"
+        );
+    }
+}
