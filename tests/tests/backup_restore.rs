@@ -170,21 +170,18 @@ async fn a_backup_taken_during_pushes_restores_verifies_and_serves() {
     let restored = ServerState::new();
     std::fs::copy(state.keys_file(), restored.keys_file()).unwrap();
     let data = restored.data_dir();
-    let out = gateway(&[
-        "restore",
-        "--from",
-        path(&backup),
-        "--data-dir",
-        path(&data),
-    ]);
+    let restore = || {
+        gateway(&[
+            "restore",
+            "--from",
+            path(&backup),
+            "--data-dir",
+            path(&data),
+        ])
+    };
+    let out = restore();
     assert!(out.status.success(), "{}", text(&out));
-    let out = gateway(&[
-        "restore",
-        "--from",
-        path(&backup),
-        "--data-dir",
-        path(&data),
-    ]);
+    let out = restore();
     assert!(!out.status.success());
     assert!(
         text(&out).contains("holds a store already"),

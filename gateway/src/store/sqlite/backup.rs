@@ -232,12 +232,12 @@ pub fn restore(from: &Path, data_dir: &Path, replace: bool) -> Result<BackupSumm
         c.execute_batch(&format!("DROP TABLE IF EXISTS {BACKUP_TABLE}"))?;
     }
     sync(&restoring)?;
-    // The replaced store's WAL must go before the new file takes its name:
-    // SQLite would otherwise replay it into the restored database.
+    // The replaced store's WAL must go before the new file takes its name
+    // (SQLite would otherwise replay it into the restored database); the
+    // rename then replaces the old file at once.
     for name in [
         "gateway.db-wal",
         "gateway.db-shm",
-        "gateway.db",
         "audit-subjects.db",
         "audit-subjects.db-wal",
         "audit-subjects.db-shm",

@@ -19,18 +19,22 @@ use crate::store::schema_version::{self, Migration, SchemaError};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use std::path::Path;
 
-/// One migration's work: SQL, then (if any) a data step in Rust, in the
-/// migration transaction.
+/// A migration's data step in Rust, run in the migration transaction.
+type DataStep = fn(&Transaction<'_>) -> Result<(), StoreError>;
+
+/// One migration's work: SQL, then (if any) a data step.
 #[derive(Debug, Clone, Copy)]
 pub struct Step {
     sql: &'static str,
-    then: Option<fn(&Transaction<'_>) -> Result<(), StoreError>>,
+    then: Option<DataStep>,
 }
 
 /// Every change since the first release's schema, in order. Each step is
 /// written so that it also holds for a store that has some later change
 /// already (`IF NOT EXISTS`, `OR IGNORE`), because the version of a store
-/// from before versions were recorded is told from its tables.
+/// from before versions were recorded is told from its tables. A step is
+/// history: it spells out the DDL of its time instead of borrowing from
+/// [`SCHEMA`], which moves on, and is never edited once released.
 pub const MIGRATIONS: [Migration<Step>; 6] = [
     Migration {
         version: 2,
@@ -276,13 +280,9 @@ INSERT OR IGNORE INTO progress (id, indexed_through) VALUES (0, 0);
 pub(super) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     let mut writer = Connection::open(path)?;
     configure(&writer)?;
-    let recorded = user_version(&writer)?;
-    if recorded > CURRENT {
-        return Err(SchemaError::Newer {
-            found: recorded,
-            known: CURRENT,
-        }
-        .into());
+    // Refused before anything is written (not even the journal mode).
+    if let Some(found) = version_of(&writer)? {
+        schema_version::pending(found, &MIGRATIONS)?;
     }
     writer.pragma_update(None, "journal_mode", "WAL")?;
     writer.pragma_update(None, "synchronous", "FULL")?;

@@ -589,8 +589,13 @@ mod schema_tests {
                 .unwrap()
                 .execute_batch(ddl)
                 .unwrap();
+            let before = std::fs::read(dir.path().join("gateway.db")).unwrap();
             let e = SqliteStore::open(dir.path()).err().expect("refused");
             assert!(e.to_string().contains(expected), "{e}");
+            assert_eq!(
+                std::fs::read(dir.path().join("gateway.db")).unwrap(),
+                before
+            );
         }
     }
 }
