@@ -72,6 +72,24 @@ const ENTERPRISE_ROWS_BUDGET: usize = 64 << 20;
 /// migrated when the store is opened).
 pub const SCHEMA_VERSION: u32 = schema::CURRENT;
 
+/// The schema version of the store in `data_dir` (`None`: no store there
+/// yet), read without writing anything, so it is safe beside a serving
+/// gateway; an error if this build could not open it (a newer schema, or no
+/// gateway store).
+pub fn stored_schema_version(data_dir: &Path) -> Result<Option<u32>, StoreError> {
+    let db = data_dir.join("gateway.db");
+    if !db.exists() {
+        return Ok(None);
+    }
+    let c = Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    schema::configure(&c)?;
+    let found = schema::version_of(&c)?;
+    if let Some(v) = found {
+        super::schema_version::pending(v, &schema::MIGRATIONS)?;
+    }
+    Ok(found)
+}
+
 /// The store: a handle on the state its threads share.
 pub struct SqliteStore {
     inner: Arc<Inner>,
