@@ -135,6 +135,11 @@ async fn a_backup_taken_during_pushes_restores_verifies_and_serves() {
     };
     let acked_during = acked_count() - acked_before_backup.len();
     assert!(out.status.success(), "{}", text(&out));
+    // The backup held no push up: batches were acknowledged while it ran.
+    assert!(
+        acked_during > 0,
+        "no push was acknowledged during the backup"
+    );
     assert!(text(&out).contains("not in the backup"), "{}", text(&out));
     let after_backup = acked_count();
     // Pushes go on after it, and the log grows past what it holds.
