@@ -99,6 +99,9 @@ pub struct Metrics {
     /// Each consumer's position in the change feed: the cursor last sent to
     /// it (or the head it was caught up with), for its lag.
     positions: Arc<Mutex<HashMap<String, u64>>>,
+    /// Whether any reader collects: observable instruments registered on a
+    /// provider without readers are refused by the SDK with an error log.
+    collected: bool,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -144,15 +147,20 @@ impl Metrics {
             }
             builder = builder.with_reader(reader.build());
         }
-        Ok(Metrics::on(builder.build(), registry))
+        let collected = registry.is_some() || !options.otlp_endpoint.is_empty();
+        Ok(Metrics::on(builder.build(), registry, collected))
     }
 
     /// Metrics that go nowhere (no reader: recording costs next to nothing).
     pub fn disabled() -> Metrics {
-        Metrics::on(SdkMeterProvider::builder().build(), None)
+        Metrics::on(SdkMeterProvider::builder().build(), None, false)
     }
 
-    fn on(provider: SdkMeterProvider, registry: Option<prometheus::Registry>) -> Metrics {
+    fn on(
+        provider: SdkMeterProvider,
+        registry: Option<prometheus::Registry>,
+        collected: bool,
+    ) -> Metrics {
         let meter = provider.meter(SERVICE);
         let seconds = |name: &'static str, description: &'static str| {
             meter
@@ -213,6 +221,7 @@ impl Metrics {
             positions: Arc::default(),
             provider,
             registry,
+            collected,
         }
     }
 
@@ -220,6 +229,9 @@ impl Metrics {
     /// size, the age of its last checkpoint and each consumer's lag behind
     /// the change feed `feed`. Called once, when the gateway is set up.
     pub fn observe(&self, store: Arc<dyn Store>, feed: watch::Receiver<u64>) {
+        if !self.collected {
+            return;
+        }
         let meter = self.provider.meter(SERVICE);
         let started_at = store.audit_size().unwrap_or(0);
         let s = store.clone();
