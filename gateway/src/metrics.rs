@@ -254,14 +254,31 @@ impl Metrics {
                 }
             })
             .build();
+        let s = store.clone();
         meter
             .f64_observable_gauge("gateway.audit.checkpoint.age")
             .with_unit("s")
             .with_description("Seconds since the audit log's last signed checkpoint")
             .with_callback(move |o| {
-                if let Ok(Some(last)) = store.latest_checkpoint() {
+                if let Ok(Some(last)) = s.latest_checkpoint() {
                     let age_ms = crate::audit::now_ms().saturating_sub(last.signed_ms);
                     o.observe(age_ms.max(0) as f64 / 1000.0, &[]);
+                }
+            })
+            .build();
+        meter
+            .u64_observable_gauge("gateway.store.queue_depth")
+            .with_description(
+                "Work waiting inside the store, by queue (audit_entries: queued for the next group commit; writes_waiting: for the writer; index_backlog: audit subjects not yet indexed)",
+            )
+            .with_callback(move |o| {
+                let q = store.queue_depths();
+                for (queue, depth) in [
+                    ("audit_entries", q.audit_entries),
+                    ("writes_waiting", q.writes_waiting),
+                    ("index_backlog", q.index_backlog),
+                ] {
+                    o.observe(depth, &[KeyValue::new("queue", queue)]);
                 }
             })
             .build();
