@@ -276,7 +276,11 @@ fn header_with(agency: Agency, column: &str, at: usize) -> (Vec<u8>, usize) {
     let bytes = match agency {
         Agency::Hrss => encoding_rs::GBK.encode(&joined).0.into_owned(),
         _ => {
-            let mut b = if bom { b"\xEF\xBB\xBF".to_vec() } else { Vec::new() };
+            let mut b = if bom {
+                b"\xEF\xBB\xBF".to_vec()
+            } else {
+                Vec::new()
+            };
             b.extend_from_slice(joined.as_bytes());
             b
         }

@@ -141,7 +141,9 @@ pub enum BatchError {
 }
 
 fn shown_name(name: &Option<String>) -> String {
-    name.as_ref().map(|n| format!(" (`{n}`)")).unwrap_or_default()
+    name.as_ref()
+        .map(|n| format!(" (`{n}`)"))
+        .unwrap_or_default()
 }
 
 /// Whether an agency's header text may be repeated back as a column name:

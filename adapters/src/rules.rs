@@ -824,7 +824,14 @@ mod tests {
             runs.push((run.to_vec(), at));
             false
         });
-        assert_eq!(runs, [(b"12".to_vec(), 1..3), (b"34".to_vec(), 6..10), (b"5".to_vec(), 11..12)]);
+        assert_eq!(
+            runs,
+            [
+                (b"12".to_vec(), 1..3),
+                (b"34".to_vec(), 6..10),
+                (b"5".to_vec(), 11..12)
+            ]
+        );
     }
 
     #[test]
