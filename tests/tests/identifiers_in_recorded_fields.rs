@@ -8,12 +8,12 @@
 
 use crate::audit_support;
 use gateway::proto::{
-    self, BatchOutcome, LookupRequest, ReidentifyRequest, agency_ingest_client::AgencyIngestClient,
+    self, BatchOutcome, LookupRequest, ReidentifyRequest,
     union_exchange_client::UnionExchangeClient,
 };
 use gateway_tests::{
-    ServerState, TestPki, TestServer, audit_entries, hrss_header, synthetic_hrss_rows,
-    valid_identity_number,
+    ServerState, TestPki, TestServer, audit_entries, hrss_header, push_batches,
+    synthetic_hrss_rows, valid_identity_number,
 };
 
 fn pki() -> TestPki {
@@ -80,15 +80,7 @@ async fn a_batch_id_holding_an_identifier_is_refused_and_never_repeated() {
             .enumerate()
             .map(|(i, id)| batch(id, 100 + 10 * i as u64)),
     );
-    let mut receipts = AgencyIngestClient::new(agency)
-        .push(tokio_stream::iter(batches))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut got = Vec::new();
-    while let Some(r) = receipts.message().await.unwrap() {
-        got.push(r);
-    }
+    let got = push_batches(&agency, batches).await;
     assert_eq!(got.len(), holding.len() + ordinary.len(), "{got:?}");
     for (r, id) in got.iter().zip(&holding) {
         let error = r.batch_error.clone().unwrap_or_default();
