@@ -508,16 +508,6 @@ pub enum IdentifierKind {
     Mobile,
 }
 
-impl IdentifierKind {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::IdentityNumber => "identity_number",
-            Self::LegacyIdentityNumber => "legacy_identity_number",
-            Self::Mobile => "mobile_number",
-        }
-    }
-}
-
 /// Birth dates are only checked to be real dates here: a number typed into
 /// the wrong field is an identifier whatever the clock says.
 const ANY_BIRTH_DATE: Date = Date {
