@@ -144,6 +144,7 @@ fn known_label_values() -> BTreeMap<&'static str, BTreeSet<String>> {
         "field_mismatch",
         "encoding",
         "bad_batch_id",
+        "batch_id_holds_identifier",
         "missing_format",
         "no_adapter",
         "format_mismatch",
@@ -184,6 +185,7 @@ fn known_label_values() -> BTreeMap<&'static str, BTreeSet<String>> {
         "invalid_token",
         "field_no_longer_sealed",
         "policy_withdrawn",
+        "case_number_holds_identifier",
     ]);
     reasons.extend(
         gateway::tls::RefusalReason::ALL
