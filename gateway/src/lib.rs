@@ -474,7 +474,8 @@ pub async fn serve(
 
     // Behaviour as small layers, composed here, outermost first: every call
     // timed (refused ones too), who is calling (and may they call this), then
-    // how much and how long they may call.
+    // how much and how long they may call, and an undecodable body answered
+    // as the caller's error on every service.
     let authz_layer = authz::AuthzLayer::new(
         &gateway.trust_domain,
         gateway.store.clone(),
@@ -493,6 +494,7 @@ pub async fn serve(
         .layer(metrics::RpcLayer::new(gateway.metrics.clone()))
         .layer(authz_layer.clone())
         .layer(limit_layer.clone())
+        .layer(status::UndecodableLayer)
         .add_service(health)
         .add_service(reflection)
         .add_service(ingest)

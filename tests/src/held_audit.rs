@@ -96,6 +96,9 @@ impl Store for HeldAudit {
         self.reachable()?;
         self.inner.feed_head()
     }
+    fn queue_depths(&self) -> gateway::store::QueueDepths {
+        self.inner.queue_depths()
+    }
     fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
         self.inner.append_audit(entries)
     }

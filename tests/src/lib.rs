@@ -664,6 +664,25 @@ pub fn synthetic_hrss_row_with_status(
     encoding_rs::GBK.encode(&line).0.into_owned()
 }
 
+/// Pushes `batches` in one stream as the agency on `channel` and returns
+/// every receipt, in order, until the server ends the stream.
+pub async fn push_batches(
+    channel: &Channel,
+    batches: Vec<gateway::proto::PushBatch>,
+) -> Vec<gateway::proto::BatchReceipt> {
+    let mut receipts =
+        gateway::proto::agency_ingest_client::AgencyIngestClient::new(channel.clone())
+            .push(tokio_stream::iter(batches))
+            .await
+            .unwrap()
+            .into_inner();
+    let mut got = Vec::new();
+    while let Some(r) = receipts.message().await.unwrap() {
+        got.push(r);
+    }
+    got
+}
+
 /// Pushes one batch of hrss rows (GBK CSV) as the agency on `channel` and
 /// returns its receipt.
 pub async fn push_hrss_rows(

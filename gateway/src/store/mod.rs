@@ -344,6 +344,18 @@ fn abandoned() -> StoreError {
     StoreError::unavailable("the store stopped before the audit entries were written")
 }
 
+/// Work waiting inside a store, for the operator's metrics: a queue that
+/// keeps growing says the store cannot keep up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueDepths {
+    /// Audit entries queued for the next group commit.
+    pub audit_entries: u64,
+    /// Writes waiting for the store's writer.
+    pub writes_waiting: u64,
+    /// Committed audit subjects not yet in the subject index (an estimate).
+    pub index_backlog: u64,
+}
+
 /// The storage interface. Methods block; async callers use `spawn_blocking`.
 pub trait Store: Send + Sync + 'static {
     fn find_batch(&self, agency: &str, batch_id: &str) -> Result<Option<StoredBatch>, StoreError>;
@@ -383,6 +395,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<StoredRecord>, StoreError>;
     /// The highest seq in the change feed.
     fn feed_head(&self) -> Result<u64, StoreError>;
+    /// What is waiting inside the store now (cheap: no I/O).
+    fn queue_depths(&self) -> QueueDepths;
     /// Durably appends audit entries (for events that change nothing else), as
     /// Merkle leaves with their tree nodes, in one transaction (one fsync).
     fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError>;

@@ -45,8 +45,8 @@ mod writer;
 
 use super::{
     AuditAppend, AuditAppendDone, AuditFilter, AuditLeaf, BatchWrite, CommitOutcome, NoteErasure,
-    ReindexedRecord, Rows, Store, StoreError, StoredAuditEntry, StoredBatch, StoredCheckpoint,
-    StoredNote, StoredRecord,
+    QueueDepths, ReindexedRecord, Rows, Store, StoreError, StoredAuditEntry, StoredBatch,
+    StoredCheckpoint, StoredNote, StoredRecord,
 };
 use crate::audit::AuditEntry;
 use adapters::RecordKind;
@@ -127,6 +127,8 @@ struct Inner {
     draining: AtomicBool,
     /// Subject rows committed but not indexed yet (an estimate).
     index_backlog: std::sync::atomic::AtomicUsize,
+    /// Writes waiting for the writer connection.
+    writes_waiting: std::sync::atomic::AtomicUsize,
     stopping: AtomicBool,
 }
 
@@ -168,6 +170,7 @@ impl SqliteStore {
             index_wake: Mutex::new(false),
             index_ready: Condvar::new(),
             index_backlog: Default::default(),
+            writes_waiting: Default::default(),
             commits: Default::default(),
             checkpoint_stop: Mutex::new(()),
             checkpoint_ready: Condvar::new(),
@@ -274,6 +277,14 @@ impl Store for SqliteStore {
     }
     fn feed_head(&self) -> Result<u64, StoreError> {
         self.inner.feed_head()
+    }
+    fn queue_depths(&self) -> QueueDepths {
+        let queued = self.inner.queue.lock().unwrap_or_else(|p| p.into_inner());
+        QueueDepths {
+            audit_entries: queued.iter().map(|(e, _)| e.len() as u64).sum(),
+            writes_waiting: self.inner.writes_waiting.load(Ordering::Relaxed) as u64,
+            index_backlog: self.inner.index_backlog.load(Ordering::Relaxed) as u64,
+        }
     }
     fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
         self.inner.append_audit(entries)
