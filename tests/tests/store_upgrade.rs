@@ -17,13 +17,10 @@
 //! row encodings are today's.
 
 use crate::audit_support::*;
-use gateway::proto::{
-    self, ConsistencyRequest, PullEvent, PullRequest, agency_ingest_client::AgencyIngestClient,
-    pull_event::Event,
-};
+use gateway::proto::{self, ConsistencyRequest, PullEvent, PullRequest, pull_event::Event};
 use gateway::store::sqlite::SCHEMA_VERSION;
 use gateway_tests::{
-    ServerState, TestPki, TestServer, hrss_header, serve_command, shipped_policies,
+    ServerState, TestPki, TestServer, hrss_header, push_batches, serve_command, shipped_policies,
     synthetic_hrss_row, synthetic_hrss_rows,
 };
 use rusqlite::{Connection, params};
@@ -126,17 +123,11 @@ async fn a_first_release_store_is_migrated_and_serves_and_verifies_as_before() {
             first_row: 1,
         })
         .collect();
-    let mut receipts = AgencyIngestClient::new(agency.clone())
-        .push(tokio_stream::iter(batches))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut committed = 0;
-    while let Some(r) = receipts.message().await.unwrap() {
+    let receipts = push_batches(&agency, batches).await;
+    assert_eq!(receipts.len() as u64, BATCHES);
+    for r in &receipts {
         assert_eq!(r.accepted, 1, "{r:?}");
-        committed += 1;
     }
-    assert_eq!(committed, BATCHES);
     // Row 0 cancelled: in the first release's layout only its tombstone is left.
     let cancel = gateway_tests::push_hrss_rows(
         &agency,
