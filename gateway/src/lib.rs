@@ -14,13 +14,6 @@
 
 pub mod audit;
 pub mod authz;
-pub mod cli;
-pub mod cli_audit;
-pub mod cli_config;
-pub mod cli_lookup;
-pub mod cli_pull;
-pub mod cli_simulate;
-pub mod cli_store;
 pub mod client;
 pub mod coalesce;
 pub mod config;
