@@ -18,6 +18,7 @@ pub mod export;
 pub mod log;
 pub mod notes;
 pub mod repeats;
+pub mod report;
 pub mod service;
 
 pub use encoding::{CanonicalEntry, SubjectRef, Value};

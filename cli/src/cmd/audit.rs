@@ -3,11 +3,12 @@
 //! certificate; `verify` runs offline, with an export file and the log's
 //! pinned public key only. This is the binary's edge (`anyhow`).
 
-use crate::audit::export;
 use crate::cli::ClientArgs;
-use crate::{client, proto};
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
+use gateway::audit::export;
+use gateway::audit::report::{self, format_ms};
+use gateway::{client, proto};
 use std::io::Write as _;
 use std::path::PathBuf;
 use tokio_stream::StreamExt;
@@ -50,7 +51,7 @@ pub struct EraseNoteArgs {
     #[arg(long)]
     seq: u64,
     /// Why (recorded in the erasure's entry).
-    #[arg(long, value_parser = crate::audit::notes::ERASE_REASONS)]
+    #[arg(long, value_parser = gateway::audit::notes::ERASE_REASONS)]
     reason: String,
     #[command(flatten)]
     client: ClientArgs,
@@ -151,7 +152,7 @@ async fn audit_client(
     let tls = args.tls(DEFAULT_IDENTITY)?;
     let channel = client::connect(&args.addr, &tls).await?;
     Ok(proto::audit_client::AuditClient::new(channel)
-        .max_decoding_message_size(crate::MAX_MESSAGE_BYTES))
+        .max_decoding_message_size(gateway::MAX_MESSAGE_BYTES))
 }
 
 fn parse_time(s: &str) -> anyhow::Result<i64> {
@@ -161,17 +162,6 @@ fn parse_time(s: &str) -> anyhow::Result<i64> {
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .with_context(|| format!("`{s}` is neither RFC 3339 nor Unix seconds"))?;
     Ok(t.unix_timestamp())
-}
-
-/// RFC 3339 in UTC, to the millisecond.
-pub fn format_ms(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| ms.to_string())
 }
 
 async fn query(a: QueryArgs) -> anyhow::Result<()> {
@@ -257,7 +247,7 @@ async fn report(a: ReportArgs) -> anyhow::Result<()> {
         .into_inner();
     let mut out = std::io::stdout().lock();
     if a.json {
-        writeln!(out, "{}", report_json(&r))?;
+        writeln!(out, "{}", report::json(&r))?;
     } else {
         writeln!(out, "subject (auditors' pseudonym): {}", r.subject)?;
         writeln!(
@@ -307,28 +297,6 @@ async fn report(a: ReportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A subject report as `gateway audit report --json` prints it.
-pub fn report_json(r: &proto::SubjectReportResponse) -> serde_json::Value {
-    let items: Vec<_> = r
-        .items
-        .iter()
-        .map(|i| {
-            serde_json::json!({
-                "seq": i.seq, "at": format_ms(i.at_unix_ms), "who": i.actor,
-                "action": i.action, "purpose": i.purpose, "case_number": i.case_number,
-                "kinds": i.kinds, "fields": i.fields, "policy_version": i.policy_version,
-                "prev_seq": i.prev_seq,
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "subject": r.subject, "chain_complete": r.chain_complete,
-        "problems": r.problems, "entries_checked": r.entries_checked,
-        "checkpoint": r.checkpoint.as_ref().map(|c| c.note.clone()),
-        "items": items,
-    })
-}
-
 async fn export_log(a: ExportArgs) -> anyhow::Result<()> {
     let tls = a.client.tls(DEFAULT_IDENTITY)?;
     let channel = client::connect(&a.client.addr, &tls).await?;
@@ -347,7 +315,7 @@ pub async fn export_to_file(
     out_path: &std::path::Path,
 ) -> anyhow::Result<(u64, u64)> {
     let mut client = proto::audit_client::AuditClient::new(channel)
-        .max_decoding_message_size(crate::MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(gateway::MAX_MESSAGE_BYTES);
     let mut stream = client.export(proto::ExportRequest {}).await?.into_inner();
     let tmp = out_path.with_extension("partial");
     let mut out = std::io::BufWriter::new(
