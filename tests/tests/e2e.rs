@@ -27,6 +27,7 @@ mod audit_tamper_rewritten_history;
 mod audit_trail;
 mod audit_verify_strict;
 mod capabilities;
+mod cli_console;
 mod cli_pull_resume;
 mod cli_quickstart;
 mod cli_simulate;
