@@ -28,6 +28,7 @@ mod audit_trail;
 mod audit_verify_strict;
 mod backup_restore;
 mod capabilities;
+mod cli_console;
 mod cli_pull_resume;
 mod cli_quickstart;
 mod cli_simulate;

@@ -19,6 +19,7 @@ pub mod export;
 pub mod log;
 pub mod notes;
 pub mod repeats;
+pub mod report;
 pub mod service;
 pub mod verify_store;
 

@@ -2,5 +2,5 @@
 static ALLOCATOR: gateway::Allocator = gateway::Allocator {};
 
 fn main() {
-    gateway_cli::cli::main()
+    gateway_cli::main()
 }

@@ -7,8 +7,8 @@
 //! file and setting to fix. Everything is read, nothing is written (with
 //! `--online` the data directory is probed with a file created and removed).
 
-use crate::config::Config;
 use clap::{Args, Subcommand};
+use gateway::config::Config;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -134,10 +134,10 @@ pub fn check(config: &Config, source: &str, online: bool) -> Vec<Problem> {
     }
     // The files there: do they load as `serve` would load them?
     if all_present {
-        if let Err(e) = crate::tls::ServerTls::load(config.tls.files()) {
+        if let Err(e) = gateway::tls::ServerTls::load(config.tls.files()) {
             problem("[tls]", e.to_string());
         }
-        if let Err(e) = crate::keys::Keys::load(&config.keys_file, false) {
+        if let Err(e) = gateway::keys::Keys::load(&config.keys_file, false) {
             problem("keys_file", e.to_string());
         }
     }
@@ -183,7 +183,7 @@ fn probe_data_dir(dir: &Path) -> Result<(), String> {
     let probe = dir.join(format!(".config-check-{}", std::process::id()));
     std::fs::write(&probe, b"").map_err(|e| format!("not writable: {e}"))?;
     let _ = std::fs::remove_file(&probe);
-    crate::store::sqlite::stored_schema_version(dir)
+    gateway::store::sqlite::stored_schema_version(dir)
         .map_err(|e| format!("{}: {e}", dir.join("gateway.db").display()))?;
     Ok(())
 }

@@ -2,9 +2,9 @@
 //! embedded store (see `store::sqlite::backup` for what a backup holds and
 //! why the key file is not in it). This is the binary's edge (`anyhow`).
 
-use crate::cli::{StoreArgs, lock_data_dir};
-use crate::cli_audit::format_ms;
-use crate::store::sqlite::backup::{self, BackupSummary};
+use crate::cmd::keys::{StoreArgs, lock_data_dir};
+use gateway::audit::report::format_ms;
+use gateway::store::sqlite::backup::{self, BackupSummary};
 use anyhow::Context as _;
 use clap::Args;
 use std::io::Write as _;

@@ -4,11 +4,12 @@
 //! pinned public key only; `verify-store` checks a stopped gateway's (or a
 //! restored) store the same way. This is the binary's edge (`anyhow`).
 
-use crate::audit::export;
 use crate::cli::ClientArgs;
-use crate::{client, proto};
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
+use gateway::audit::export;
+use gateway::audit::report::{self, format_ms};
+use gateway::{client, proto};
 use std::io::Write as _;
 use std::path::PathBuf;
 use tokio_stream::StreamExt;
@@ -54,7 +55,7 @@ pub struct EraseNoteArgs {
     #[arg(long)]
     seq: u64,
     /// Why (recorded in the erasure's entry).
-    #[arg(long, value_parser = crate::audit::notes::ERASE_REASONS)]
+    #[arg(long, value_parser = gateway::audit::notes::ERASE_REASONS)]
     reason: String,
     #[command(flatten)]
     client: ClientArgs,
@@ -139,7 +140,7 @@ pub struct VerifyStoreArgs {
     #[arg(long)]
     checkpoint: Option<PathBuf>,
     #[command(flatten)]
-    store: crate::cli::StoreArgs,
+    store: crate::cmd::keys::StoreArgs,
 }
 
 #[derive(Args)]
@@ -170,7 +171,7 @@ async fn audit_client(
     let tls = args.tls(DEFAULT_IDENTITY)?;
     let channel = client::connect(&args.addr, &tls).await?;
     Ok(proto::audit_client::AuditClient::new(channel)
-        .max_decoding_message_size(crate::MAX_MESSAGE_BYTES))
+        .max_decoding_message_size(gateway::MAX_MESSAGE_BYTES))
 }
 
 fn parse_time(s: &str) -> anyhow::Result<i64> {
@@ -180,17 +181,6 @@ fn parse_time(s: &str) -> anyhow::Result<i64> {
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .with_context(|| format!("`{s}` is neither RFC 3339 nor Unix seconds"))?;
     Ok(t.unix_timestamp())
-}
-
-/// RFC 3339 in UTC, to the millisecond.
-pub fn format_ms(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| ms.to_string())
 }
 
 async fn query(a: QueryArgs) -> anyhow::Result<()> {
@@ -276,7 +266,7 @@ async fn report(a: ReportArgs) -> anyhow::Result<()> {
         .into_inner();
     let mut out = std::io::stdout().lock();
     if a.json {
-        writeln!(out, "{}", report_json(&r))?;
+        writeln!(out, "{}", report::json(&r))?;
     } else {
         writeln!(out, "subject (auditors' pseudonym): {}", r.subject)?;
         writeln!(
@@ -326,28 +316,6 @@ async fn report(a: ReportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A subject report as `gateway audit report --json` prints it.
-pub fn report_json(r: &proto::SubjectReportResponse) -> serde_json::Value {
-    let items: Vec<_> = r
-        .items
-        .iter()
-        .map(|i| {
-            serde_json::json!({
-                "seq": i.seq, "at": format_ms(i.at_unix_ms), "who": i.actor,
-                "action": i.action, "purpose": i.purpose, "case_number": i.case_number,
-                "kinds": i.kinds, "fields": i.fields, "policy_version": i.policy_version,
-                "prev_seq": i.prev_seq,
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "subject": r.subject, "chain_complete": r.chain_complete,
-        "problems": r.problems, "entries_checked": r.entries_checked,
-        "checkpoint": r.checkpoint.as_ref().map(|c| c.note.clone()),
-        "items": items,
-    })
-}
-
 async fn export_log(a: ExportArgs) -> anyhow::Result<()> {
     let tls = a.client.tls(DEFAULT_IDENTITY)?;
     let channel = client::connect(&a.client.addr, &tls).await?;
@@ -366,7 +334,7 @@ pub async fn export_to_file(
     out_path: &std::path::Path,
 ) -> anyhow::Result<(u64, u64)> {
     let mut client = proto::audit_client::AuditClient::new(channel)
-        .max_decoding_message_size(crate::MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(gateway::MAX_MESSAGE_BYTES);
     let mut stream = client.export(proto::ExportRequest {}).await?.into_inner();
     let tmp = out_path.with_extension("partial");
     let mut out = std::io::BufWriter::new(
@@ -480,9 +448,9 @@ fn verify_store(a: VerifyStoreArgs) -> anyhow::Result<()> {
     if !config.data_dir.join("gateway.db").is_file() {
         bail!("no store in {}", config.data_dir.display());
     }
-    let _lock = crate::cli::lock_data_dir(&config.data_dir)?;
-    let store = crate::store::sqlite::SqliteStore::open(&config.data_dir)?;
-    match crate::audit::verify_store::verify_store(&store, &verifier, given.as_deref()) {
+    let _lock = crate::cmd::keys::lock_data_dir(&config.data_dir)?;
+    let store = gateway::store::sqlite::SqliteStore::open(&config.data_dir)?;
+    match gateway::audit::verify_store::verify_store(&store, &verifier, given.as_deref()) {
         Ok(v) => {
             println!(
                 "OK: {} entries of {} verified; {} stored checkpoints (the latest of size {}) \
