@@ -528,7 +528,9 @@ fn store_failure(e: StoreError) -> Status {
     tracing::error!(error = %e, "batch commit failed");
     crate::status::store_status(
         &e,
-        "the batch could not be stored; it was not applied, re-send it",
+        // A connection to the database lost while committing leaves the
+        // outcome unknown to the gateway too; a re-send is safe either way.
+        "the batch's commit did not complete; it may not have been applied: re-send it with the same batch id (it is applied at most once)",
     )
 }
 

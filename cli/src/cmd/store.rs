@@ -3,10 +3,10 @@
 //! why the key file is not in it). This is the binary's edge (`anyhow`).
 
 use crate::cmd::keys::{StoreArgs, lock_data_dir};
-use gateway::audit::report::format_ms;
-use gateway::store::sqlite::backup::{self, BackupSummary};
 use anyhow::Context as _;
 use clap::Args;
+use gateway::audit::report::format_ms;
+use gateway::store::sqlite::backup::{self, BackupSummary};
 use std::io::Write as _;
 use std::path::PathBuf;
 
