@@ -1,6 +1,7 @@
 //! One compliance suite run over every adapter: labelled samples, canonical types,
-//! no raw personal value in any rejection or debug output, and no panic on any
-//! input (random bytes and random mutations of the samples).
+//! no raw personal value in any rejection or debug output, no caller text in a
+//! batch rejection unless it is of a fixed safe form, and no panic on any input
+//! (random bytes and random mutations of the samples).
 
 use crate::model::{Record, RecordKind, Value, ValueType};
 use crate::test_support::{assert_labels, open, other_format, sample, split_sample};
@@ -235,6 +236,131 @@ proptest! {
         }
         if let Ok(r) = parse_everywhere(agency, &row) {
             assert_canonical(a.kind(), &r);
+        }
+    }
+}
+
+/// The only text of the agency's own in a batch rejection may be a column
+/// name of the safe form; the rest of every message is fixed text, positions
+/// and the adapter's own column names.
+fn assert_only_safe_caller_text(agency: Agency, e: &BatchError) {
+    if let BatchError::UnknownColumn {
+        name: Some(name), ..
+    } = e
+    {
+        assert!(
+            crate::safe_column_name(name),
+            "{agency}: {e} names a column not of the safe form"
+        );
+    }
+}
+
+/// The agency's sample header with `column` inserted as column `at` (0-based),
+/// in the export's encoding.
+fn header_with(agency: Agency, column: &str, at: usize) -> (Vec<u8>, usize) {
+    let (header, _) = split_sample(sample(agency), true);
+    let header = header.expect("a CSV sample has a header");
+    let (text, bom) = match agency {
+        Agency::Hrss => (encoding_rs::GBK.decode(header).0.into_owned(), false),
+        _ => (
+            String::from_utf8_lossy(header)
+                .trim_start_matches('\u{FEFF}')
+                .to_owned(),
+            true,
+        ),
+    };
+    let mut columns: Vec<&str> = text.split(',').collect();
+    let at = at % (columns.len() + 1);
+    columns.insert(at, column);
+    let joined = columns.join(",");
+    let bytes = match agency {
+        Agency::Hrss => encoding_rs::GBK.encode(&joined).0.into_owned(),
+        _ => {
+            let mut b = if bom {
+                b"\xEF\xBB\xBF".to_vec()
+            } else {
+                Vec::new()
+            };
+            b.extend_from_slice(joined.as_bytes());
+            b
+        }
+    };
+    (bytes, at)
+}
+
+/// Personal values and other text an agency might put in a header by
+/// mistake (a data row sent as the header): none of the safe form.
+fn hostile_column() -> impl Strategy<Value = String> {
+    prop_oneof![
+        // An identity number, valid or not, and one glued to a safe-looking name.
+        "[1-6][0-9]{16}[0-9X]",
+        "COL_[1-6][0-9]{16}[0-9X]",
+        "1[3-9][0-9]{9}",
+        "X1[3-9][0-9]{9}",
+        "[\u{4e00}-\u{9fa5}]{3,6}",
+        "[a-z]{2,8} [a-z]{2,8}",
+        "[A-Za-z0-9_]{33,40}",
+        "[^,\"\r\n]{3,24}",
+    ]
+}
+
+#[test]
+fn safe_column_names() {
+    for ok in ["EXTRA", "NSRSBH", "col_7", "A"] {
+        assert!(crate::safe_column_name(ok), "{ok}");
+    }
+    for bad in [
+        "",
+        "7col",
+        "备注",
+        "has space",
+        "COL_340208197803169486",
+        "X13812345678",
+        &"A".repeat(33),
+    ] {
+        assert!(!crate::safe_column_name(bad), "{bad}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// A header column the export does not have is named by position; its
+    /// text is repeated only when of the safe form.
+    #[test]
+    fn an_unknown_column_is_named_without_echoing_caller_text(
+        agency in proptest::sample::select(vec![Agency::Hrss, Agency::Tax]),
+        column in hostile_column(),
+        at in any::<usize>(),
+    ) {
+        let a = adapter(agency);
+        let (header, at) = header_with(agency, &column, at);
+        let e = a.open_batch(a.format(), Some(&header)).err();
+        // The inserted text may be garbled by the export's encoding or be
+        // read as several columns: the batch is refused either way.
+        let e = e.expect("a header with an extra column is refused");
+        assert_only_safe_caller_text(agency, &e);
+        let message = e.to_string();
+        let trimmed = crate::rules::normalise(&column);
+        if !crate::safe_column_name(&trimmed) && trimmed.chars().count() >= 3 {
+            prop_assert!(!message.contains(trimmed.as_ref()), "{agency}: {message}");
+        }
+        if let BatchError::UnknownColumn { position, .. } = e
+            && trimmed.chars().all(|c| !c.is_control())
+            && !column.contains(['"', ','])
+        {
+            prop_assert_eq!(position, at + 1);
+        }
+    }
+
+    #[test]
+    fn random_headers_are_refused_without_echoing_caller_text(
+        agency in agency_strategy(),
+        header in proptest::collection::vec(any::<u8>(), 0..200),
+    ) {
+        let a = adapter(agency);
+        if let Err(e) = a.open_batch(a.format(), Some(&header)) {
+            assert_only_safe_caller_text(agency, &e);
         }
     }
 }

@@ -341,24 +341,28 @@ mod tests {
         let missing = gbk(&HEADERS[..10].join(","));
         assert_eq!(
             err(Format::CsvGbk, Some(&missing)),
-            BatchError::MissingColumn("变更时间".into())
+            BatchError::MissingColumn("变更时间")
         );
         let unknown = gbk(&format!("{},备注", HEADERS.join(",")));
         assert_eq!(
             err(Format::CsvGbk, Some(&unknown)),
-            BatchError::UnknownColumn("备注".into())
+            // A Chinese title is not of the safe form: named by position.
+            BatchError::UnknownColumn {
+                position: HEADERS.len() + 1,
+                name: None
+            }
         );
         let dup = gbk(&format!("{},姓名", HEADERS.join(",")));
         assert_eq!(
             err(Format::CsvGbk, Some(&dup)),
-            BatchError::DuplicateColumn("姓名".into())
+            BatchError::DuplicateColumn("姓名")
         );
         let mut bad = header();
         bad.extend_from_slice(b",\xFF");
-        assert!(matches!(
+        assert_eq!(
             err(Format::CsvGbk, Some(&bad)),
-            BatchError::BadHeader(_)
-        ));
+            BatchError::HeaderEncoding(HEADERS.len() + 1)
+        );
         // A UTF-8 header is not the GBK header the agency declared.
         assert!(
             HrssAdapter

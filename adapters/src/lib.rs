@@ -106,6 +106,13 @@ impl RowError {
 }
 
 /// A problem with a whole batch (it is rejected before any row is read).
+///
+/// The messages go back to the agency in its receipt and into the gateway's
+/// logs, so they hold no text the agency sent unless it is in a fixed safe
+/// form: a column is named by the adapter's own column name, by its position,
+/// or by the agency's header text only when that is a [`safe_column_name`].
+/// A header line can be anything (a data row sent as a header holds names and
+/// identity numbers).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BatchError {
     #[error("agency {agency} exports {expected}, but the batch declares {declared}")]
@@ -117,13 +124,40 @@ pub enum BatchError {
     #[error("the CSV header is missing")]
     MissingHeader,
     #[error("the CSV header lacks the required column `{0}`")]
-    MissingColumn(String),
-    #[error("the CSV header has an unknown column `{0}`")]
-    UnknownColumn(String),
+    MissingColumn(&'static str),
+    #[error("column {} of the CSV header{} is not in the export format", .position, shown_name(.name))]
+    UnknownColumn {
+        /// 1-based.
+        position: usize,
+        /// The header's text, only if it is a [`safe_column_name`].
+        name: Option<String>,
+    },
     #[error("the CSV header names the column `{0}` twice")]
-    DuplicateColumn(String),
+    DuplicateColumn(&'static str),
     #[error("the CSV header cannot be read: {0}")]
-    BadHeader(String),
+    BadHeader(&'static str),
+    #[error("column {0} of the CSV header is not valid in the export's encoding")]
+    HeaderEncoding(usize),
+}
+
+fn shown_name(name: &Option<String>) -> String {
+    name.as_ref()
+        .map(|n| format!(" (`{n}`)"))
+        .unwrap_or_default()
+}
+
+/// Whether an agency's header text may be repeated back as a column name:
+/// 1 to 32 ASCII letters, digits and `_`, starting with a letter, and holding
+/// no personal identifier ([`rules::find_identifier`]). Every export's own
+/// column keys have this form (the Chinese titles of the hrss export do not:
+/// an unknown one is named by position only, as a name or an address in a
+/// header would be).
+pub fn safe_column_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    (1..=32).contains(&b.len())
+        && b[0].is_ascii_alphabetic()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+        && rules::find_identifier(name).is_none()
 }
 
 impl BatchError {
@@ -133,9 +167,9 @@ impl BatchError {
             Self::FormatMismatch { .. } => "format_mismatch",
             Self::MissingHeader => "missing_header",
             Self::MissingColumn(_) => "missing_column",
-            Self::UnknownColumn(_) => "unknown_column",
+            Self::UnknownColumn { .. } => "unknown_column",
             Self::DuplicateColumn(_) => "duplicate_column",
-            Self::BadHeader(_) => "bad_header",
+            Self::BadHeader(_) | Self::HeaderEncoding(_) => "bad_header",
         }
     }
 }
@@ -236,7 +270,7 @@ fn check_batch<'h>(
     match (expected.is_csv(), header) {
         (true, None) => Err(BatchError::MissingHeader),
         (false, Some(_)) => Err(BatchError::BadHeader(
-            "a JSON Lines batch has no header row".into(),
+            "a JSON Lines batch has no header row",
         )),
         (_, h) => Ok(h),
     }

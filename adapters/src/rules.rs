@@ -494,6 +494,110 @@ pub fn is_mobile(s: &str) -> bool {
         && b.iter().all(u8::is_ascii_digit)
 }
 
+// ─────────────────────── personal identifiers inside other text ───────────────────────
+
+/// A personal identifier found inside a value that is not meant to hold one
+/// (a batch id, a case number, free text on its way to the audit log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentifierKind {
+    /// An 18-character resident identity number (GB 11643).
+    IdentityNumber,
+    /// A 15-digit identity number of the old form.
+    LegacyIdentityNumber,
+    /// A mainland mobile number, alone or after the country code `86`.
+    Mobile,
+}
+
+/// Birth dates are only checked to be real dates here: a number typed into
+/// the wrong field is an identifier whatever the clock says.
+const ANY_BIRTH_DATE: Date = Date {
+    year: 9999,
+    month: 12,
+    day: 31,
+};
+
+/// What one whole run of digits is (ASCII digits; for 18 characters the last
+/// may be `X` or `x`). An identity number must be one an agency's export
+/// would carry: valid province code, real birth date from 1900 and, for 18
+/// characters, the GB 11643 check character. So date-like runs
+/// (`20261205…`, province `20`) and most counters are not identifiers, and a
+/// run of any other length never is.
+pub fn identifier_kind(run: &[u8]) -> Option<IdentifierKind> {
+    let text = std::str::from_utf8(run).ok()?;
+    match run.len() {
+        18 => identity_number(text, ANY_BIRTH_DATE)
+            .is_ok()
+            .then_some(IdentifierKind::IdentityNumber),
+        15 => identity_number(text, ANY_BIRTH_DATE)
+            .is_ok()
+            .then_some(IdentifierKind::LegacyIdentityNumber),
+        13 if text.starts_with("86") && is_mobile(&text[2..]) => Some(IdentifierKind::Mobile),
+        11 => is_mobile(text).then_some(IdentifierKind::Mobile),
+        _ => None,
+    }
+}
+
+/// The first personal identifier held in `text`, if any. The text is split
+/// into maximal runs of digits (ASCII or full-width; a 17-digit run takes a
+/// following `X` as its check character), and each run is judged whole by
+/// [`identifier_kind`]: `batch-110101199003074518` holds one, a run of
+/// another length (a timestamp, a 20-digit counter) is never searched inside.
+/// That keeps ordinary ids of dates and counters clear of false positives; an
+/// identifier glued to further digits is not found, and is left to the
+/// forms that bound such values.
+pub fn find_identifier(text: &str) -> Option<IdentifierKind> {
+    let mut found = None;
+    for_each_digit_run(text, |run, _| {
+        found = identifier_kind(run);
+        found.is_some()
+    });
+    found
+}
+
+/// Calls `visit` with each maximal digit run of `text` (normalised to ASCII,
+/// at most 19 characters kept: longer runs are no identifier) and the byte
+/// range it spans, until `visit` returns true.
+pub fn for_each_digit_run(
+    text: &str,
+    mut visit: impl FnMut(&[u8], std::ops::Range<usize>) -> bool,
+) {
+    let digit = |c: char| -> Option<u8> {
+        match c {
+            '0'..='9' => Some(c as u8),
+            '\u{FF10}'..='\u{FF19}' => Some(b'0' + (c as u32 - 0xFF10) as u8),
+            _ => None,
+        }
+    };
+    let mut chars = text.char_indices().peekable();
+    while let Some(&(start, c)) = chars.peek() {
+        if digit(c).is_none() {
+            chars.next();
+            continue;
+        }
+        let (mut run, mut len, mut end) = ([0u8; 19], 0usize, start);
+        while let Some(&(at, c)) = chars.peek() {
+            let Some(d) = digit(c) else { break };
+            if len < run.len() {
+                run[len] = d;
+            }
+            len += 1;
+            end = at + c.len_utf8();
+            chars.next();
+        }
+        if len == 17
+            && let Some(&(at, c @ ('X' | 'x' | '\u{FF38}' | '\u{FF58}'))) = chars.peek()
+        {
+            run[17] = b'X';
+            len = 18;
+            end = at + c.len_utf8();
+            chars.next();
+        }
+        if visit(&run[..len.min(run.len())], start..end) {
+            return;
+        }
+    }
+}
+
 /// A Wuhu landline: `0553-` followed by seven or eight digits.
 pub fn is_wuhu_landline(s: &str) -> bool {
     s.strip_prefix("0553-")
@@ -659,6 +763,65 @@ mod tests {
         assert!(has_id_checksum(b"340208197803169486"));
         assert!(!has_id_checksum(b"340208197803169487"));
         assert!(!has_id_checksum(b"34020819780316948"));
+    }
+
+    #[test]
+    fn identifiers_are_found_as_whole_digit_runs() {
+        use IdentifierKind::*;
+        let found = [
+            ("batch-340208197803169486", IdentityNumber),
+            ("340208197803169486", IdentityNumber),
+            ("KN-11010519491231002x", IdentityNumber),
+            ("a11010519491231002X.b", IdentityNumber),
+            ("KN-３４０２０８１９７８０３１６９４８６", IdentityNumber),
+            ("old:340208780316948", LegacyIdentityNumber),
+            ("case13812345678", Mobile),
+            ("x-8613812345678-y", Mobile),
+            ("2026-12-05.19912345678", Mobile),
+        ];
+        for (text, kind) in found {
+            assert_eq!(find_identifier(text), Some(kind), "{text}");
+        }
+        // A date and a counter that happen to carry a valid check character:
+        // province `20` does not exist.
+        let mut dated = b"20261205100000123".to_vec();
+        dated.push(id_check_char(&dated).unwrap());
+        let dated = String::from_utf8(dated).unwrap();
+        let clear = [
+            "2026-12-05T10:00:00.batch-000123",
+            "hrss-20261205-000123",
+            "20261205100000123",
+            dated.as_str(),
+            "batch-1733392800000",
+            "batch-17333928000001234567",
+            "340208197803169487",
+            "34020819781316948X",
+            "12345678901",
+            "f1a-13812345678901",
+            "550e8400-e29b-41d4-a716-446655440000",
+            "KN-2026-0042",
+            "",
+        ];
+        for text in clear {
+            assert_eq!(find_identifier(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn digit_runs_span_their_bytes() {
+        let mut runs = Vec::new();
+        for_each_digit_run("a12ｂ３4x5", |run, at| {
+            runs.push((run.to_vec(), at));
+            false
+        });
+        assert_eq!(
+            runs,
+            [
+                (b"12".to_vec(), 1..3),
+                (b"34".to_vec(), 6..10),
+                (b"5".to_vec(), 11..12)
+            ]
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use crate::check::{Checker, put};
 use crate::json_rows;
-use crate::model::{Date, Record, RecordKind, SourceKey, Value};
+use crate::model::{Record, RecordKind, SourceKey, Value};
 use crate::{Agency, RowError, RowParser, rules};
 use std::collections::BTreeMap;
 
@@ -41,8 +41,8 @@ pub const PHONE_PLACEHOLDER: &str = "[电话]";
 pub const NAME_PLACEHOLDER: &str = "[姓名]";
 
 /// Replaces, in normalised free text, the injured person's `name`, identity numbers
-/// (18 characters with a valid check character, or legacy 15 digits with a valid
-/// province and birth date) and phone numbers (mainland mobile, optionally after
+/// (18 characters with a valid province, birth date and check character, or legacy
+/// 15 digits with a valid province and birth date) and phone numbers (mainland mobile, optionally after
 /// `86`; Wuhu `0553` landlines with or without a dash) by placeholders. Other
 /// numbers, including 18-digit ones with a wrong check character, are kept.
 pub fn scrub_description(text: &str, name: Option<&str>) -> String {
@@ -83,27 +83,24 @@ fn digit_run_end(b: &[u8], start: usize) -> usize {
 }
 
 /// What the digit run `b[start..end]` is, and where the matched text ends.
+/// Identity and mobile numbers are what [`rules::identifier_kind`] says
+/// (the rule the gateway refuses them by elsewhere); the rest are the
+/// phone forms a description may also hold.
 fn classify(b: &[u8], start: usize, end: usize) -> (Option<&'static str>, usize) {
     let run = &b[start..end];
     // 17 digits and an X check character.
-    if run.len() == 17
-        && matches!(b.get(end), Some(b'X' | b'x'))
-        && rules::has_id_checksum(&b[start..end + 1])
-    {
-        return (Some(ID_PLACEHOLDER), end + 1);
-    }
-    let is_id = match run.len() {
-        18 => rules::has_id_checksum(run),
-        15 => is_legacy_id(run),
-        _ => false,
+    let with_check = run.len() == 17 && matches!(b.get(end), Some(b'X' | b'x'));
+    let (whole, until) = if with_check {
+        (&b[start..end + 1], end + 1)
+    } else {
+        (run, end)
     };
-    if is_id {
-        return (Some(ID_PLACEHOLDER), end);
+    match rules::identifier_kind(whole) {
+        Some(rules::IdentifierKind::Mobile) => return (Some(PHONE_PLACEHOLDER), until),
+        Some(_) => return (Some(ID_PLACEHOLDER), until),
+        None => {}
     }
-    let is_phone = is_mobile(run)
-        || (run.len() == 13 && run.starts_with(b"86") && is_mobile(&run[2..]))
-        || ((11..=12).contains(&run.len()) && run.starts_with(b"0553"));
-    if is_phone {
+    if (11..=12).contains(&run.len()) && run.starts_with(b"0553") {
         return (Some(PHONE_PLACEHOLDER), end);
     }
     // `0553-` followed by a run of seven or eight digits.
@@ -114,21 +111,6 @@ fn classify(b: &[u8], start: usize, end: usize) -> (Option<&'static str>, usize)
         }
     }
     (None, end)
-}
-
-fn is_mobile(run: &[u8]) -> bool {
-    std::str::from_utf8(run).is_ok_and(rules::is_mobile)
-}
-
-/// A legacy 15-digit identity number: valid province and a real 19YY birth date.
-fn is_legacy_id(run: &[u8]) -> bool {
-    let s = std::str::from_utf8(run).unwrap_or_default();
-    let far_future = Date {
-        year: 9999,
-        month: 12,
-        day: 31,
-    };
-    rules::identity_number(s, far_future).is_ok()
 }
 
 crate::json_adapter!(

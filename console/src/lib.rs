@@ -6,9 +6,9 @@
 //! auditor over the same mutual TLS as `gateway audit …` ([`upstream`]), and
 //! every signed checkpoint it shows is checked with a pinned key and proved
 //! consistent with the ones it saw before ([`ledger`]). One entry point,
-//! [`serve`], takes a configuration, a listener and a shutdown signal, so the
-//! `gateway-console` binary, a `gateway console` subcommand and the tests run
-//! the same code.
+//! [`serve`], takes a configuration, a listener and a shutdown signal; [`run`]
+//! binds the listener its flags name, so the `gateway console` subcommand,
+//! the `gateway-console` binary and the tests run the same code.
 
 #![forbid(unsafe_code)]
 
@@ -166,6 +166,35 @@ fn loopback_hosts(addr: SocketAddr) -> Option<Vec<String>> {
         format!("[::1]:{port}"),
         addr.to_string(),
     ])
+}
+
+/// Binds `args.listen` and serves the console there until `shutdown`
+/// completes: what `gateway console` and `gateway-console` run.
+pub async fn run(
+    args: ConsoleArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let listen = args.listen;
+    let config = args.into_config()?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| ServeError::Config(format!("cannot listen on {listen}: {e}")))?;
+    serve(config, listener, shutdown).await
+}
+
+/// Sends the console's logs to standard error, at the level
+/// `GATEWAY_CONSOLE_LOG` names (default `info`), for the binaries that run it.
+pub fn log_to_stderr() -> Result<(), ServeError> {
+    let filter = std::env::var("GATEWAY_CONSOLE_LOG").unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .map_err(|e| ServeError::Config(format!("GATEWAY_CONSOLE_LOG={filter}: {e}")))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init()
+        .map_err(|e| ServeError::Config(format!("cannot set up logging: {e}")))
 }
 
 /// Serves the console on `listener` until `shutdown` completes.

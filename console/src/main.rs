@@ -1,6 +1,8 @@
-//! `gateway-console`: the compliance console on its own, until the
-//! `gateway console` subcommand serves it with the same flags. Logs go to
-//! standard error (`GATEWAY_CONSOLE_LOG`, default `info`).
+//! `gateway-console`: the compliance console on its own, the same as
+//! `gateway console` (which the gateway's command line serves with the same
+//! flags), for hosts that run the console without the gateway's binary, and
+//! for the console's own browser tests. Logs go to standard error
+//! (`GATEWAY_CONSOLE_LOG`, default `info`).
 
 use clap::Parser;
 use compliance_console::ConsoleArgs;
@@ -19,19 +21,8 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let filter = std::env::var("GATEWAY_CONSOLE_LOG").unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter)?)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
-    let listen = cli.args.listen;
-    let config = cli.args.into_config()?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-    compliance_console::serve(config, listener, async {
+    compliance_console::log_to_stderr()?;
+    compliance_console::run(cli.args, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await?;

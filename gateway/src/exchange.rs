@@ -212,6 +212,32 @@ impl ExchangeService {
         })
     }
 
+    /// The case number of a call: of the configured form, and holding no
+    /// personal identifier ([`adapters::rules::find_identifier`]), since it
+    /// is recorded as sent. That refusal is audited by its code alone.
+    async fn case_number<'a>(
+        &self,
+        actor: &str,
+        rpc: &'static str,
+        raw: &'a str,
+    ) -> Result<&'a str, Status> {
+        let case = case_number_of_form(&self.gateway.exchange.case_number_pattern, raw)?;
+        if adapters::rules::find_identifier(case).is_some() {
+            self.deny(
+                actor,
+                rpc,
+                CASE_NUMBER_HOLDS_IDENTIFIER,
+                CASE_NUMBER_HOLDS_IDENTIFIER_MESSAGE,
+                None,
+            )
+            .await?;
+            return Err(Status::invalid_argument(
+                CASE_NUMBER_HOLDS_IDENTIFIER_MESSAGE,
+            ));
+        }
+        Ok(case)
+    }
+
     /// Records a refusal: the first of a window per caller, call and code as
     /// it happens (durably, before the caller hears of it), the repeats
     /// counted into one summary ([`crate::audit::repeats`]).
@@ -242,8 +268,9 @@ impl ExchangeService {
 /// configured form (`[exchange] case_number_pattern`). It is recorded verbatim
 /// in the append-only audit log, so anything else (a name, an address, a
 /// sentence) is refused before anything is logged or audited, and the refusal
-/// names the form, never the text.
-fn case_number<'a>(
+/// names the form, never the text. A case number of the form that holds a
+/// personal identifier is refused by [`ExchangeService::case_number`].
+fn case_number_of_form<'a>(
     pattern: &crate::config::CaseNumberPattern,
     raw: &'a str,
 ) -> Result<&'a str, Status> {
@@ -256,6 +283,10 @@ fn case_number<'a>(
     }
     Ok(case)
 }
+
+/// The refusal of a case number holding an identity or mobile number.
+const CASE_NUMBER_HOLDS_IDENTIFIER: &str = "case_number_holds_identifier";
+const CASE_NUMBER_HOLDS_IDENTIFIER_MESSAGE: &str = "case_number_holds_identifier: the case number holds a run of digits that is an identity or mobile number; case numbers are recorded as sent, so give the case's own number";
 
 /// Opens a sealed record. A failure here means corruption or a missing key.
 fn open_record(gateway: &Gateway, stored: &StoredRecord) -> Result<Record, Status> {
@@ -683,7 +714,9 @@ impl ExchangeService {
         let started = std::time::Instant::now();
         let authorised = self.authorise(request, LOOKUP_PATH).await?;
         let (req, consumer, policy) = (&authorised.req, &authorised.consumer, authorised.policy());
-        let case = case_number(&self.gateway.exchange.case_number_pattern, &req.case_number)?;
+        let case = self
+            .case_number(&format!("union/{consumer}"), LOOKUP_PATH, &req.case_number)
+            .await?;
         let person = adapters::rules::parse_identity_number(&req.id_number).map_err(|code| {
             Status::invalid_argument(format!("the identity number is not valid ({code})"))
         })?;
@@ -910,7 +943,7 @@ impl proto::union_exchange_server::UnionExchange for ExchangeService {
         let authorised = self.authorise(request, RPC).await?;
         let (req, consumer, policy) = (&authorised.req, &authorised.consumer, authorised.policy());
         let actor = format!("union/{consumer}");
-        let case = case_number(&self.gateway.exchange.case_number_pattern, &req.case_number)?;
+        let case = self.case_number(&actor, RPC, &req.case_number).await?;
         let justification = policies::ops::scrub(req.justification.trim());
         if justification.chars().count() < MIN_JUSTIFICATION_CHARS
             || justification.chars().count() > 1000

@@ -9,7 +9,8 @@
 //! bytes per row by a scan of the message's wire form before its rows are
 //! decoded ([`PushCodec`]), the rejections a receipt lists by a cap (counts
 //! by code cover them all), batches per second by a token bucket per agency.
-//! A batch id enters spans, logs and the audit log only once it is valid.
+//! A batch id enters spans, logs and the audit log only once it is valid,
+//! and it is not valid if it holds a personal identifier.
 
 use crate::Gateway;
 use crate::audit::{AuditEvent, BatchPushed};
@@ -76,8 +77,10 @@ impl IngestService {
                 let batch = match next {
                     Ok(b) => b,
                     Err(status) => {
-                        // E.g. a batch over the message size limit: the agency is told
-                        // why; batches acknowledged before stay committed.
+                        // E.g. a batch over the message size limit or a body cut
+                        // short: the agency is told why (the caller's error, as on
+                        // every service); batches acknowledged before stay committed.
+                        let status = crate::status::decode_failure_as_invalid(status);
                         tracing::warn!(%agency, code = ?status.code(), "push stream broke");
                         let _ = tx.send(Err(status)).await;
                         break;
@@ -276,9 +279,8 @@ impl tonic::codec::Decoder for PushCodec {
         if let Some(over) = scan(&message, self.0)? {
             return Ok(Some(Incoming::OverLimit(over)));
         }
-        let batch = <proto::PushBatch as prost::Message>::decode(message).map_err(|_| {
-            Status::invalid_argument("a push message does not decode as a PushBatch")
-        })?;
+        let batch = <proto::PushBatch as prost::Message>::decode(message)
+            .map_err(|_| crate::status::undecodable())?;
         Ok(Some(Incoming::Batch(batch)))
     }
 }
@@ -287,7 +289,7 @@ impl tonic::codec::Decoder for PushCodec {
 /// measures them and the header against `limits`. `Ok(None)` when within
 /// them; `Err` when the bytes are not a protobuf message.
 pub fn scan(message: &[u8], limits: BatchLimits) -> Result<Option<OverLimit>, Status> {
-    let malformed = || Status::invalid_argument("a push message does not decode as a PushBatch");
+    let malformed = crate::status::undecodable;
     let varint = |pos: &mut usize| -> Option<u64> {
         let mut v = 0u64;
         for i in 0..10 {
@@ -437,12 +439,35 @@ fn content_hash(batch: &proto::PushBatch) -> [u8; 32] {
         .expect("SHA-256 is 32 bytes")
 }
 
-fn valid_batch_id(id: &str) -> bool {
-    !id.is_empty()
+/// Why a batch id may not be used (nor repeated in a receipt, a span or the
+/// audit log): its code and fixed message, never quoting it. A batch id is
+/// 1–128 characters of `[A-Za-z0-9._:-]` and holds no personal identifier
+/// ([`adapters::rules::find_identifier`]: an identity or mobile number as a
+/// whole run of digits), since a valid one is recorded as sent.
+fn batch_id_problem(id: &str) -> Option<(&'static str, &'static str)> {
+    let form = !id.is_empty()
         && id.len() <= 128
         && id
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    if !form {
+        return Some((
+            "bad_batch_id",
+            "batch_id must be 1–128 characters of A–Z, a–z, 0–9, '-', '_', '.', ':'",
+        ));
+    }
+    if adapters::rules::find_identifier(id).is_some() {
+        return Some((
+            "batch_id_holds_identifier",
+            "batch_id holds a run of digits that is an identity or mobile number; \
+             batch ids are recorded as sent, so build them from dates, counters or random characters",
+        ));
+    }
+    None
+}
+
+fn valid_batch_id(id: &str) -> bool {
+    batch_id_problem(id).is_none()
 }
 
 /// Seals a canonical record for storage with the gateway's keys
@@ -503,7 +528,9 @@ fn store_failure(e: StoreError) -> Status {
     tracing::error!(error = %e, "batch commit failed");
     crate::status::store_status(
         &e,
-        "the batch could not be stored; it was not applied, re-send it",
+        // A connection to the database lost while committing leaves the
+        // outcome unknown to the gateway too; a re-send is safe either way.
+        "the batch's commit did not complete; it may not have been applied: re-send it with the same batch id (it is applied at most once)",
     )
 }
 
@@ -548,11 +575,8 @@ pub fn process_batch(
         Ok(rejected(&batch, code, message))
     };
 
-    if !valid_batch_id(&batch.batch_id) {
-        return refuse(
-            "bad_batch_id",
-            "batch_id must be 1–128 characters of A–Z, a–z, 0–9, '-', '_', '.', ':'".into(),
-        );
+    if let Some((code, message)) = batch_id_problem(&batch.batch_id) {
+        return refuse(code, message.into());
     }
     let Some(format) = native_format(batch.format) else {
         return refuse(
@@ -747,6 +771,12 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(over.batch_id, "");
+        // Nor one holding an identity number.
+        let id = "hrss-340208197803169486";
+        let over = scan(&encoded(id, b"h", &[b"1", b"2", b"3", b"4"]), LIMITS)
+            .unwrap()
+            .unwrap();
+        assert_eq!(over.batch_id, "");
         // Truncated or impossible wire forms.
         let mut cut = encoded("a", b"h", &[b"1", b"2"]);
         cut.pop();
@@ -761,5 +791,28 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn batch_ids_of_dates_and_counters_pass_identifiers_do_not() {
+        for ok in [
+            "2026-12-05T10:00:00.batch-000123",
+            "hrss-20261205-000123",
+            "20261205100000123456",
+            "b-1",
+            "550e8400-e29b-41d4-a716-446655440000",
+        ] {
+            assert_eq!(batch_id_problem(ok), None, "{ok}");
+        }
+        for (id, code) in [
+            ("batch-340208197803169486", "batch_id_holds_identifier"),
+            ("11010519491231002x", "batch_id_holds_identifier"),
+            ("b:13812345678", "batch_id_holds_identifier"),
+            ("b 1", "bad_batch_id"),
+        ] {
+            let (got, message) = batch_id_problem(id).unwrap();
+            assert_eq!(got, code, "{id}");
+            assert!(!message.contains(id), "{message}");
+        }
     }
 }

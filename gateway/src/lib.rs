@@ -14,12 +14,6 @@
 
 pub mod audit;
 pub mod authz;
-pub mod cli;
-pub mod cli_audit;
-pub mod cli_config;
-pub mod cli_lookup;
-pub mod cli_pull;
-pub mod cli_simulate;
 pub mod client;
 pub mod coalesce;
 pub mod config;
@@ -481,7 +475,8 @@ pub async fn serve(
 
     // Behaviour as small layers, composed here, outermost first: every call
     // timed (refused ones too), who is calling (and may they call this), then
-    // how much and how long they may call.
+    // how much and how long they may call, and an undecodable body answered
+    // as the caller's error on every service.
     let authz_layer = authz::AuthzLayer::new(
         &gateway.trust_domain,
         gateway.store.clone(),
@@ -500,6 +495,7 @@ pub async fn serve(
         .layer(metrics::RpcLayer::new(gateway.metrics.clone()))
         .layer(authz_layer.clone())
         .layer(limit_layer.clone())
+        .layer(status::UndecodableLayer)
         .add_service(health)
         .add_service(reflection)
         .add_service(ingest)

@@ -99,6 +99,9 @@ pub struct Metrics {
     /// Each consumer's position in the change feed: the cursor last sent to
     /// it (or the head it was caught up with), for its lag.
     positions: Arc<Mutex<HashMap<String, u64>>>,
+    /// Whether any reader collects: observable instruments registered on a
+    /// provider without readers are refused by the SDK with an error log.
+    collected: bool,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -144,15 +147,20 @@ impl Metrics {
             }
             builder = builder.with_reader(reader.build());
         }
-        Ok(Metrics::on(builder.build(), registry))
+        let collected = registry.is_some() || !options.otlp_endpoint.is_empty();
+        Ok(Metrics::on(builder.build(), registry, collected))
     }
 
     /// Metrics that go nowhere (no reader: recording costs next to nothing).
     pub fn disabled() -> Metrics {
-        Metrics::on(SdkMeterProvider::builder().build(), None)
+        Metrics::on(SdkMeterProvider::builder().build(), None, false)
     }
 
-    fn on(provider: SdkMeterProvider, registry: Option<prometheus::Registry>) -> Metrics {
+    fn on(
+        provider: SdkMeterProvider,
+        registry: Option<prometheus::Registry>,
+        collected: bool,
+    ) -> Metrics {
         let meter = provider.meter(SERVICE);
         let seconds = |name: &'static str, description: &'static str| {
             meter
@@ -213,6 +221,7 @@ impl Metrics {
             positions: Arc::default(),
             provider,
             registry,
+            collected,
         }
     }
 
@@ -220,6 +229,9 @@ impl Metrics {
     /// size, the age of its last checkpoint and each consumer's lag behind
     /// the change feed `feed`. Called once, when the gateway is set up.
     pub fn observe(&self, store: Arc<dyn Store>, feed: watch::Receiver<u64>) {
+        if !self.collected {
+            return;
+        }
         let meter = self.provider.meter(SERVICE);
         let started_at = store.audit_size().unwrap_or(0);
         let s = store.clone();
@@ -242,14 +254,31 @@ impl Metrics {
                 }
             })
             .build();
+        let s = store.clone();
         meter
             .f64_observable_gauge("gateway.audit.checkpoint.age")
             .with_unit("s")
             .with_description("Seconds since the audit log's last signed checkpoint")
             .with_callback(move |o| {
-                if let Ok(Some(last)) = store.latest_checkpoint() {
+                if let Ok(Some(last)) = s.latest_checkpoint() {
                     let age_ms = crate::audit::now_ms().saturating_sub(last.signed_ms);
                     o.observe(age_ms.max(0) as f64 / 1000.0, &[]);
+                }
+            })
+            .build();
+        meter
+            .u64_observable_gauge("gateway.store.queue_depth")
+            .with_description(
+                "Work waiting inside the store, by queue (audit_entries: queued for the next group commit; writes_waiting: for the writer; index_backlog: audit subjects not yet indexed)",
+            )
+            .with_callback(move |o| {
+                let q = store.queue_depths();
+                for (queue, depth) in [
+                    ("audit_entries", q.audit_entries),
+                    ("writes_waiting", q.writes_waiting),
+                    ("index_backlog", q.index_backlog),
+                ] {
+                    o.observe(depth, &[KeyValue::new("queue", queue)]);
                 }
             })
             .build();

@@ -98,6 +98,9 @@ impl Store for HeldAudit {
         self.reachable()?;
         self.inner.feed_head()
     }
+    fn queue_depths(&self) -> gateway::store::QueueDepths {
+        self.inner.queue_depths()
+    }
     fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
         self.inner.append_audit(entries)
     }
@@ -182,6 +185,13 @@ impl Store for HeldAudit {
     }
     fn checkpoint_at(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError> {
         self.inner.checkpoint_at(size)
+    }
+    fn audit_checkpoints(
+        &self,
+        after_size: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        self.inner.audit_checkpoints(after_size, limit)
     }
     fn save_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError> {
         self.inner.save_checkpoint(checkpoint)

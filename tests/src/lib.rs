@@ -16,6 +16,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod console;
 pub mod held_audit;
 pub mod raw;
 
@@ -506,36 +507,11 @@ impl TestServer {
     /// The scrape endpoint's answer to `GET path` (status line and body), over
     /// plain HTTP/1.1.
     pub async fn scrape_path(&self, path: &str) -> (String, String) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let addr = self.metrics_addr.expect("started with a scrape endpoint");
-        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        tcp.write_all(request.as_bytes()).await.unwrap();
-        let mut response = Vec::new();
-        tcp.read_to_end(&mut response).await.unwrap();
-        let response = String::from_utf8(response).expect("a UTF-8 answer");
-        let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP answer");
-        let status = head.lines().next().unwrap_or_default().to_string();
-        // Chunked transfer encoding: the chunks' bodies, without their sizes.
-        let body = if head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
-            let mut out = String::new();
-            let mut rest = body;
-            while let Some((size, after)) = rest.split_once("\r\n") {
-                let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-                if size == 0 {
-                    break;
-                }
-                out.push_str(&after[..size]);
-                rest = after[size..].trim_start_matches("\r\n");
-            }
-            out
-        } else {
-            body.to_string()
-        };
-        (status, body)
+        http_get(
+            self.metrics_addr.expect("started with a scrape endpoint"),
+            path,
+        )
+        .await
     }
 
     /// The metrics in the Prometheus text format, as a scraper gets them.
@@ -544,6 +520,80 @@ impl TestServer {
         assert!(status.contains(" 200 "), "{status}: {body}");
         body
     }
+}
+
+/// `gateway serve` configured (through its environment) with the PKI, state
+/// and policies given, listening on `addr`; the key file is created if
+/// missing.
+pub fn serve_command(
+    binary: &Path,
+    pki: &TestPki,
+    state: &ServerState,
+    policies_dir: &Path,
+    addr: SocketAddr,
+) -> std::process::Command {
+    if !state.keys_file().exists() {
+        gateway::keys::Keys::generate_file(&state.keys_file()).unwrap();
+    }
+    let mut command = std::process::Command::new(binary);
+    command
+        .arg("serve")
+        .env("GATEWAY_LISTEN", addr.to_string())
+        .env("GATEWAY_DATA_DIR", state.data_dir())
+        .envs(state.store_env())
+        .env("GATEWAY_KEYS_FILE", state.keys_file())
+        .env("GATEWAY_DEV_MODE", "false")
+        .env("GATEWAY_TRUST_DOMAIN", TRUST_DOMAIN)
+        .env("GATEWAY_POLICIES_DIR", policies_dir)
+        .env("GATEWAY_TLS_CA", pki.path("ca.pem"))
+        .env("GATEWAY_TLS_CERT", pki.path("server.pem"))
+        .env("GATEWAY_TLS_KEY", pki.path("server.key"))
+        .env("GATEWAY_TLS_CRLS", pki.path("crl.pem"))
+        .env("GATEWAY_LOG", "warn");
+    command
+}
+
+/// The answer to `GET path` at `addr` (status line and body), over plain
+/// HTTP/1.1: the metrics scrape endpoint and the compliance console.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tcp.read_to_end(&mut response).await.unwrap();
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP answer");
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let body = &response[split + 4..];
+    let status = head.lines().next().unwrap_or_default().to_string();
+    // Chunked transfer encoding: the chunks' bodies, without their sizes
+    // (in bytes: a chunk may end inside a character).
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = Vec::new();
+        let mut rest = body;
+        while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+            let size = std::str::from_utf8(&rest[..eol]).unwrap_or_default();
+            let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if size == 0 {
+                break;
+            }
+            let after = &rest[eol + 2..];
+            out.extend_from_slice(&after[..size]);
+            rest = after[size..]
+                .strip_prefix(b"\r\n")
+                .unwrap_or(&after[size..]);
+        }
+        out
+    } else {
+        body.to_vec()
+    };
+    (status, String::from_utf8(body).expect("a UTF-8 answer"))
 }
 
 /// The real `gateway serve` as a child process (for crash tests).
@@ -572,23 +622,7 @@ impl ProcessServer {
             .unwrap()
             .port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        if !state.keys_file().exists() {
-            gateway::keys::Keys::generate_file(&state.keys_file()).unwrap();
-        }
-        let child = std::process::Command::new(binary)
-            .arg("serve")
-            .env("GATEWAY_LISTEN", addr.to_string())
-            .env("GATEWAY_DATA_DIR", state.data_dir())
-            .envs(state.store_env())
-            .env("GATEWAY_KEYS_FILE", state.keys_file())
-            .env("GATEWAY_DEV_MODE", "false")
-            .env("GATEWAY_TRUST_DOMAIN", TRUST_DOMAIN)
-            .env("GATEWAY_POLICIES_DIR", policies_dir)
-            .env("GATEWAY_TLS_CA", pki.path("ca.pem"))
-            .env("GATEWAY_TLS_CERT", pki.path("server.pem"))
-            .env("GATEWAY_TLS_KEY", pki.path("server.key"))
-            .env("GATEWAY_TLS_CRLS", pki.path("crl.pem"))
-            .env("GATEWAY_LOG", "warn")
+        let child = serve_command(binary, pki, state, policies_dir, addr)
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("start gateway");
@@ -733,6 +767,25 @@ pub fn synthetic_hrss_row_with_status(
         i % 1000
     );
     encoding_rs::GBK.encode(&line).0.into_owned()
+}
+
+/// Pushes `batches` in one stream as the agency on `channel` and returns
+/// every receipt, in order, until the server ends the stream.
+pub async fn push_batches(
+    channel: &Channel,
+    batches: Vec<gateway::proto::PushBatch>,
+) -> Vec<gateway::proto::BatchReceipt> {
+    let mut receipts =
+        gateway::proto::agency_ingest_client::AgencyIngestClient::new(channel.clone())
+            .push(tokio_stream::iter(batches))
+            .await
+            .unwrap()
+            .into_inner();
+    let mut got = Vec::new();
+    while let Some(r) = receipts.message().await.unwrap() {
+        got.push(r);
+    }
+    got
 }
 
 /// Pushes one batch of hrss rows (GBK CSV) as the agency on `channel` and

@@ -55,7 +55,7 @@ async fn queries_and_exports_naming_a_person_appear_in_the_persons_report() {
         .await
         .unwrap();
     let (_, exported_size) =
-        gateway::cli_audit::export_to_file(oversight, &out.path().join("audit.jsonl"))
+        gateway_cli::cmd::audit::export_to_file(oversight, &out.path().join("audit.jsonl"))
             .await
             .unwrap();
 

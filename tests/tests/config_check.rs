@@ -139,9 +139,25 @@ crls = ["{crl}"]
     );
     assert_eq!(stdout.trim(), "ok");
 
+    // --online: a store whose schema is newer than this build knows (a
+    // rollback to an older binary) is a problem, naming both versions.
+    let data = dir.path().join("data");
+    drop(gateway::store::sqlite::SqliteStore::open(&data).unwrap());
+    let newer = gateway::store::sqlite::SCHEMA_VERSION + 1;
+    rusqlite::Connection::open(data.join("gateway.db"))
+        .unwrap()
+        .pragma_update(None, "user_version", newer)
+        .unwrap();
+    let out = config_check(&config, true);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("data_dir: ") && stdout.contains(&format!("schema is version {newer}")),
+        "{stdout}"
+    );
+
     // --online: a data directory that cannot be opened is a problem (here
     // a file stands where it should be).
-    let data = dir.path().join("data");
     std::fs::remove_dir_all(&data).unwrap();
     std::fs::write(&data, b"not a directory").unwrap();
     let out = config_check(&config, true);

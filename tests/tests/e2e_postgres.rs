@@ -6,6 +6,10 @@
 //! with `cargo test -p gateway-tests --test e2e_postgres lookup::`.
 //!
 //! Not included, each for its reason:
+//! - `backup_restore`: `gateway backup` copies the embedded store (PostgreSQL
+//!   deployments use pg_dump / pg_basebackup, see the README);
+//! - `store_upgrade`: migrates a first-release SQLite file (the PostgreSQL
+//!   schema starts at its own version 1);
 //! - `cli_quickstart`: the quickstart is the embedded store by definition (no [store] url);
 //! - `cli_simulate`: starts no gateway store;
 //! - `config_check`: checks configuration files only;
@@ -47,6 +51,8 @@ mod audit_verify_strict;
 
 mod capabilities;
 
+mod cli_console;
+
 mod cli_pull_resume;
 
 mod crash_durability;
@@ -58,6 +64,8 @@ mod fuzz_grpc;
 mod health_and_reflection;
 
 mod hostile_values;
+
+mod identifiers_in_recorded_fields;
 
 mod key_rotation;
 
@@ -100,5 +108,7 @@ mod reidentification;
 mod revocation_reload;
 
 mod role_matrix;
+
+mod undecodable_bodies;
 
 mod replicas;

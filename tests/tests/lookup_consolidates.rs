@@ -46,7 +46,7 @@ async fn lookup_consolidates_all_six_agencies_for_one_person() {
         .await
         .unwrap();
     // 汤文国, typed with a stray ideographic space as from a paper form.
-    let answer = gateway::cli_lookup::lookup(
+    let answer = gateway_cli::cmd::lookup::lookup(
         union,
         "340208200412065617\u{3000}",
         "KN-2026-0100",
@@ -82,7 +82,7 @@ async fn lookup_consolidates_all_six_agencies_for_one_person() {
             assert_eq!(p.value, answer.subject);
         }
     }
-    let text = gateway::cli_lookup::summary(&answer, "KN-2026-0100", "hardship_application");
+    let text = gateway_cli::cmd::lookup::summary(&answer, "KN-2026-0100", "hardship_application");
     assert!(
         !text.contains("340208200412065617") && !text.contains("汤文国"),
         "{text}"

@@ -144,6 +144,7 @@ fn known_label_values() -> BTreeMap<&'static str, BTreeSet<String>> {
         "field_mismatch",
         "encoding",
         "bad_batch_id",
+        "batch_id_holds_identifier",
         "missing_format",
         "no_adapter",
         "format_mismatch",
@@ -184,6 +185,7 @@ fn known_label_values() -> BTreeMap<&'static str, BTreeSet<String>> {
         "invalid_token",
         "field_no_longer_sealed",
         "policy_withdrawn",
+        "case_number_holds_identifier",
     ]);
     reasons.extend(
         gateway::tls::RefusalReason::ALL
@@ -216,6 +218,10 @@ fn known_label_values() -> BTreeMap<&'static str, BTreeSet<String>> {
         (
             "operation",
             set(&["batch", "pull_page", "lookup", "reidentification"]),
+        ),
+        (
+            "queue",
+            set(&["audit_entries", "writes_waiting", "index_backlog"]),
         ),
         ("rpc_system", set(&["grpc"])),
         ("rpc_service", services),
@@ -460,6 +466,16 @@ async fn the_scrape_endpoint_counts_what_was_pushed_with_bounded_labels_and_no_i
     assert!(tree > 0.0 && tree <= size, "{tree} of {size}");
     assert!(value("gateway_audit_entries_total", &[]) > 0.0);
     assert!(value("gateway_audit_checkpoint_age_seconds", &[]) >= 0.0);
+    // The store's queues: every one reported (idle now, or nearly).
+    for queue in ["audit_entries", "writes_waiting", "index_backlog"] {
+        assert!(
+            samples.iter().any(|s| s.name == "gateway_store_queue_depth"
+                && s.labels.iter().any(|(k, v)| k == "queue" && v == queue)),
+            "no depth for {queue}"
+        );
+        let depth = value("gateway_store_queue_depth", &[("queue", queue)]);
+        assert!((0.0..1_000.0).contains(&depth), "{queue}: {depth}");
+    }
 
     // Every label value belongs to a known finite set.
     let known = known_label_values();

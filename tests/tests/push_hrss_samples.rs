@@ -80,7 +80,7 @@ async fn hrss_sample_rows_get_their_labelled_outcomes() {
 
 #[tokio::test]
 async fn a_batch_id_reused_for_other_content_is_refused_and_a_bad_header_names_the_column() {
-    use gateway::proto::{self, agency_ingest_client::AgencyIngestClient};
+    use gateway::proto;
     let mut pki = TestPki::new();
     pki.issue("agency/hrss");
     let state = ServerState::new();
@@ -108,16 +108,7 @@ async fn a_batch_id_reused_for_other_content_is_refused_and_a_bad_header_names_t
         batch("b-2", bad_header, rows[..5].to_vec()),
         batch("b-3", header.clone(), rows[10..12].to_vec()),
     ];
-    let mut client = AgencyIngestClient::new(channel);
-    let mut receipts = client
-        .push(tokio_stream::iter(batches))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut got = Vec::new();
-    while let Some(r) = receipts.message().await.unwrap() {
-        got.push(r);
-    }
+    let got = gateway_tests::push_batches(&channel, batches).await;
     assert_eq!(
         got.len(),
         4,

@@ -66,15 +66,7 @@ async fn batches_over_a_limit_are_rejected_whole_and_the_stream_goes_on() {
         batch("many-bad", bad_rows),
         batch("good", synthetic_hrss_rows(0, 3)),
     ];
-    let mut receipts = gateway::proto::agency_ingest_client::AgencyIngestClient::new(agency)
-        .push(tokio_stream::iter(batches))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut got = Vec::new();
-    while let Some(r) = receipts.message().await.unwrap() {
-        got.push(r);
-    }
+    let got = gateway_tests::push_batches(&agency, batches).await;
     assert_eq!(got.len(), 5, "the stream survived every refusal: {got:?}");
     assert_eq!(code(&got[0]), "too_many_rows");
     assert!(

@@ -26,6 +26,7 @@ use axum::extract::{Extension, Form, State};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use gateway::audit::Value;
+use gateway::audit::report::format_ms;
 use http::{HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -139,19 +140,8 @@ pub(crate) fn when(ms: i64, offset: time::UtcOffset) -> When {
         .unwrap_or_default();
     When {
         shown,
-        iso: rfc3339_ms(ms),
+        iso: format_ms(ms),
     }
-}
-
-/// RFC 3339 in UTC to the millisecond, as `gateway audit` prints times.
-pub(crate) fn rfc3339_ms(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| ms.to_string())
 }
 
 pub(crate) fn render(template: impl Template) -> Response {
@@ -347,7 +337,7 @@ mod tests {
 
     #[test]
     fn times_read_as_the_command_line_prints_them() {
-        assert_eq!(rfc3339_ms(1_767_225_600_123), "2026-01-01T00:00:00.123Z");
+        assert_eq!(format_ms(1_767_225_600_123), "2026-01-01T00:00:00.123Z");
     }
 
     #[test]

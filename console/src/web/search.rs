@@ -11,6 +11,7 @@ use askama::Template;
 use axum::body::{Body, Bytes};
 use axum::extract::{Extension, Form, Path, Query, State};
 use axum::response::{IntoResponse, Response};
+use gateway::audit::report::format_ms;
 use gateway::audit::{CanonicalEntry, Value};
 use gateway::proto;
 use http::{HeaderValue, StatusCode, header};
@@ -402,7 +403,7 @@ fn csv_response(app: Arc<App>, mut q: proto::AuditQuery) -> Response {
                     .collect();
                 let _ = w.write_record([
                     e.seq.to_string(),
-                    super::rfc3339_ms(e.at_unix_ms),
+                    format_ms(e.at_unix_ms),
                     cell(&e.actor),
                     cell(&e.action),
                     cell(&e.outcome),

@@ -10,6 +10,7 @@ mod checkpoint_history;
 mod csv_download;
 mod entry_inclusion;
 mod language;
+mod overview_tables_fit;
 mod person_report;
 mod privacy;
 mod search;

@@ -74,7 +74,7 @@ async fn the_person_report_matches_the_cli_report() -> Res {
         })
         .await?
         .into_inner();
-    let json = gateway::cli_audit::report_json(&report);
+    let json = gateway::audit::report::json(&report);
     assert_eq!(json["chain_complete"], true);
     let items = json["items"].as_array().unwrap();
     let last = items.last().unwrap();

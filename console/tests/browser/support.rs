@@ -1,7 +1,7 @@
 //! The browser tests' world: a real gateway (in-process, `TestServer`,
 //! loaded with the six agencies' samples and some union and refused
 //! traffic), the real console as its own process (`gateway-console`, its
-//! standard error captured), and headless Chromium driven through
+//! standard error captured: `gateway_tests::console`), and headless Chromium driven through
 //! chromedriver's WebDriver API (fantoccini over plain HTTP on loopback).
 //!
 //! Without chromium and chromedriver installed the tests say so and pass,
@@ -13,12 +13,13 @@
 use fantoccini::{Client, ClientBuilder, Locator};
 use gateway::client::{PushOptions, push_file};
 use gateway::proto::{self, audit_client::AuditClient};
-use gateway_tests::{ServerState, TRUST_DOMAIN, TestPki, TestServer, sample};
-use std::io::{BufRead, BufReader, Write as _};
+use gateway_tests::console::ConsoleProcess;
+use gateway_tests::{ServerState, TestPki, TestServer, sample};
+use std::io::Write as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
@@ -202,84 +203,6 @@ impl Browser {
     }
 }
 
-/// The console binary as a child process, its standard error kept.
-pub struct ConsoleProcess {
-    child: Child,
-    pub url: String,
-    logs: Arc<Mutex<Vec<String>>>,
-    pub dir: TempDir,
-}
-
-impl ConsoleProcess {
-    pub fn start(server: &TestServer, pki: &TestPki, state: &ServerState) -> Res<ConsoleProcess> {
-        Self::start_in(tempfile::tempdir()?, server, pki, state)
-    }
-
-    fn start_in(
-        dir: TempDir,
-        server: &TestServer,
-        pki: &TestPki,
-        state: &ServerState,
-    ) -> Res<ConsoleProcess> {
-        // The key an officer pins, as the gateway writes it to <data_dir>/audit-log.vkey.
-        let keys = gateway::keys::Keys::load(&state.keys_file(), false)?;
-        let vkey = gateway::audit::log::vkey(TRUST_DOMAIN, keys.audit_log_seed())?;
-        let vkey_file = dir.path().join("audit-log.vkey");
-        std::fs::write(&vkey_file, format!("{vkey}\n"))?;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gateway-console"))
-            .arg("--addr")
-            .arg(server.addr.to_string())
-            .arg("--identity")
-            .arg("auditor/compliance")
-            .arg("--certs-dir")
-            .arg(pki.dir.path())
-            .arg("--log-key")
-            .arg(&vkey_file)
-            .arg("--state")
-            .arg(dir.path().join("state.json"))
-            .args(["--listen", "127.0.0.1:0", "--refresh-secs", "3600"])
-            .env("GATEWAY_CONSOLE_LOG", "debug")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let stderr = child.stderr.take().ok_or("no stderr")?;
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(url) = line
-                    .split_whitespace()
-                    .find_map(|w| w.strip_prefix("url=http://"))
-                {
-                    let _ = tx.send(format!("http://{}", url.trim_end_matches('/')));
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let url = rx
-            .recv_timeout(Duration::from_secs(30))
-            .map_err(|_| "the console did not say where it listens")?;
-        Ok(ConsoleProcess {
-            child,
-            url,
-            logs,
-            dir,
-        })
-    }
-
-    pub fn logs(&self) -> Vec<String> {
-        self.logs.lock().unwrap().clone()
-    }
-}
-
-impl Drop for ConsoleProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A gateway with the samples pushed and some traffic, the console on it,
 /// and a browser.
 pub struct Env {
@@ -323,7 +246,14 @@ impl Env {
         let state = ServerState::new();
         let server = TestServer::start(&pki, &state).await;
         traffic(&server, &pki).await;
-        let console = ConsoleProcess::start(&server, &pki, &state).expect("start the console");
+        let console = ConsoleProcess::start(
+            Path::new(env!("CARGO_BIN_EXE_gateway-console")),
+            &[],
+            &server,
+            &pki,
+            &state,
+        )
+        .expect("start the console");
         let browser = Browser::start(&chromium, &driver)
             .await
             .expect("start chromium through chromedriver");
@@ -504,11 +434,7 @@ impl Env {
 
     /// The console stopped and started again on the same state file.
     pub fn restart_console(&mut self) -> Res {
-        let dir = std::mem::replace(&mut self.console.dir, tempfile::tempdir()?);
-        let _ = self.console.child.kill();
-        let _ = self.console.child.wait();
-        self.console = ConsoleProcess::start_in(dir, &self.server, &self.pki, &self.state)?;
-        Ok(())
+        self.console.restart(&self.server, &self.pki, &self.state)
     }
 
     /// One more audited call (a look-up of someone nobody pushed).

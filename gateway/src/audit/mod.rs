@@ -10,7 +10,8 @@
 //! [`encoding`] defines the canonical bytes of an entry (its Merkle leaf, see
 //! `ENCODING.md`); the store appends leaves and tree nodes in the same
 //! transaction as the change recorded; [`log`] signs checkpoints; [`service`]
-//! is the `Audit` gRPC service; [`export`] writes and verifies export files;
+//! is the `Audit` gRPC service; [`export`] writes and verifies export files,
+//! and [`verify_store`] checks a whole store's log offline the same way;
 //! [`notes`] keeps free text an entry commits to beside the log, erasable.
 
 pub mod encoding;
@@ -18,7 +19,9 @@ pub mod export;
 pub mod log;
 pub mod notes;
 pub mod repeats;
+pub mod report;
 pub mod service;
+pub mod verify_store;
 
 pub use encoding::{CanonicalEntry, SubjectRef, Value};
 pub use log::{AuditLog, CheckpointPolicy};
@@ -188,8 +191,8 @@ const HASH_KEYS: [&str; 5] = [
 ];
 
 /// Safety net for caller-typed text (purposes, case numbers, reasons quoting
-/// them): an identity number (18 characters with a valid check character, or
-/// the old 15-digit form) or a mobile number (11 digits, `1[3-9]…`) becomes
+/// them): an identity number (18 characters, or the old 15-digit form) or a
+/// mobile number, as [`adapters::rules::find_identifier`] finds them, becomes
 /// `[redacted]`, so no raw identifier reaches the log even if typed into the
 /// wrong field. Returns whether anything was removed.
 pub fn redact_identifiers(v: &mut Value, key: Option<&str>) -> bool {
@@ -214,61 +217,29 @@ pub fn redact_identifiers(v: &mut Value, key: Option<&str>) -> bool {
     }
 }
 
-fn looks_like_identifier(run: &[u8]) -> bool {
-    match run.len() {
-        18 => adapters::rules::has_id_checksum(run),
-        15 => run.iter().all(u8::is_ascii_digit),
-        11 => {
-            run[0] == b'1' && (b'3'..=b'9').contains(&run[1]) && run.iter().all(u8::is_ascii_digit)
-        }
-        _ => false,
-    }
-}
-
-/// `None` when `s` holds nothing to redact.
+/// `None` when `s` holds nothing to redact. What counts as an identifier is
+/// [`adapters::rules::identifier_kind`], the rule batch ids and case numbers
+/// are refused by.
 fn redact_text(s: &str) -> Option<String> {
-    let ascii_digit = |c: char| -> Option<u8> {
-        match c {
-            '0'..='9' => Some(c as u8),
-            '０'..='９' => Some(b'0' + (c as u32 - '０' as u32) as u8),
-            _ => None,
+    let mut found = Vec::new();
+    adapters::rules::for_each_digit_run(s, |run, at| {
+        if adapters::rules::identifier_kind(run).is_some() {
+            found.push(at);
         }
-    };
-    // Most text holds no run of 11 or more digits (the shortest identifier):
-    // then nothing is copied.
-    let (mut run, mut longest) = (0, 0);
-    for c in s.chars() {
-        run = if ascii_digit(c).is_some() { run + 1 } else { 0 };
-        longest = longest.max(run);
-    }
-    if longest < 11 {
+        false
+    });
+    if found.is_empty() {
         return None;
     }
-    let chars: Vec<char> = s.chars().collect();
     let mut out = String::with_capacity(s.len());
-    let (mut i, mut hit) = (0, false);
-    while i < chars.len() {
-        let start = i;
-        let mut run = Vec::new();
-        while let Some(d) = chars.get(i).and_then(|&c| ascii_digit(c)) {
-            run.push(d);
-            i += 1;
-        }
-        if run.len() == 17 && matches!(chars.get(i), Some('X' | 'x' | 'Ｘ' | 'ｘ')) {
-            run.push(b'X');
-            i += 1;
-        }
-        if run.is_empty() {
-            out.push(chars[i]);
-            i += 1;
-        } else if looks_like_identifier(&run) {
-            out.push_str("[redacted]");
-            hit = true;
-        } else {
-            out.extend(&chars[start..i]);
-        }
+    let mut kept = 0;
+    for at in found {
+        out.push_str(&s[kept..at.start]);
+        out.push_str("[redacted]");
+        kept = at.end;
     }
-    hit.then_some(out)
+    out.push_str(&s[kept..]);
+    Some(out)
 }
 
 /// An agency pushed a batch (committed, duplicate re-send or rejected whole).

@@ -27,13 +27,18 @@
 //!   its sealed text for good and appends the erasure's entry, atomically; the
 //!   entry, its leaf and the tree never change.
 //!
+//! - The store records its schema version; opening it runs the pending
+//!   forward migrations in one transaction and refuses a newer schema
+//!   ([`schema_version`]).
+//!
 //! This file holds the trait and the types every backend shares, and names no
-//! backend's types; [`audit_tree`] is the shared tree; each backend lives in a
-//! folder of its own, split by concern ([`sqlite`], [`postgres`]); [`select`]
-//! opens the one the configuration names.
+//! backend's types; [`audit_tree`] is the shared tree, [`schema_version`] the
+//! version check; each backend lives in a folder of its own, split by concern
+//! ([`sqlite`], [`postgres`]); [`select`] opens the one the configuration names.
 
 pub mod audit_tree;
 pub mod postgres;
+pub mod schema_version;
 pub mod select;
 pub mod sqlite;
 
@@ -68,6 +73,10 @@ pub enum StoreError {
     /// A root or proof was asked for sizes or indexes the audit tree lacks.
     #[error("audit tree: {0}")]
     Proof(#[from] tlog::ProofError),
+    /// The store's schema cannot be used by this gateway (written by a
+    /// newer one, or not a gateway store): found when it is opened.
+    #[error(transparent)]
+    Schema(#[from] schema_version::SchemaError),
     /// Any other failure of the backend.
     #[error("storage failure: {source}")]
     Backend { source: ErrorSource },
@@ -507,16 +516,38 @@ macro_rules! store_via_inner {
             ) -> Result<Option<$crate::store::StoredCheckpoint>, $crate::store::StoreError> {
                 self.inner.checkpoint_at(size)
             }
+            fn audit_checkpoints(
+                &self,
+                after_size: u64,
+                limit: usize,
+            ) -> Result<Vec<$crate::store::StoredCheckpoint>, $crate::store::StoreError> {
+                self.inner.audit_checkpoints(after_size, limit)
+            }
             fn save_checkpoint(
                 &self,
                 checkpoint: &$crate::store::StoredCheckpoint,
             ) -> Result<(), $crate::store::StoreError> {
                 self.inner.save_checkpoint(checkpoint)
             }
+            fn queue_depths(&self) -> $crate::store::QueueDepths {
+                self.inner.queue_depths()
+            }
         }
     };
 }
 pub(crate) use store_via_inner;
+
+/// Work waiting inside a store, for the operator's metrics: a queue that
+/// keeps growing says the store cannot keep up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueDepths {
+    /// Audit entries queued for the next group commit.
+    pub audit_entries: u64,
+    /// Writes waiting for the store's writer.
+    pub writes_waiting: u64,
+    /// Committed audit subjects not yet in the subject index (an estimate).
+    pub index_backlog: u64,
+}
 
 /// The storage interface. Methods block; async callers use `spawn_blocking`.
 pub trait Store: Send + Sync + 'static {
@@ -563,6 +594,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<StoredRecord>, StoreError>;
     /// The highest seq in the change feed.
     fn feed_head(&self) -> Result<u64, StoreError>;
+    /// What is waiting inside the store now (cheap: no I/O).
+    fn queue_depths(&self) -> QueueDepths;
     /// Durably appends audit entries (for events that change nothing else), as
     /// Merkle leaves with their tree nodes, in one transaction (one fsync).
     fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError>;
@@ -627,5 +660,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<u64, StoreError>;
     fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError>;
     fn checkpoint_at(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError>;
+    /// The stored checkpoints of sizes above `after_size`, smallest first,
+    /// at most `limit` (an offline check of the whole log reads them all).
+    fn audit_checkpoints(
+        &self,
+        after_size: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredCheckpoint>, StoreError>;
     fn save_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError>;
 }

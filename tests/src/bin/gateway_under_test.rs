@@ -2,5 +2,5 @@
 static ALLOCATOR: gateway::Allocator = gateway::Allocator {};
 
 fn main() {
-    gateway::cli::main()
+    gateway_cli::main()
 }

@@ -134,7 +134,7 @@ pub async fn export(server: &TestServer, pki: &TestPki, dir: &Path, name: &str) 
         .connect(&pki.client("auditor/compliance"))
         .await
         .unwrap();
-    gateway::cli_audit::export_to_file(channel, &path)
+    gateway_cli::cmd::audit::export_to_file(channel, &path)
         .await
         .unwrap();
     path

@@ -45,6 +45,26 @@ impl Inner {
         })
     }
 
+    pub(super) fn audit_checkpoints(
+        &self,
+        after_size: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        self.read(|db| {
+            let rows = db.query(
+                "SELECT size, root, note, signed_ms FROM audit_checkpoints
+                 WHERE size > $1 ORDER BY size LIMIT $2",
+                &[
+                    &i64::try_from(after_size).unwrap_or(i64::MAX),
+                    &i64::try_from(limit).unwrap_or(i64::MAX),
+                ],
+            )?;
+            rows.into_iter()
+                .map(|row| Ok(checkpoint(Some(row))?.expect("a row")))
+                .collect()
+        })
+    }
+
     pub(super) fn save_checkpoint(&self, cp: &StoredCheckpoint) -> Result<(), StoreError> {
         self.write(|db, _| {
             // Appends wait meanwhile (and so do other replicas' saves).

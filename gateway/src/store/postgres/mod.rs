@@ -98,6 +98,21 @@ struct Inner {
     stopping: AtomicBool,
 }
 
+impl Inner {
+    /// This replica's queues: its audit appends waiting for the committer,
+    /// and the calls waiting for a pooled connection (a database that cannot
+    /// keep up shows as a growing wait). The subject index is a table of the
+    /// same transaction here: no backlog.
+    fn queue_depths(&self) -> crate::store::QueueDepths {
+        let queued = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        crate::store::QueueDepths {
+            audit_entries: queued.iter().map(|(e, _)| e.len() as u64).sum(),
+            writes_waiting: self.pool.status().waiting as u64,
+            index_backlog: 0,
+        }
+    }
+}
+
 impl PgStore {
     /// Connects to the database `url` names (`postgres://…`; TLS as its
     /// `sslmode` says, verified against the PEM roots in `ca_file`), brings

@@ -53,6 +53,31 @@ impl Inner {
         })
     }
 
+    pub(super) fn audit_checkpoints(
+        &self,
+        after_size: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        self.read(|c| {
+            let rows = c
+                .prepare_cached(
+                    "SELECT size, root, note, signed_ms FROM audit_checkpoints
+                     WHERE size > ?1 ORDER BY size LIMIT ?2",
+                )?
+                .query_map(
+                    params![
+                        super::after_position(after_size),
+                        i64::try_from(limit).unwrap_or(i64::MAX)
+                    ],
+                    row_to_checkpoint,
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter()
+                .map(|row| Ok(checkpoint_from_row(Some(row))?.expect("a row")))
+                .collect()
+        })
+    }
+
     pub(super) fn save_checkpoint(&self, cp: &StoredCheckpoint) -> Result<(), StoreError> {
         // Not a records change: a checkpoint is signed every thousand
         // entries, several times a second under look-ups.

@@ -21,11 +21,12 @@
 //! `readers` (pooled read connections and records snapshots, with
 //! `sealed_rows`), `records` (batches, feed, look-ups), `audit_log`,
 //! `audit_tree`, `notes`, `checkpoints`, `meta`, `errors` (how SQLite failures
-//! map to the store's), and the three threads:
+//! map to the store's), `backup` (online backup and restore), and the three threads:
 //! `committer`, `indexer`, `checkpointer`.
 
 mod audit_log;
 mod audit_tree;
+pub mod backup;
 mod checkpointer;
 mod checkpoints;
 mod committer;
@@ -42,7 +43,7 @@ mod subjects;
 mod tests;
 mod writer;
 
-use super::{AuditAppendDone, StoreError};
+use super::{AuditAppendDone, QueueDepths, StoreError};
 use crate::audit::AuditEntry;
 use readers::ReaderPool;
 use rusqlite::{Connection, params};
@@ -61,6 +62,28 @@ use writer::Writer;
 /// at 64 MiB one in ten does (an employer's first).
 const PERSON_ROWS_BUDGET: usize = 16 << 20;
 const ENTERPRISE_ROWS_BUDGET: usize = 64 << 20;
+
+/// The schema version this build creates and serves (older ones are
+/// migrated when the store is opened).
+pub const SCHEMA_VERSION: u32 = schema::CURRENT;
+
+/// The schema version of the store in `data_dir` (`None`: no store there
+/// yet), read without writing anything, so it is safe beside a serving
+/// gateway; an error if this build could not open it (a newer schema, or no
+/// gateway store).
+pub fn stored_schema_version(data_dir: &Path) -> Result<Option<u32>, StoreError> {
+    let db = data_dir.join("gateway.db");
+    if !db.exists() {
+        return Ok(None);
+    }
+    let c = Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    schema::configure(&c)?;
+    let found = schema::version_of(&c)?;
+    if let Some(v) = found {
+        super::schema_version::pending(v, &schema::MIGRATIONS)?;
+    }
+    Ok(found)
+}
 
 /// The store: a handle on the state its threads share.
 pub struct SqliteStore {
@@ -99,6 +122,8 @@ struct Inner {
     draining: AtomicBool,
     /// Subject rows committed but not indexed yet (an estimate).
     index_backlog: std::sync::atomic::AtomicUsize,
+    /// Writes waiting for the writer connection.
+    writes_waiting: std::sync::atomic::AtomicUsize,
     stopping: AtomicBool,
 }
 
@@ -140,6 +165,7 @@ impl SqliteStore {
             index_wake: Mutex::new(false),
             index_ready: Condvar::new(),
             index_backlog: Default::default(),
+            writes_waiting: Default::default(),
             commits: Default::default(),
             checkpoint_stop: Mutex::new(()),
             checkpoint_ready: Condvar::new(),
@@ -205,6 +231,17 @@ impl Drop for SqliteStore {
 }
 
 crate::store::store_via_inner!(SqliteStore, shared: false);
+
+impl Inner {
+    fn queue_depths(&self) -> QueueDepths {
+        let queued = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        QueueDepths {
+            audit_entries: queued.iter().map(|(e, _)| e.len() as u64).sum(),
+            writes_waiting: self.writes_waiting.load(Ordering::Relaxed) as u64,
+            index_backlog: self.index_backlog.load(Ordering::Relaxed) as u64,
+        }
+    }
+}
 
 /// A caller's "after this position" (a pull cursor, an audit page's
 /// `after_seq`) as SQLite compares it. Positions are signed 64-bit there; one

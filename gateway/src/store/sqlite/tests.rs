@@ -268,6 +268,8 @@ mod audit_tree_tests {
             )
             .unwrap();
             c.execute("DELETE FROM audit_leaves", []).unwrap();
+            // The version before audit_leaves (migration 5 moves the tile).
+            c.pragma_update(None, "user_version", 4).unwrap();
         }
         let store = SqliteStore::open(dir.path()).unwrap();
         assert_eq!(store.audit_size().unwrap(), 300);
@@ -430,5 +432,171 @@ mod reidentification_tests {
         }
         let wait = store.take_reidentification("a", later, HOUR, 20).unwrap();
         assert_eq!(wait, Err(t0 + 2 * HOUR - 1000 - later));
+    }
+}
+
+mod schema_tests {
+    use super::*;
+    use crate::store::schema_version::SchemaError;
+
+    /// The first release's DDL, as kept for the upgrade tests.
+    const V1: &str = include_str!("../../../../tests/fixtures/schema/sqlite-v1.sql");
+
+    /// A database's layout: each table (WITHOUT ROWID or not, its columns
+    /// with type, NOT NULL, default and key position) and each index (its
+    /// SQL, spaces collapsed), in name order.
+    fn layout(c: &Connection) -> Vec<String> {
+        let objects: Vec<(String, String, Option<String>)> = c
+            .prepare(
+                "SELECT type, name, sql FROM sqlite_master
+                 WHERE type IN ('table', 'index') AND name NOT LIKE 'sqlite_%' ORDER BY type, name",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let mut out = Vec::new();
+        for (kind, name, sql) in objects {
+            let sql = sql.unwrap_or_default();
+            if kind == "index" {
+                out.push(format!(
+                    "index {name}: {}",
+                    sql.replace("IF NOT EXISTS ", "")
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ));
+                continue;
+            }
+            let without_rowid = sql.to_ascii_uppercase().contains("WITHOUT ROWID");
+            let columns: Vec<String> = c
+                .prepare(&format!("PRAGMA table_info(\"{name}\")"))
+                .unwrap()
+                .query_map([], |r| {
+                    Ok(format!(
+                        "{} {} notnull={} default={:?} pk={}",
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                        r.get::<_, i64>(5)?
+                    ))
+                })
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            out.push(format!(
+                "table {name} without_rowid={without_rowid}: {}",
+                columns.join(", ")
+            ));
+        }
+        out
+    }
+
+    fn version(dir: &std::path::Path) -> u32 {
+        Connection::open(dir.join("gateway.db"))
+            .unwrap()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap()
+    }
+
+    /// Every change since the first release is a migration: the first
+    /// release's schema, migrated, is the schema a new store gets.
+    #[test]
+    fn the_first_release_schema_migrated_is_the_current_schema() {
+        let (old, new) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        Connection::open(old.path().join("gateway.db"))
+            .unwrap()
+            .execute_batch(V1)
+            .unwrap();
+        drop(SqliteStore::open(old.path()).unwrap());
+        drop(SqliteStore::open(new.path()).unwrap());
+        assert_eq!(version(old.path()), schema::CURRENT);
+        assert_eq!(version(new.path()), schema::CURRENT);
+        let migrated = layout(&Connection::open(old.path().join("gateway.db")).unwrap());
+        let created = layout(&Connection::open(new.path().join("gateway.db")).unwrap());
+        assert_eq!(migrated, created);
+    }
+
+    /// A store written before versions were recorded is told by its tables:
+    /// one from the build just before is current (nothing is migrated, its
+    /// rows stay), one in the first release's layout is version 1.
+    #[test]
+    fn an_unversioned_store_is_recognised_by_its_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SqliteStore::open(dir.path()).unwrap();
+            store.meta_set("kept", "yes").unwrap();
+        }
+        Connection::open(dir.path().join("gateway.db"))
+            .unwrap()
+            .pragma_update(None, "user_version", 0)
+            .unwrap();
+        let c = Connection::open(dir.path().join("gateway.db")).unwrap();
+        assert_eq!(schema::version_of(&c).unwrap(), Some(schema::CURRENT));
+        drop(c);
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(store.meta_get("kept").unwrap().as_deref(), Some("yes"));
+        drop(store);
+        assert_eq!(version(dir.path()), schema::CURRENT);
+
+        let v1 = Connection::open_in_memory().unwrap();
+        v1.execute_batch(V1).unwrap();
+        assert_eq!(schema::version_of(&v1).unwrap(), Some(1));
+        let empty = Connection::open_in_memory().unwrap();
+        assert_eq!(schema::version_of(&empty).unwrap(), None);
+    }
+
+    /// A schema newer than this build knows is refused with both versions
+    /// named, and the file is left as it was (not even switched to WAL).
+    #[test]
+    fn a_newer_schema_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(V1).unwrap();
+            c.pragma_update(None, "user_version", schema::CURRENT + 1)
+                .unwrap();
+        }
+        let before = std::fs::read(&path).unwrap();
+        let e = SqliteStore::open(dir.path()).err().expect("refused");
+        assert!(
+            matches!(
+                e,
+                StoreError::Schema(SchemaError::Newer { found, known })
+                    if found == schema::CURRENT + 1 && known == schema::CURRENT
+            ),
+            "{e}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        assert!(!dir.path().join("gateway.db-wal").exists());
+    }
+
+    /// A database of the walking skeleton (before the first release: a
+    /// plain audit table) or of another program is refused, not migrated.
+    #[test]
+    fn a_database_of_no_release_is_refused() {
+        for (ddl, expected) in [
+            (
+                "CREATE TABLE batches (x); CREATE TABLE records (x); CREATE TABLE audit (x);",
+                "predates the first release",
+            ),
+            ("CREATE TABLE something_else (x);", "not a gateway store"),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            Connection::open(dir.path().join("gateway.db"))
+                .unwrap()
+                .execute_batch(ddl)
+                .unwrap();
+            let before = std::fs::read(dir.path().join("gateway.db")).unwrap();
+            let e = SqliteStore::open(dir.path()).err().expect("refused");
+            assert!(e.to_string().contains(expected), "{e}");
+            assert_eq!(
+                std::fs::read(dir.path().join("gateway.db")).unwrap(),
+                before
+            );
+        }
     }
 }

@@ -61,7 +61,9 @@ impl Inner {
         may_change_records: bool,
         f: impl FnOnce(&Transaction<'_>, &mut Staged<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        let waiting = WaitingWrite::new(&self.writes_waiting);
         let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        drop(waiting);
         let Writer {
             conn,
             heads,
@@ -96,5 +98,22 @@ impl Inner {
             self.index_ready.notify_one();
         }
         Ok(out)
+    }
+}
+
+/// Counts a write while it waits for the writer connection (also when the
+/// wait ends in a panic), for [`crate::store::QueueDepths`].
+struct WaitingWrite<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> WaitingWrite<'a> {
+    fn new(count: &'a std::sync::atomic::AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        WaitingWrite(count)
+    }
+}
+
+impl Drop for WaitingWrite<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -1,13 +1,15 @@
 //! `gateway audit …`: the compliance officers' command line. `query`,
 //! `report`, `export`, `checkpoint`, `note` and `erase-note` call the `Audit` service with an auditor
 //! certificate; `verify` runs offline, with an export file and the log's
-//! pinned public key only. This is the binary's edge (`anyhow`).
+//! pinned public key only; `verify-store` checks a stopped gateway's (or a
+//! restored) store the same way. This is the binary's edge (`anyhow`).
 
-use crate::audit::export;
 use crate::cli::ClientArgs;
-use crate::{client, proto};
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
+use gateway::audit::export;
+use gateway::audit::report::{self, format_ms};
+use gateway::{client, proto};
 use std::io::Write as _;
 use std::path::PathBuf;
 use tokio_stream::StreamExt;
@@ -24,6 +26,9 @@ pub enum AuditCommand {
     Export(ExportArgs),
     /// Offline: check an export against the log's public key (and an earlier checkpoint).
     Verify(VerifyArgs),
+    /// Offline, the gateway stopped: check a store's whole audit log (after a
+    /// restore: also that it extends a checkpoint saved before the backup).
+    VerifyStore(VerifyStoreArgs),
     /// Print the latest signed checkpoint (signed now if the log grew).
     Checkpoint(CheckpointArgs),
     /// Read the note beside an entry (a re-identification's justification),
@@ -50,7 +55,7 @@ pub struct EraseNoteArgs {
     #[arg(long)]
     seq: u64,
     /// Why (recorded in the erasure's entry).
-    #[arg(long, value_parser = crate::audit::notes::ERASE_REASONS)]
+    #[arg(long, value_parser = gateway::audit::notes::ERASE_REASONS)]
     reason: String,
     #[command(flatten)]
     client: ClientArgs,
@@ -125,6 +130,20 @@ pub struct VerifyArgs {
 }
 
 #[derive(Args)]
+pub struct VerifyStoreArgs {
+    /// The log's public key: the verifier key string, or a file holding it
+    /// (default: <data_dir>/audit-log.vkey; pin it out of band for a real check).
+    #[arg(long)]
+    key: Option<String>,
+    /// A signed checkpoint saved earlier (file): the log must extend it.
+    /// One signed after the backup was taken shows the restore rolled back.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    #[command(flatten)]
+    store: crate::cmd::keys::StoreArgs,
+}
+
+#[derive(Args)]
 pub struct CheckpointArgs {
     /// Also save the signed checkpoint here (to verify later exports against).
     #[arg(long)]
@@ -139,6 +158,7 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<()> {
         AuditCommand::Report(a) => report(a).await,
         AuditCommand::Export(a) => export_log(a).await,
         AuditCommand::Verify(a) => verify(a),
+        AuditCommand::VerifyStore(a) => verify_store(a),
         AuditCommand::Checkpoint(a) => checkpoint(a).await,
         AuditCommand::Note(a) => note(a).await,
         AuditCommand::EraseNote(a) => erase_note(a).await,
@@ -151,7 +171,7 @@ async fn audit_client(
     let tls = args.tls(DEFAULT_IDENTITY)?;
     let channel = client::connect(&args.addr, &tls).await?;
     Ok(proto::audit_client::AuditClient::new(channel)
-        .max_decoding_message_size(crate::MAX_MESSAGE_BYTES))
+        .max_decoding_message_size(gateway::MAX_MESSAGE_BYTES))
 }
 
 fn parse_time(s: &str) -> anyhow::Result<i64> {
@@ -161,17 +181,6 @@ fn parse_time(s: &str) -> anyhow::Result<i64> {
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .with_context(|| format!("`{s}` is neither RFC 3339 nor Unix seconds"))?;
     Ok(t.unix_timestamp())
-}
-
-/// RFC 3339 in UTC, to the millisecond.
-pub fn format_ms(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| ms.to_string())
 }
 
 async fn query(a: QueryArgs) -> anyhow::Result<()> {
@@ -257,7 +266,7 @@ async fn report(a: ReportArgs) -> anyhow::Result<()> {
         .into_inner();
     let mut out = std::io::stdout().lock();
     if a.json {
-        writeln!(out, "{}", report_json(&r))?;
+        writeln!(out, "{}", report::json(&r))?;
     } else {
         writeln!(out, "subject (auditors' pseudonym): {}", r.subject)?;
         writeln!(
@@ -307,28 +316,6 @@ async fn report(a: ReportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A subject report as `gateway audit report --json` prints it.
-pub fn report_json(r: &proto::SubjectReportResponse) -> serde_json::Value {
-    let items: Vec<_> = r
-        .items
-        .iter()
-        .map(|i| {
-            serde_json::json!({
-                "seq": i.seq, "at": format_ms(i.at_unix_ms), "who": i.actor,
-                "action": i.action, "purpose": i.purpose, "case_number": i.case_number,
-                "kinds": i.kinds, "fields": i.fields, "policy_version": i.policy_version,
-                "prev_seq": i.prev_seq,
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "subject": r.subject, "chain_complete": r.chain_complete,
-        "problems": r.problems, "entries_checked": r.entries_checked,
-        "checkpoint": r.checkpoint.as_ref().map(|c| c.note.clone()),
-        "items": items,
-    })
-}
-
 async fn export_log(a: ExportArgs) -> anyhow::Result<()> {
     let tls = a.client.tls(DEFAULT_IDENTITY)?;
     let channel = client::connect(&a.client.addr, &tls).await?;
@@ -347,7 +334,7 @@ pub async fn export_to_file(
     out_path: &std::path::Path,
 ) -> anyhow::Result<(u64, u64)> {
     let mut client = proto::audit_client::AuditClient::new(channel)
-        .max_decoding_message_size(crate::MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(gateway::MAX_MESSAGE_BYTES);
     let mut stream = client.export(proto::ExportRequest {}).await?.into_inner();
     let tmp = out_path.with_extension("partial");
     let mut out = std::io::BufWriter::new(
@@ -434,6 +421,58 @@ fn verify(a: VerifyArgs) -> anyhow::Result<()> {
             Ok(())
         }
         Err(e) => bail!("{}: {e}", a.file.display()),
+    }
+}
+
+fn verify_store(a: VerifyStoreArgs) -> anyhow::Result<()> {
+    let config = a.store.config()?;
+    let key = match a.key {
+        Some(key) => key,
+        None => {
+            let path = config.data_dir.join("audit-log.vkey");
+            if !path.is_file() {
+                bail!(
+                    "no {}: give the log's public key with --key",
+                    path.display()
+                );
+            }
+            path.to_string_lossy().into_owned()
+        }
+    };
+    let verifier = read_vkey(&key)?;
+    let given = a
+        .checkpoint
+        .as_ref()
+        .map(|p| std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display())))
+        .transpose()?;
+    // The embedded store is read with the gateway stopped (its lock held);
+    // a database server's store is read as it stands, as any replica reads it.
+    let _lock = if config.store.url.is_none() {
+        if !config.data_dir.join("gateway.db").is_file() {
+            bail!("no store in {}", config.data_dir.display());
+        }
+        Some(crate::cmd::keys::lock_data_dir(&config.data_dir)?)
+    } else {
+        None
+    };
+    let store = gateway::store::open(&config.store, &config.data_dir)?;
+    match gateway::audit::verify_store::verify_store(&*store, &verifier, given.as_deref()) {
+        Ok(v) => {
+            println!(
+                "OK: {} entries of {} verified; {} stored checkpoints (the latest of size {}) \
+                 signed and consistent with the log{}",
+                v.size,
+                v.origin,
+                v.checkpoints,
+                v.latest_checkpoint,
+                match v.extends {
+                    Some(s) => format!("; extends the given checkpoint of size {s}"),
+                    None => String::new(),
+                }
+            );
+            Ok(())
+        }
+        Err(e) => bail!("{}: {e}", config.data_dir.display()),
     }
 }
 

@@ -2,12 +2,65 @@
 //! shows progress, and resumes from a cursor file, so a screening job can stop
 //! anywhere and carry on later with no gap and no duplicate.
 
-use crate::client;
-use crate::proto::{self, pull_event::Event};
+use crate::cli::ClientArgs;
 use adapters::RecordKind;
 use anyhow::{Context as _, bail};
+use clap::Args;
+use gateway::client;
+use gateway::proto::{self, pull_event::Event};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+#[derive(Args)]
+pub struct PullArgs {
+    /// Record kind(s) to pull, e.g. social_insurance (repeatable; default: all the policy releases).
+    #[arg(long = "kind")]
+    kinds: Vec<String>,
+    /// The purpose of this pull; must be in the consumer's policy.
+    #[arg(long)]
+    purpose: String,
+    /// Write here instead of standard output (appended to when resuming from --cursor-file).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// jsonl or csv (default: csv for a .csv --out, else jsonl). CSV takes one --kind.
+    #[arg(long, value_enum)]
+    format: Option<OutputFormat>,
+    /// Resume from the cursor saved in this file, and keep it up to date.
+    #[arg(long)]
+    cursor_file: Option<PathBuf>,
+    /// Start after this cursor (0 = from the beginning).
+    #[arg(long, default_value_t = 0)]
+    cursor: u64,
+    /// Stop after this many events (0 = no limit).
+    #[arg(long, default_value_t = 0)]
+    limit: u32,
+    /// Keep following new changes.
+    #[arg(long)]
+    follow: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+pub async fn run(args: PullArgs) -> anyhow::Result<()> {
+    let tls = args.client.tls("union/assistance")?;
+    let channel = client::connect(&args.client.addr, &tls).await?;
+    write(
+        channel,
+        PullJob {
+            request: proto::PullRequest {
+                kinds: args.kinds,
+                purpose: args.purpose,
+                cursor: args.cursor,
+                limit: args.limit,
+                follow: args.follow,
+            },
+            out: args.out,
+            format: args.format,
+            cursor_file: args.cursor_file,
+        },
+    )
+    .await
+}
 
 /// Output format of `gateway pull`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -50,7 +103,8 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-pub async fn run(channel: tonic::transport::Channel, mut job: PullJob) -> anyhow::Result<()> {
+/// Pulls `job` on `channel` to its output, keeping its cursor file.
+pub async fn write(channel: tonic::transport::Channel, mut job: PullJob) -> anyhow::Result<()> {
     let format = job.format.unwrap_or(match &job.out {
         Some(p) if p.extension().is_some_and(|e| e == "csv") => OutputFormat::Csv,
         _ => OutputFormat::Jsonl,

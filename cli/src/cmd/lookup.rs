@@ -3,9 +3,51 @@
 //! purpose in; one consolidated, policy-shaped profile out, across all six
 //! agencies, as a readable summary (or JSON for machines).
 
-use crate::proto::{self, DeliveredRecord, union_exchange_client::UnionExchangeClient};
+use crate::cli::ClientArgs;
+use clap::Args;
+use gateway::client;
+use gateway::proto::{self, DeliveredRecord, union_exchange_client::UnionExchangeClient};
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use tonic::transport::Channel;
+
+#[derive(Args)]
+pub struct LookupArgs {
+    /// The applicant's identity number, as typed from the application form.
+    #[arg(long)]
+    id_number: String,
+    /// The case this look-up is for (recorded in the audit log), of the gateway's
+    /// configured form: by default ASCII letters, digits, `-`, `/`, `.`, 1–64 of them.
+    #[arg(long)]
+    case: String,
+    #[arg(long)]
+    purpose: String,
+    /// Print JSON instead of the readable summary.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+pub async fn run(args: LookupArgs) -> anyhow::Result<()> {
+    let tls = args.client.tls("union/assistance")?;
+    let channel = client::connect(&args.client.addr, &tls).await?;
+    let answer = lookup(channel, &args.id_number, &args.case, &args.purpose).await?;
+    if args.json {
+        writeln!(
+            std::io::stdout().lock(),
+            "{}",
+            serde_json::to_string_pretty(&json(&answer))?
+        )?;
+    } else {
+        write!(
+            std::io::stdout().lock(),
+            "{}",
+            summary(&answer, &args.case, &args.purpose)
+        )?;
+    }
+    Ok(())
+}
 
 /// Asks the gateway for one person's records for a case.
 pub async fn lookup(

@@ -7,8 +7,8 @@
 //! file and setting to fix. Everything is read, nothing is written (with
 //! `--online` the data directory is probed with a file created and removed).
 
-use crate::config::Config;
 use clap::{Args, Subcommand};
+use gateway::config::Config;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -134,10 +134,10 @@ pub fn check(config: &Config, source: &str, online: bool) -> Vec<Problem> {
     }
     // The files there: do they load as `serve` would load them?
     if all_present {
-        if let Err(e) = crate::tls::ServerTls::load(config.tls.files()) {
+        if let Err(e) = gateway::tls::ServerTls::load(config.tls.files()) {
             problem("[tls]", e.to_string());
         }
-        if let Err(e) = crate::keys::Keys::load(&config.keys_file, false) {
+        if let Err(e) = gateway::keys::Keys::load(&config.keys_file, false) {
             problem("keys_file", e.to_string());
         }
     }
@@ -174,24 +174,16 @@ fn readable_by_others(_: &std::fs::Metadata) -> Option<u32> {
 }
 
 /// The embedded store can be reached: its directory exists (or can be
-/// created), takes a new file, and its database (if there is one yet) opens
-/// and reads. Read-only on the database: a serving gateway may hold it.
+/// created), takes a new file, and its database (if there is one yet) opens,
+/// reads, and has a schema this build can serve (the same or older: older
+/// ones are migrated at start-up). Read-only on the database: a serving
+/// gateway may hold it.
 fn probe_data_dir(dir: &Path) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create: {e}"))?;
     let probe = dir.join(format!(".config-check-{}", std::process::id()));
     std::fs::write(&probe, b"").map_err(|e| format!("not writable: {e}"))?;
     let _ = std::fs::remove_file(&probe);
-    let db = dir.join("gateway.db");
-    if db.exists() {
-        let conn = rusqlite::Connection::open_with_flags(
-            &db,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| format!("{}: cannot open: {e}", db.display()))?;
-        conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
-            r.get::<_, i64>(0)
-        })
-        .map_err(|e| format!("{}: cannot read: {e}", db.display()))?;
-    }
+    gateway::store::sqlite::stored_schema_version(dir)
+        .map_err(|e| format!("{}: {e}", dir.join("gateway.db").display()))?;
     Ok(())
 }

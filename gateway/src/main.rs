@@ -1,6 +1,0 @@
-#[global_allocator]
-static ALLOCATOR: gateway::Allocator = gateway::Allocator {};
-
-fn main() {
-    gateway::cli::main()
-}
