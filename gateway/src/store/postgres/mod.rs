@@ -77,6 +77,9 @@ const POOL_SIZE: usize = 16;
 /// How long a caller waits for a connection (to open one, or for a busy
 /// one to come back) before the store answers `Unavailable`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a writer waits for another's lock (`feed_head`, `audit_head`,
+/// a note or a consumer row) before it gives up.
+const LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The store: a handle on the state its committer thread shares.
 pub struct PgStore {
@@ -127,6 +130,15 @@ impl PgStore {
         }
         if config.get_application_name().is_none() {
             config.application_name("gateway");
+        }
+        // A replica that vanished mid-commit (its host gone, not its
+        // process) holds the feed or audit lock until the server notices:
+        // keepalives notice within a minute or so, and a writer waits for a
+        // lock at most LOCK_TIMEOUT, then answers Unavailable (callers
+        // retry) instead of hanging.
+        config.keepalives_idle(Duration::from_secs(30));
+        if config.get_options().is_none() {
+            config.options(format!("-c lock_timeout={}", LOCK_TIMEOUT.as_millis()));
         }
         let tls = tls_connector(&config, ca_file)?;
         let manager = Manager::from_config(

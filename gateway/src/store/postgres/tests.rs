@@ -622,3 +622,45 @@ fn text_with_nul_is_stored_and_queried_as_on_sqlite() {
         lite.audit_leaves(0, 2, 2).unwrap()
     );
 }
+
+/// A writer that waits past the lock timeout for another replica's lock
+/// (one stalled mid-commit) answers `Unavailable`, and nothing of its
+/// batch is stored.
+#[test]
+fn a_lock_held_too_long_elsewhere_is_unavailable() {
+    let db = TestDatabase::create();
+    let holder = open(&db);
+    let impatient = PgStore::open(
+        &format!("{}&options=-c%20lock_timeout%3D200", db.url()),
+        None,
+    )
+    .unwrap();
+    let held = Barrier::new(2);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            holder
+                .inner
+                .transaction(Isolation::Write, |db| {
+                    db.query_one("SELECT seq FROM feed_head WHERE id = 0 FOR UPDATE", &[])?;
+                    held.wait();
+                    std::thread::sleep(Duration::from_millis(1500));
+                    Ok(())
+                })
+                .unwrap();
+        });
+        held.wait();
+        let Err(e) = impatient.commit_batch(BatchWrite {
+            agency: "hrss",
+            batch_id: "stalled",
+            content_hash: [0; 32],
+            records: vec![record(1, 1)],
+            receipt: Receipt::default(),
+            audit: &|_| entry(0, None),
+        }) else {
+            panic!("committed while another held the feed lock")
+        };
+        assert!(matches!(e, StoreError::Unavailable { .. }), "{e}");
+    });
+    assert!(holder.find_batch("hrss", "stalled").unwrap().is_none());
+    assert_eq!(holder.feed_head().unwrap(), 0);
+}
