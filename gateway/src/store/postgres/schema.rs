@@ -1,11 +1,15 @@
-//! The PostgreSQL schema, as an ordered list of migrations: each replica
-//! applies the ones the database lacks when it opens, all in one transaction
-//! under an advisory lock (so replicas starting together migrate once), and
-//! refuses a database whose schema is newer than it knows. The tables mirror
-//! the SQLite store's (`store::sqlite::schema`); what differs is said here.
+//! The PostgreSQL schema: the first release's layout (version 1, [`V1`])
+//! and the forward migrations since, in the shared shape
+//! ([`crate::store::schema_version`]). The version is a row of
+//! `schema_version`; each replica, when it opens, creates the layout or runs
+//! the pending migrations in one transaction under an advisory lock (so
+//! replicas starting together migrate once), and refuses a database whose
+//! schema is newer than it knows. The tables mirror the SQLite store's
+//! (`store::sqlite::schema`); what differs is said here.
 
-use super::db::{Db, get};
+use super::db::{Db, get, wait};
 use crate::store::StoreError;
+use crate::store::schema_version::{self, Migration};
 use deadpool_postgres::{GenericClient, Transaction};
 
 /// Version 1: the whole layout.
@@ -135,9 +139,9 @@ CREATE TABLE audit_checkpoints (
 );
 "#;
 
-/// Every schema version, in order: `(version, DDL)`. A change to the layout
-/// is a new entry at the end, never an edit of an applied one.
-pub(super) const MIGRATIONS: &[(i32, &str)] = &[(1, V1)];
+/// The migrations since version 1, in order, each its SQL. A change to the
+/// layout is a new entry at the end, never an edit of an applied one.
+pub(super) const MIGRATIONS: [Migration<&str>; 0] = [];
 
 /// The advisory lock key replicas take while migrating (any constant that
 /// nothing else in the database uses).
@@ -154,21 +158,33 @@ pub(super) fn migrate(db: &Db<'_, Transaction<'_>>) -> Result<(), StoreError> {
          )",
         &[],
     )?;
-    let row = db.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])?;
-    let stored: i32 = get(&row, 0)?;
-    let known = MIGRATIONS.last().map_or(0, |(v, _)| *v);
-    if stored > known {
-        return Err(StoreError::unavailable(format!(
-            "the database's schema is version {stored}, newer than this gateway knows ({known}): \
-             upgrade the gateway"
-        )));
+    let row = db.query_one("SELECT MAX(version) FROM schema_version", &[])?;
+    let todo = match get::<Option<i32>>(&row, 0)? {
+        None => {
+            // A new database: the first layout, then every migration.
+            wait(db.0.batch_execute(V1))?;
+            record(db, schema_version::FIRST)?;
+            &MIGRATIONS[..]
+        }
+        Some(found) => schema_version::pending(found.max(0) as u32, &MIGRATIONS)
+            .map_err(StoreError::unavailable)?,
+    };
+    for m in todo {
+        tracing::info!(
+            version = m.version,
+            what = m.what,
+            "migrating the store's schema"
+        );
+        wait(db.0.batch_execute(m.step))?;
+        record(db, m.version)?;
     }
-    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > stored) {
-        super::db::wait(db.0.batch_execute(sql))?;
-        db.execute(
-            "INSERT INTO schema_version (version, applied_ms) VALUES ($1, $2)",
-            &[version, &crate::audit::now_ms()],
-        )?;
-    }
+    Ok(())
+}
+
+fn record(db: &Db<'_, Transaction<'_>>, version: u32) -> Result<(), StoreError> {
+    db.execute(
+        "INSERT INTO schema_version (version, applied_ms) VALUES ($1, $2)",
+        &[&(version as i32), &crate::audit::now_ms()],
+    )?;
     Ok(())
 }
