@@ -93,21 +93,19 @@ key = "{key}"
     assert!(!lines.contains(&"ok"), "{stdout}");
 }
 
-#[test]
-fn a_production_configuration_is_ok() {
-    let pki = TestPki::new();
-    let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("server.key");
+/// A production configuration in `dir` (its key files there, with the
+/// permissions `config check` wants), with the PKI's certificates.
+fn production_config(dir: &Path, pki: &TestPki) -> String {
+    let key = dir.join("server.key");
     std::fs::copy(pki.path("server.key"), &key).unwrap();
     chmod(&key, 0o600);
-    let keys = dir.path().join("keys.toml");
-    gateway::keys::Keys::generate_file(&keys).unwrap();
+    let keys = dir.join("keys.toml");
+    if !keys.exists() {
+        gateway::keys::Keys::generate_file(&keys).unwrap();
+    }
     chmod(&keys, 0o600);
-    let config = dir.path().join("gateway.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"dev_mode = false
+    format!(
+        r#"dev_mode = false
 listen = "0.0.0.0:7443"
 keys_file = "{keys}"
 policies_dir = "{policies}"
@@ -119,16 +117,22 @@ cert = "{cert}"
 key = "{key}"
 crls = ["{crl}"]
 "#,
-            keys = keys.display(),
-            policies = shipped_policies().display(),
-            data = dir.path().join("data").display(),
-            ca = pki.path("ca.pem").display(),
-            cert = pki.path("server.pem").display(),
-            key = key.display(),
-            crl = pki.path("crl.pem").display(),
-        ),
+        keys = keys.display(),
+        policies = shipped_policies().display(),
+        data = dir.join("data").display(),
+        ca = pki.path("ca.pem").display(),
+        cert = pki.path("server.pem").display(),
+        key = key.display(),
+        crl = pki.path("crl.pem").display(),
     )
-    .unwrap();
+}
+
+#[test]
+fn a_production_configuration_is_ok() {
+    let pki = TestPki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(&config, production_config(dir.path(), &pki)).unwrap();
 
     let out = config_check(&config, true);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -169,4 +173,56 @@ crls = ["{crl}"]
     );
     // Offline, nothing is tried.
     assert!(config_check(&config, false).status.success());
+}
+
+/// With `[store] url`, `--online` looks at the database server's store
+/// instead of the data directory: it must answer, and hold a schema this
+/// build can serve. The look changes nothing in the database.
+#[test]
+fn online_a_postgresql_store_is_probed_read_only() {
+    let pki = TestPki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    let with_store = |url: &str| {
+        let mut text = production_config(dir.path(), &pki);
+        text.push_str(&format!("\n[store]\nurl = \"{url}\"\n"));
+        std::fs::write(&config, text).unwrap();
+    };
+
+    // Nothing listens there.
+    with_store("postgres://postgres@127.0.0.1:1/gateway?sslmode=disable&connect_timeout=2");
+    let out = config_check(&config, true);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("[store] url: "),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let offline = config_check(&config, false);
+    assert!(
+        offline.status.success(),
+        "{}",
+        String::from_utf8_lossy(&offline.stdout)
+    );
+
+    // A database the gateway has not set up yet: fine, and still untouched.
+    let db = gateway::store::postgres::testing::TestDatabase::create();
+    with_store(db.url());
+    let out = config_check(&config, true);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let tables = db.query_text("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'");
+    assert_eq!(tables[0][0].as_deref(), Some("0"));
+
+    // Set up by a newer gateway: a problem naming the version.
+    drop(gateway::store::postgres::PgStore::open(db.url(), None).unwrap());
+    db.query_text("INSERT INTO schema_version (version, applied_ms) VALUES (99, 0)");
+    let out = config_check(&config, true);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("[store] url: ") && stdout.contains("schema is version 99"),
+        "{stdout}"
+    );
 }

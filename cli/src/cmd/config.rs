@@ -154,8 +154,22 @@ pub fn check(config: &Config, source: &str, online: bool) -> Vec<Problem> {
             problem("policies_dir", line.to_string());
         }
     }
-    if online && let Err(e) = probe_data_dir(&config.data_dir) {
-        problem("data_dir", format!("{}: {e}", config.data_dir.display()));
+    if online {
+        match &config.store.url {
+            // The database server's store: reachable, and a schema this build serves.
+            Some(url) => {
+                if let Err(e) =
+                    gateway::store::postgres::probe(url, config.store.ca_file.as_deref())
+                {
+                    problem("[store] url", e.to_string());
+                }
+            }
+            None => {
+                if let Err(e) = probe_data_dir(&config.data_dir) {
+                    problem("data_dir", format!("{}: {e}", config.data_dir.display()));
+                }
+            }
+        }
     }
     problems
 }

@@ -57,9 +57,12 @@ mod db;
 mod errors;
 mod meta;
 mod notes;
+mod probe;
 mod records;
 mod schema;
 pub mod testing;
+
+pub use probe::probe;
 #[cfg(test)]
 mod tests;
 
