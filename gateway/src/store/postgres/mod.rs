@@ -66,13 +66,12 @@ pub use probe::probe;
 #[cfg(test)]
 mod tests;
 
-use super::{AuditAppendDone, StoreError};
-use crate::audit::AuditEntry;
+use super::StoreError;
+use super::group_commit::AuditQueue;
 use db::{Db, Isolation};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Transaction};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Connections a replica keeps at most (callers beyond wait for one).
@@ -99,9 +98,7 @@ struct Inner {
     /// only while no other replica has appended since).
     frontier: Mutex<Option<tlog::Frontier>>,
     /// Audit appends waiting for the committer thread.
-    queue: Mutex<Vec<(Vec<AuditEntry>, AuditAppendDone)>>,
-    queue_ready: Condvar,
-    stopping: AtomicBool,
+    queue: AuditQueue,
 }
 
 impl Inner {
@@ -110,9 +107,8 @@ impl Inner {
     /// keep up shows as a growing wait). The subject index is a table of the
     /// same transaction here: no backlog.
     fn queue_depths(&self) -> crate::store::QueueDepths {
-        let queued = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         crate::store::QueueDepths {
-            audit_entries: queued.iter().map(|(e, _)| e.len() as u64).sum(),
+            audit_entries: self.queue.depth(),
             writes_waiting: self.pool.status().waiting as u64,
             index_backlog: 0,
         }
@@ -171,9 +167,7 @@ impl PgStore {
             runtime: runtime.handle().clone(),
             pool,
             frontier: Mutex::default(),
-            queue: Mutex::default(),
-            queue_ready: Condvar::new(),
-            stopping: AtomicBool::new(false),
+            queue: AuditQueue::default(),
         });
         let mut store = PgStore {
             inner: inner.clone(),
@@ -245,9 +239,7 @@ fn tls_connector(
 
 impl Drop for PgStore {
     fn drop(&mut self) {
-        self.inner.stopping.store(true, Ordering::SeqCst);
-        drop(self.inner.queue.lock().unwrap_or_else(|p| p.into_inner()));
-        self.inner.queue_ready.notify_all();
+        self.inner.queue.close();
         if let Some(t) = self.committer.take() {
             let _ = t.join();
         }

@@ -10,6 +10,7 @@ use crate::store::sqlite::SqliteStore;
 use crate::store::*;
 use crate::store::{Receipt, RecordWrite};
 use std::sync::Barrier;
+use std::sync::atomic::Ordering;
 
 fn entry(i: u64, subject: Option<String>) -> AuditEntry {
     AuditEntry {

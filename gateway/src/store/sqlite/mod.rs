@@ -43,8 +43,8 @@ mod subjects;
 mod tests;
 mod writer;
 
-use super::{AuditAppendDone, QueueDepths, StoreError};
-use crate::audit::AuditEntry;
+use super::group_commit::AuditQueue;
+use super::{QueueDepths, StoreError};
 use readers::ReaderPool;
 use rusqlite::{Connection, params};
 use sealed_rows::SealedRows;
@@ -99,8 +99,7 @@ struct Inner {
     readers: Mutex<ReaderPool>,
     reader_free: Condvar,
     /// Audit appends waiting for the committer thread.
-    queue: Mutex<Vec<(Vec<AuditEntry>, AuditAppendDone)>>,
-    queue_ready: Condvar,
+    queue: AuditQueue,
     /// The subject index's own writer connection.
     index: Mutex<Connection>,
     index_wake: Mutex<bool>,
@@ -159,8 +158,7 @@ impl SqliteStore {
             snapshots_held: Default::default(),
             draining: AtomicBool::new(false),
             reader_free: Condvar::new(),
-            queue: Mutex::default(),
-            queue_ready: Condvar::new(),
+            queue: AuditQueue::default(),
             index: Mutex::new(index),
             index_wake: Mutex::new(false),
             index_ready: Condvar::new(),
@@ -209,8 +207,7 @@ impl SqliteStore {
 impl Drop for SqliteStore {
     fn drop(&mut self) {
         self.inner.stopping.store(true, Ordering::SeqCst);
-        drop(self.inner.queue.lock().unwrap_or_else(|p| p.into_inner()));
-        self.inner.queue_ready.notify_all();
+        self.inner.queue.close();
         *self
             .inner
             .index_wake
@@ -234,9 +231,8 @@ crate::store::store_via_inner!(SqliteStore, shared: false);
 
 impl Inner {
     fn queue_depths(&self) -> QueueDepths {
-        let queued = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         QueueDepths {
-            audit_entries: queued.iter().map(|(e, _)| e.len() as u64).sum(),
+            audit_entries: self.queue.depth(),
             writes_waiting: self.writes_waiting.load(Ordering::Relaxed) as u64,
             index_backlog: self.index_backlog.load(Ordering::Relaxed) as u64,
         }
