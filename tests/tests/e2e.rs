@@ -4,12 +4,8 @@
 //! `cargo test -p gateway-tests --test e2e lookup::`. These run on the
 //! embedded SQLite store; `e2e_postgres` runs the same files on PostgreSQL.
 
-/// The gateways these tests serve in-process allocate as the gateway binary
-/// does: memory measured here (`fuzz_grpc`) is then the service's, not
-/// glibc malloc's (whose arenas kept freed 16 MiB batches: RSS +1.2 GiB in
-/// a 10-minute fuzz run, against +0.8 GiB with mimalloc).
-#[global_allocator]
-static ALLOCATOR: gateway::Allocator = gateway::Allocator {};
+mod allocator;
+use allocator::live_heap_bytes;
 
 mod audit_support;
 

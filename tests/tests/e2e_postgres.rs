@@ -16,8 +16,8 @@
 //! - `dev_mode_only_on_loopback`: refused before any store is opened;
 //! - `policy_lint`: lints policy files only.
 
-#[global_allocator]
-static ALLOCATOR: gateway::Allocator = gateway::Allocator {};
+mod allocator;
+use allocator::live_heap_bytes;
 
 mod audit_support;
 
