@@ -370,6 +370,24 @@ async fn a_replica_killed_mid_push_loses_and_duplicates_nothing() {
         .map(|(id, _)| id)
         .collect();
     assert!(through_victim.len() >= 8, "{through_victim:?}");
+    // The killed replica's commits are the database's: a batch it
+    // acknowledged, sent again to a survivor, gets its original receipt.
+    let batch = sample_batches("hrss", "hrss.csv", 4).remove(0);
+    assert!(
+        through_victim.contains(&&batch.batch_id),
+        "{through_victim:?}"
+    );
+    let again = hrss.receipts[&batch.batch_id].clone();
+    let receipts = push_batches(
+        &channel(&r2, &pki.client("agency/hrss")).await.unwrap(),
+        vec![batch],
+    )
+    .await;
+    assert_eq!(receipts[0].outcome, BatchOutcome::Duplicate as i32);
+    assert_eq!(
+        (receipts[0].accepted, receipts[0].rows_received),
+        (again.accepted, again.rows_received)
+    );
     let duplicates = hrss
         .receipts
         .values()
