@@ -600,6 +600,14 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
     (status, String::from_utf8(body).expect("a UTF-8 answer"))
 }
 
+/// A loopback address with a port free at the time of the call.
+fn free_local_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
 /// The real `gateway serve` as a child process (for crash tests).
 pub struct ProcessServer {
     pub child: std::process::Child,
@@ -620,12 +628,7 @@ impl ProcessServer {
         state: &ServerState,
         policies_dir: &Path,
     ) -> ProcessServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let addr = free_local_addr();
         Self::spawn(serve_command(binary, pki, state, policies_dir, addr), addr)
     }
 
@@ -646,12 +649,7 @@ impl ProcessServer {
             state.database().is_some(),
             "replicas share a PostgreSQL database; the SQLite store belongs to one process"
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let addr = free_local_addr();
         let mut command = serve_command(binary, pki, state, &shipped_policies(), addr);
         // Later settings of a variable replace earlier ones.
         command.env("GATEWAY_DATA_DIR", state.replica_data_dir(name));

@@ -485,11 +485,15 @@ async fn until_served(
     unreachable!()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_database_connections_give_unavailable_and_service_resumes() {
-    let pki = pki();
-    let state = ServerState::new();
-    let replica = ProcessServer::start_replica(binary(), &pki, &state, "r0", None);
+/// One replica on `state`'s database (at `store_url` when given), serving
+/// a push and a pull and reporting SERVING: it, and channels to it as
+/// agency/hrss and as union/assistance.
+async fn serving_replica(
+    pki: &TestPki,
+    state: &ServerState,
+    store_url: Option<&str>,
+) -> (ProcessServer, Channel, Channel) {
+    let replica = ProcessServer::start_replica(binary(), pki, state, "r0", store_url);
     let agency = channel(&replica, &pki.client("agency/hrss")).await.unwrap();
     let consumer = channel(&replica, &pki.client("union/assistance"))
         .await
@@ -499,6 +503,14 @@ async fn killed_database_connections_give_unavailable_and_service_resumes() {
         tonic::Code::Ok
     );
     wait_for_health(&agency, ServingStatus::Serving, Duration::from_secs(5)).await;
+    (replica, agency, consumer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_database_connections_give_unavailable_and_service_resumes() {
+    let pki = pki();
+    let state = ServerState::new();
+    let (_replica, agency, consumer) = serving_replica(&pki, &state, None).await;
 
     // Calls keep coming while every connection of the replica to its
     // database is terminated, several times over.
@@ -610,16 +622,7 @@ async fn an_unreachable_database_gives_unavailable_and_not_serving_until_it_is_b
     let upstream = url[authority_start..authority_end].to_string();
     let proxy = Proxy::start(upstream.clone()).await;
     let through_proxy = url.replacen(&upstream, &proxy.addr.to_string(), 1);
-    let replica = ProcessServer::start_replica(binary(), &pki, &state, "r0", Some(&through_proxy));
-    let agency = channel(&replica, &pki.client("agency/hrss")).await.unwrap();
-    let consumer = channel(&replica, &pki.client("union/assistance"))
-        .await
-        .unwrap();
-    assert_eq!(
-        push_and_pull(&agency, &consumer, "before", 0).await,
-        tonic::Code::Ok
-    );
-    wait_for_health(&agency, ServingStatus::Serving, Duration::from_secs(5)).await;
+    let (replica, agency, consumer) = serving_replica(&pki, &state, Some(&through_proxy)).await;
 
     proxy.set_cut(true);
     let cut = Instant::now();
