@@ -307,6 +307,10 @@ impl ServerState {
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
+    /// The data dir of replica `name` (see [`ProcessServer::start_replica`]).
+    pub fn replica_data_dir(&self, name: &str) -> PathBuf {
+        self.dir.path().join("replicas").join(name)
+    }
     pub fn keys_file(&self) -> PathBuf {
         self.dir.path().join("keys.toml")
     }
@@ -596,6 +600,14 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
     (status, String::from_utf8(body).expect("a UTF-8 answer"))
 }
 
+/// A loopback address with a port free at the time of the call.
+fn free_local_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
 /// The real `gateway serve` as a child process (for crash tests).
 pub struct ProcessServer {
     pub child: std::process::Child,
@@ -616,13 +628,41 @@ impl ProcessServer {
         state: &ServerState,
         policies_dir: &Path,
     ) -> ProcessServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let child = serve_command(binary, pki, state, policies_dir, addr)
+        let addr = free_local_addr();
+        Self::spawn(serve_command(binary, pki, state, policies_dir, addr), addr)
+    }
+
+    /// One of several `gateway serve` processes on `state`'s one store
+    /// (PostgreSQL: replicas share a database, never a data dir, which each
+    /// process locks): replica `name` keeps its own data dir under the
+    /// state's directory and shares the key file and the database, reached
+    /// at `store_url` when given (e.g. through a proxy a test can cut),
+    /// else at the state's.
+    pub fn start_replica(
+        binary: &Path,
+        pki: &TestPki,
+        state: &ServerState,
+        name: &str,
+        store_url: Option<&str>,
+    ) -> ProcessServer {
+        assert!(
+            state.database().is_some(),
+            "replicas share a PostgreSQL database; the SQLite store belongs to one process"
+        );
+        let addr = free_local_addr();
+        let mut command = serve_command(binary, pki, state, &shipped_policies(), addr);
+        // Later settings of a variable replace earlier ones.
+        command.env("GATEWAY_DATA_DIR", state.replica_data_dir(name));
+        if let Some(url) = store_url {
+            command.env("GATEWAY_STORE_URL", url);
+        }
+        Self::spawn(command, addr)
+    }
+
+    /// Spawns `command` (a `gateway serve` listening on `addr`) and waits
+    /// until it accepts connections.
+    fn spawn(mut command: std::process::Command, addr: SocketAddr) -> ProcessServer {
+        let child = command
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("start gateway");

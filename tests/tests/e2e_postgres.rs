@@ -112,3 +112,5 @@ mod role_matrix;
 mod undecodable_bodies;
 
 mod replicas;
+
+mod replica_faults;
