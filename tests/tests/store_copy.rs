@@ -11,7 +11,10 @@ use gateway::proto::{
     self, LookupRequest, agency_ingest_client::AgencyIngestClient, pull_event::Event,
     union_exchange_client::UnionExchangeClient,
 };
-use gateway_tests::{ProcessServer, ServerState, TestPki, hrss_header, sample, synthetic_hrss_rows};
+use gateway_tests::{
+    ProcessServer, ServerState, TestPki, hrss_header, sample, synthetic_hrss_row,
+    synthetic_hrss_rows,
+};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -44,16 +47,26 @@ fn audit(server: &ProcessServer, pki: &TestPki, args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// One batch with a fixed id; its receipt.
+/// The batch re-sent after the move; its receipt.
 async fn push_batch(server: &ProcessServer, pki: &TestPki) -> proto::BatchReceipt {
+    push(server, pki, "before-the-move", synthetic_hrss_rows(0, 20)).await
+}
+
+/// One batch of hrss rows as agency/hrss; its receipt.
+async fn push(
+    server: &ProcessServer,
+    pki: &TestPki,
+    batch_id: &str,
+    rows: Vec<Vec<u8>>,
+) -> proto::BatchReceipt {
     let channel = gateway::client::connect(&server.addr.to_string(), &pki.client("agency/hrss"))
         .await
         .unwrap();
     let batch = proto::PushBatch {
-        batch_id: "before-the-move".into(),
+        batch_id: batch_id.into(),
         format: proto::NativeFormat::CsvGbk as i32,
         header: hrss_header(),
-        rows: synthetic_hrss_rows(0, 20),
+        rows,
         first_row: 1,
     };
     AgencyIngestClient::new(channel)
@@ -117,17 +130,31 @@ async fn a_store_copied_to_postgres_serves_the_same_feed_receipts_and_audit_log(
         .unwrap();
     let receipt = push_batch(&server, &pki).await;
     assert_eq!(receipt.accepted, 20, "{receipt:?}");
+    // Later versions of some rows, and cancellations: the records' earlier
+    // versions and tombstones move too.
+    let changes: Vec<_> = (0..3)
+        .map(|i| synthetic_hrss_row(i, '2', "20250201120000"))
+        .chain((3..5).map(|i| synthetic_hrss_row(i, '3', "20250301120000")))
+        .collect();
+    let changed = push(&server, &pki, "changes", changes).await;
+    assert_eq!(changed.accepted, 5, "{changed:?}");
     let feed_before = feed(&server, &pki).await;
     assert!(feed_before.len() > 20, "{}", feed_before.len());
     let lookup_before = look_up(&server, &pki).await;
     assert_eq!(lookup_before.records.len(), 4);
-    let out = audit(&server, &pki, &["checkpoint", "--out", &path("before.checkpoint")]);
+    let out = audit(
+        &server,
+        &pki,
+        &["checkpoint", "--out", &path("before.checkpoint")],
+    );
     assert!(out.status.success(), "{}", text(&out));
     let vkey = state.data_dir().join("audit-log.vkey");
     let before = std::fs::read_to_string(path("before.checkpoint")).unwrap();
     let before_size = open(&before, &state).size();
     assert_eq!(
-        server.terminate(Duration::from_secs(30)).map(|s| s.success()),
+        server
+            .terminate(Duration::from_secs(30))
+            .map(|s| s.success()),
         Some(true)
     );
 
@@ -148,6 +175,11 @@ async fn a_store_copied_to_postgres_serves_the_same_feed_receipts_and_audit_log(
     let out = copy();
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("copied"), "{}", text(&out));
+    assert!(
+        text(&out).contains("(5 earlier versions), 3 batch receipts"),
+        "{}",
+        text(&out)
+    );
     eprintln!("store_copy: {}", text(&out).trim());
     let out = copy();
     assert!(!out.status.success());
@@ -173,7 +205,11 @@ async fn a_store_copied_to_postgres_serves_the_same_feed_receipts_and_audit_log(
 
     // The log exported from PostgreSQL extends the checkpoint saved before
     // the move, and goes on: a new checkpoint is consistent with the old.
-    let out = audit(&server, &pki, &["checkpoint", "--out", &path("after.checkpoint")]);
+    let out = audit(
+        &server,
+        &pki,
+        &["checkpoint", "--out", &path("after.checkpoint")],
+    );
     assert!(out.status.success(), "{}", text(&out));
     let after = std::fs::read_to_string(path("after.checkpoint")).unwrap();
     let after_size = open(&after, &state).size();
@@ -208,10 +244,17 @@ async fn a_store_copied_to_postgres_serves_the_same_feed_receipts_and_audit_log(
         text(&out)
     );
     // Entries after the move were appended to the copied log.
-    let pushes_after = audit(&server, &pki, &["query", "--action", "batch_pushed", "--json"]);
+    let pushes_after = audit(
+        &server,
+        &pki,
+        &["query", "--action", "batch_pushed", "--json"],
+    );
     assert!(pushes_after.status.success(), "{}", text(&pushes_after));
     assert!(
-        String::from_utf8_lossy(&pushes_after.stdout).lines().count() >= 2,
+        String::from_utf8_lossy(&pushes_after.stdout)
+            .lines()
+            .count()
+            >= 2,
         "{}",
         text(&pushes_after)
     );

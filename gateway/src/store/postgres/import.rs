@@ -43,10 +43,7 @@ impl PgStore {
             db.execute("SELECT seq FROM feed_head WHERE id = 0 FOR UPDATE", &[])?;
             db.execute("SELECT size FROM audit_head WHERE id = 0 FOR UPDATE", &[])?;
             for table in STORE_TABLES {
-                let row = db.query_one(
-                    &format!("SELECT EXISTS (SELECT 1 FROM {table})"),
-                    &[],
-                )?;
+                let row = db.query_one(&format!("SELECT EXISTS (SELECT 1 FROM {table})"), &[])?;
                 if get::<bool>(&row, 0)? {
                     return Err(StoreError::conflict(format!(
                         "the destination database holds a store already (its table {table} \
@@ -63,8 +60,7 @@ impl PgStore {
                 }
                 Ok(())
             })?;
-            let heads =
-                heads.ok_or_else(|| StoreError::corrupt("the source sent no heads"))?;
+            let heads = heads.ok_or_else(|| StoreError::corrupt("the source sent no heads"))?;
             finish(db, &heads, &mut summary)?;
             Ok(summary)
         })
@@ -281,7 +277,10 @@ fn finish(
             "the copied audit tree's root differs from the source's",
         ));
     }
-    let rows = db.query("SELECT size, root FROM audit_checkpoints ORDER BY size", &[])?;
+    let rows = db.query(
+        "SELECT size, root FROM audit_checkpoints ORDER BY size",
+        &[],
+    )?;
     for r in &rows {
         let size = get::<i64>(r, 0)? as u64;
         let root: &[u8] = get(r, 1)?;

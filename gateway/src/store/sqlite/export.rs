@@ -28,7 +28,9 @@ fn each<T>(
     sink: &mut DumpSink<'_>,
 ) -> Result<(), StoreError> {
     let mut stmt = c.prepare(sql)?;
-    let rows = stmt.query_map([], row)?.map(|r| r.map_err(StoreError::from));
+    let rows = stmt
+        .query_map([], row)?
+        .map(|r| r.map_err(StoreError::from));
     chunked(rows, wrap, sink)
 }
 
@@ -141,8 +143,10 @@ fn export_from(c: &Connection, sink: &mut DumpSink<'_>) -> Result<(), StoreError
         })?
         .map(|r| {
             let mut e = r?;
-            let decoded = crate::audit::encoding::CanonicalEntry::decode(&e.entry)
-                .map_err(|_| StoreError::corrupt(format!("audit entry {} does not decode", e.seq)))?;
+            let decoded =
+                crate::audit::encoding::CanonicalEntry::decode(&e.entry).map_err(|_| {
+                    StoreError::corrupt(format!("audit entry {} does not decode", e.seq))
+                })?;
             e.subjects = decoded.subjects.into_iter().map(|s| s.token).collect();
             Ok(e)
         });
