@@ -228,21 +228,13 @@ async fn a_store_copied_to_postgres_serves_the_same_feed_receipts_and_audit_log(
         ]);
         assert!(out.status.success(), "{saved}: {}", text(&out));
         assert!(text(&out).starts_with("OK: "), "{}", text(&out));
+        // The one saved before the move is an earlier size of the log.
+        assert!(
+            saved != "before.checkpoint" || text(&out).contains("extends the earlier checkpoint"),
+            "{saved}: {}",
+            text(&out)
+        );
     }
-    let out = gateway(&[
-        "audit",
-        "verify",
-        &path("audit.jsonl"),
-        "--key",
-        vkey.to_str().unwrap(),
-        "--checkpoint",
-        &path("before.checkpoint"),
-    ]);
-    assert!(
-        text(&out).contains("extends the earlier checkpoint"),
-        "{}",
-        text(&out)
-    );
     // Entries after the move were appended to the copied log.
     let pushes_after = audit(
         &server,
