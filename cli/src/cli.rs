@@ -56,6 +56,11 @@ enum Command {
     Backup(cmd::store::BackupArgs),
     /// Operators: make a backup the store of a data directory (the gateway stopped).
     Restore(cmd::store::RestoreArgs),
+    /// Operators: move the store to another backend (`store copy`).
+    Store {
+        #[command(subcommand)]
+        command: cmd::store::StoreCommand,
+    },
     /// Operators: bring the store in line with a rotated key (the gateway must be stopped).
     Keys {
         #[command(subcommand)]
@@ -138,6 +143,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys { command } => cmd::keys::run(command),
         Command::Backup(args) => cmd::store::backup(args),
         Command::Restore(args) => cmd::store::restore(args),
+        Command::Store { command } => cmd::store::run(command),
         Command::Config { command } => cmd::config::run(command),
         Command::Policy {
             command: PolicyCommand::Check { dir },

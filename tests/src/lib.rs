@@ -255,6 +255,22 @@ impl ServerState {
         }
     }
 
+    /// A state on the embedded store, whatever the suite's backend (the
+    /// source of a move to PostgreSQL).
+    pub fn sqlite() -> ServerState {
+        ServerState {
+            database: None,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// The same keys and data directory, with a new, empty PostgreSQL
+    /// database as the store (where `gateway store copy` moves a store).
+    pub fn with_new_database(mut self) -> ServerState {
+        self.database = Some(gateway::store::postgres::testing::TestDatabase::create());
+        self
+    }
+
     /// Opens the state's store (the suite's backend).
     pub fn open_store(&self) -> Arc<dyn gateway::store::Store> {
         gateway::store::open(&self.store_config(), &self.data_dir()).unwrap()

@@ -59,5 +59,6 @@ mod refused_connections;
 mod reidentification;
 mod revocation_reload;
 mod role_matrix;
+mod store_copy;
 mod store_upgrade;
 mod undecodable_bodies;

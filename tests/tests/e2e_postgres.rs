@@ -8,6 +8,8 @@
 //! Not included, each for its reason:
 //! - `backup_restore`: `gateway backup` copies the embedded store (PostgreSQL
 //!   deployments use pg_dump / pg_basebackup, see the README);
+//! - `store_copy`: moves an embedded store into PostgreSQL (its own database
+//!   per run, so it runs in `e2e` and covers PostgreSQL there);
 //! - `store_upgrade`: migrates a first-release SQLite file (the PostgreSQL
 //!   schema starts at its own version 1);
 //! - `cli_quickstart`: the quickstart is the embedded store by definition (no [store] url);

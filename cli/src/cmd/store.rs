@@ -1,10 +1,13 @@
 //! `gateway backup` and `gateway restore`: the operators' copies of the
 //! embedded store (see `store::sqlite::backup` for what a backup holds and
-//! why the key file is not in it). This is the binary's edge (`anyhow`).
+//! why the key file is not in it); `gateway store copy`: moving a
+//! deployment from the embedded store to PostgreSQL (`store::dump`). This is
+//! the binary's edge (`anyhow`).
 
 use crate::cmd::keys::{StoreArgs, lock_data_dir};
 use anyhow::Context as _;
-use clap::Args;
+use anyhow::bail;
+use clap::{Args, Subcommand};
 use gateway::audit::report::format_ms;
 use gateway::store::sqlite::backup::{self, BackupSummary};
 use std::io::Write as _;
@@ -29,6 +32,87 @@ pub struct RestoreArgs {
     replace: bool,
     #[command(flatten)]
     store: StoreArgs,
+}
+
+#[derive(Subcommand)]
+pub enum StoreCommand {
+    /// Copy a stopped gateway's embedded store (records with their earlier
+    /// versions, batch receipts, re-identification windows, key ids and
+    /// pseudonym bindings, the whole audit log and its checkpoints) into a new,
+    /// empty PostgreSQL database, in one transaction, and check that the
+    /// copied audit tree has the root of every stored checkpoint.
+    Copy(CopyArgs),
+}
+
+#[derive(Args)]
+pub struct CopyArgs {
+    /// The data directory of the embedded store (its gateway stopped).
+    #[arg(long)]
+    from: PathBuf,
+    /// The destination database: `postgres://…`, as `[store] url` will name it.
+    #[arg(long)]
+    to: String,
+    /// PEM roots that sign the database server's certificate (as `[store]
+    /// ca_file`), when the url asks for TLS.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+}
+
+pub fn run(command: StoreCommand) -> anyhow::Result<()> {
+    match command {
+        StoreCommand::Copy(a) => copy(a),
+    }
+}
+
+/// Copies the embedded store of `--from` into the database `--to`. The data
+/// directory's lock is held throughout, so the source cannot change under
+/// the copy (and no gateway starts on it meanwhile).
+fn copy(a: CopyArgs) -> anyhow::Result<()> {
+    use gateway::store::{postgres::PgStore, sqlite};
+    let _lock = lock_data_dir(&a.from)?;
+    match sqlite::stored_schema_version(&a.from)
+        .with_context(|| format!("reading the store in {}", a.from.display()))?
+    {
+        None => bail!("{} holds no gateway store", a.from.display()),
+        Some(v) if v != sqlite::SCHEMA_VERSION => bail!(
+            "the store in {} has schema version {v}, this gateway {}: start this release's \
+             gateway on it once (it migrates the store), stop it, then copy",
+            a.from.display(),
+            sqlite::SCHEMA_VERSION
+        ),
+        Some(_) => {}
+    }
+    let source = sqlite::SqliteStore::open(&a.from)
+        .with_context(|| format!("opening the store in {}", a.from.display()))?;
+    let destination = PgStore::open(&a.to, a.ca_file.as_deref())
+        .context("connecting to the destination database")?;
+    let summary = destination
+        .import(|sink| source.export(sink))
+        .context("copying the store")?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "copied {} records ({} earlier versions), {} batch receipts, {} re-identifications, \
+         {} meta entries, {} audit entries ({} notes), {} checkpoints",
+        summary.records,
+        summary.record_versions,
+        summary.batches,
+        summary.reidentifications,
+        summary.meta,
+        summary.audit_entries,
+        summary.notes,
+        summary.checkpoints,
+    )?;
+    writeln!(
+        out,
+        "The copied audit tree has {} leaves and the root of each of the {} stored \
+         checkpoints.\nSet [store] url (or GATEWAY_STORE_URL) to the database and start the \
+         gateway with the same key file and data directory ({} keeps the log's public key).",
+        summary.audit_size,
+        summary.checkpoints,
+        a.from.join("audit-log.vkey").display()
+    )?;
+    Ok(())
 }
 
 fn describe(s: &BackupSummary) -> String {

@@ -37,6 +37,7 @@
 //! ([`sqlite`], [`postgres`]); [`select`] opens the one the configuration names.
 
 pub mod audit_tree;
+pub mod dump;
 pub mod group_commit;
 pub mod postgres;
 pub mod schema_version;

@@ -55,6 +55,7 @@ mod checkpoints;
 mod committer;
 mod db;
 mod errors;
+mod import;
 mod meta;
 mod notes;
 mod probe;

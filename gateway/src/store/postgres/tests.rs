@@ -665,3 +665,136 @@ fn a_lock_held_too_long_elsewhere_is_unavailable() {
     assert!(holder.find_batch("hrss", "stalled").unwrap().is_none());
     assert_eq!(holder.feed_head().unwrap(), 0);
 }
+
+/// An embedded store with a log of several tiles and chunks, notes (one
+/// erased), subjects, checkpoints, earlier record versions, receipts, meta
+/// and re-identifications, copied: every answer is the source's, the tree
+/// has the same roots, and the next entry naming a subject points back to
+/// the same entry on both (the copy carries each subject's latest entry).
+#[test]
+fn a_copied_embedded_store_answers_as_its_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = SqliteStore::open(dir.path()).unwrap();
+    for b in 0..3u8 {
+        let records = (0..10).map(|k| record(k, i64::from(b) + 1)).collect();
+        commit(&src, &format!("b{b}"), records);
+    }
+    src.meta_set("key_ids", "enc-1,idx-1").unwrap();
+    assert_eq!(
+        src.take_reidentification("union/assistance", 1_000, 3_600_000, 5)
+            .unwrap(),
+        Ok(())
+    );
+    for chunk in 0..25u64 {
+        let entries: Vec<AuditEntry> = (0..100)
+            .map(|i| entry(chunk * 100 + i, Some(format!("s{}", i % 7))))
+            .collect();
+        src.append_audit(&entries).unwrap();
+        if chunk == 3 || chunk == 20 {
+            let size = src.audit_size().unwrap();
+            src.save_checkpoint(&StoredCheckpoint {
+                size,
+                root: src.audit_root(size).unwrap(),
+                note: format!("note {size}"),
+                signed_ms: 1,
+            })
+            .unwrap();
+        }
+    }
+    for i in 0..2 {
+        let mut noted = entry(9_000 + i, None);
+        noted.note = Some(crate::audit::notes::SealedNote {
+            commitment: format!("c{i}"),
+            sealed: vec![9; 40],
+        });
+        src.append_audit(&[noted]).unwrap();
+    }
+    let noted = src.audit_size().unwrap();
+    src.erase_audit_note(noted, entry(9_100, None)).unwrap();
+
+    let db = TestDatabase::create();
+    let dst = open(&db);
+    let summary = dst.import(|sink| src.export(sink)).unwrap();
+    let size = src.audit_size().unwrap();
+    assert_eq!(summary.audit_size, size);
+    assert_eq!(summary.audit_entries, size);
+    assert_eq!((summary.checkpoints, summary.notes), (2, 2));
+    assert_eq!(dst.audit_size().unwrap(), size);
+    for s in [1, 256, 300, 401, 2100, size] {
+        assert_eq!(
+            dst.audit_root(s).unwrap(),
+            src.audit_root(s).unwrap(),
+            "{s}"
+        );
+    }
+    assert_eq!(
+        dst.audit_consistency_proof(400, size).unwrap(),
+        src.audit_consistency_proof(400, size).unwrap()
+    );
+    assert_eq!(
+        dst.audit_leaves(0, size, 10_000).unwrap(),
+        src.audit_leaves(0, size, 10_000).unwrap()
+    );
+    assert_eq!(
+        dst.audit_subject_entries("s3").unwrap(),
+        src.audit_subject_entries("s3").unwrap()
+    );
+    for seq in [noted - 1, noted] {
+        assert_eq!(dst.audit_note(seq).unwrap(), src.audit_note(seq).unwrap());
+    }
+    assert_eq!(
+        dst.audit_checkpoints(0, 10).unwrap(),
+        src.audit_checkpoints(0, 10).unwrap()
+    );
+    assert_eq!(
+        dst.meta_get("key_ids").unwrap().as_deref(),
+        Some("enc-1,idx-1")
+    );
+    assert_eq!(dst.feed_head().unwrap(), src.feed_head().unwrap());
+    let kinds = [RecordKind::SocialInsurance];
+    // Compared as printed (the row types carry no equality of their own).
+    let same = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| {
+        assert_eq!(format!("{a:?}"), format!("{b:?}"))
+    };
+    same(
+        &dst.read_feed(&kinds, 0, 1_000).unwrap(),
+        &src.read_feed(&kinds, 0, 1_000).unwrap(),
+    );
+    same(
+        &dst.record_versions(RecordKind::SocialInsurance, &[4; 32])
+            .unwrap(),
+        &src.record_versions(RecordKind::SocialInsurance, &[4; 32])
+            .unwrap(),
+    );
+    same(
+        &dst.find_batch("hrss", "b1").unwrap(),
+        &src.find_batch("hrss", "b1").unwrap(),
+    );
+    // The window taken before the copy still counts after it.
+    assert_eq!(
+        dst.take_reidentification("union/assistance", 2_000, 3_600_000, 1)
+            .unwrap(),
+        src.take_reidentification("union/assistance", 2_000, 3_600_000, 1)
+            .unwrap()
+    );
+
+    // The log goes on from where it was, with the same back-pointers.
+    let next = [entry(10_000, Some("s3".into()))];
+    src.append_audit(&next).unwrap();
+    dst.append_audit(&next).unwrap();
+    assert_eq!(
+        dst.audit_root(size + 1).unwrap(),
+        src.audit_root(size + 1).unwrap()
+    );
+    commit(&dst, "after", vec![record(50, 1)]);
+    assert!(dst.feed_head().unwrap() > src.feed_head().unwrap());
+
+    // A second copy into the same database is refused, and changes nothing.
+    let held = dst.audit_size().unwrap();
+    let again = dst.import(|sink| src.export(sink));
+    assert!(
+        matches!(&again, Err(StoreError::Conflict { .. })),
+        "{again:?}"
+    );
+    assert_eq!(dst.audit_size().unwrap(), held);
+}

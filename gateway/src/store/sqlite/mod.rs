@@ -31,6 +31,7 @@ mod checkpointer;
 mod checkpoints;
 mod committer;
 mod errors;
+mod export;
 mod indexer;
 mod meta;
 mod notes;
