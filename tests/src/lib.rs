@@ -248,8 +248,14 @@ pub struct ServerState {
 
 impl ServerState {
     pub fn new() -> ServerState {
+        Self::on(Backend::current())
+    }
+
+    /// A state on the given backend, whichever the binary (the benchmark
+    /// runs both stores in one process, to compare them under one load).
+    pub fn on(backend: Backend) -> ServerState {
         ServerState {
-            database: (Backend::current() == Backend::Postgres)
+            database: (backend == Backend::Postgres)
                 .then(gateway::store::postgres::testing::TestDatabase::create),
             dir: tempfile::tempdir().unwrap(),
         }

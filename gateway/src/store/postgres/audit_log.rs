@@ -101,13 +101,22 @@ pub(super) fn insert_audit<C: GenericClient>(
                               $6::text[], $7::bytea[])",
         &[&seqs, &at, &actors, &actions, &outcomes, &kinds, &bytes],
     )?;
+    // The group's notes in one statement, as its entries: a statement per
+    // note would be a round trip per entry while the append lock is held.
+    let (mut note_seqs, mut commitments, mut sealed) = (Vec::new(), Vec::new(), Vec::new());
     for (seq, e) in seqs.iter().zip(entries) {
         if let Some(note) = &e.note {
-            db.execute(
-                "INSERT INTO audit_notes (seq, commitment, sealed) VALUES ($1, $2, $3)",
-                &[seq, &text(&note.commitment), &note.sealed],
-            )?;
+            note_seqs.push(*seq);
+            commitments.push(text(&note.commitment));
+            sealed.push(note.sealed.as_slice());
         }
+    }
+    if !note_seqs.is_empty() {
+        db.execute(
+            "INSERT INTO audit_notes (seq, commitment, sealed)
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::bytea[])",
+            &[&note_seqs, &commitments, &sealed],
+        )?;
     }
     if !subject_tokens.is_empty() {
         db.execute(
