@@ -136,6 +136,28 @@ impl<S: TreeStorage> TiledTree<S> {
         Ok(tile.get(off..off + 32).and_then(|h| h.try_into().ok()))
     }
 
+    /// Leaves `[from, to)` as exported ([`crate::store::Store::audit_leaves`]):
+    /// each with its hash from the tree and its entry's bytes, taken from
+    /// `entries` (by seq, one past the leaf index) where the entry row exists.
+    pub fn leaves_with(
+        &self,
+        from: u64,
+        to: u64,
+        mut entries: HashMap<u64, Vec<u8>>,
+    ) -> Result<Vec<crate::store::AuditLeaf>, StoreError> {
+        (from..to)
+            .map(|index| {
+                Ok(crate::store::AuditLeaf {
+                    seq: index + 1,
+                    leaf_hash: self.leaf(index)?.ok_or_else(|| {
+                        StoreError::corrupt(format!("audit leaf {index} is missing"))
+                    })?,
+                    entry: entries.remove(&(index + 1)),
+                })
+            })
+            .collect()
+    }
+
     /// Root of the tree at `size` (any size up to the current one).
     pub fn root(&self, size: u64) -> Result<Hash, StoreError> {
         self.walk(|t| tlog::root_at(t, size))

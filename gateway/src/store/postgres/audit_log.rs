@@ -203,17 +203,7 @@ impl Inner {
             )? {
                 entries.insert(get::<i64>(&r, 0)? as u64, get::<Vec<u8>>(&r, 1)?);
             }
-            (from..to)
-                .map(|index| {
-                    Ok(AuditLeaf {
-                        seq: index + 1,
-                        leaf_hash: tree.leaf(index)?.ok_or_else(|| {
-                            StoreError::corrupt(format!("audit leaf {index} is missing"))
-                        })?,
-                        entry: entries.remove(&(index + 1)),
-                    })
-                })
-                .collect()
+            tree.leaves_with(from, to, entries)
         })
     }
 

@@ -122,12 +122,7 @@ impl PgStore {
     /// its schema up to date and starts the committer thread (stopped when
     /// the store is dropped).
     pub fn open(url: &str, ca_file: Option<&Path>) -> Result<PgStore, StoreError> {
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| StoreError::unavailable(format!("the store url is not valid: {e}")))?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
+        let mut config = connection_config(url)?;
         if config.get_application_name().is_none() {
             config.application_name("gateway");
         }
@@ -201,6 +196,18 @@ impl PgStore {
 /// in `ca_file`. Without one, only `sslmode=disable` connects (a database
 /// on the loopback or a private link): an unverified TLS session would only
 /// look safe.
+/// The connection settings `url` names, with the gateway's connect timeout
+/// unless the url sets one.
+fn connection_config(url: &str) -> Result<tokio_postgres::Config, StoreError> {
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| StoreError::unavailable(format!("the store url is not valid: {e}")))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    Ok(config)
+}
+
 fn tls_connector(
     config: &tokio_postgres::Config,
     ca_file: Option<&Path>,

@@ -3,7 +3,7 @@
 //! serve. Unlike opening the store it changes nothing (no migration, no
 //! table created), so an operator may run it against a live deployment.
 
-use super::{CONNECT_TIMEOUT, schema, tls_connector};
+use super::{connection_config, schema, tls_connector};
 use crate::store::StoreError;
 use crate::store::schema_version;
 use std::path::Path;
@@ -11,12 +11,7 @@ use std::path::Path;
 /// Connects once and reads the schema version: `Ok(None)` for a database
 /// the gateway has not set up yet (it will at its first start).
 pub fn probe(url: &str, ca_file: Option<&Path>) -> Result<Option<u32>, StoreError> {
-    let mut config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e| StoreError::unavailable(format!("the store url is not valid: {e}")))?;
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(CONNECT_TIMEOUT);
-    }
+    let config = connection_config(url)?;
     let tls = tls_connector(&config, ca_file)?;
     // On a thread of its own, with a runtime of its own: callers may be on
     // an async runtime's thread, where blocking on (or dropping) another

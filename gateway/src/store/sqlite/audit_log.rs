@@ -138,17 +138,7 @@ impl Inner {
                 let (seq, entry) = row?;
                 entries.insert(seq, entry);
             }
-            (from..to)
-                .map(|index| {
-                    Ok(AuditLeaf {
-                        seq: index + 1,
-                        leaf_hash: tree.leaf(index)?.ok_or_else(|| {
-                            StoreError::corrupt(format!("audit leaf {index} is missing"))
-                        })?,
-                        entry: entries.remove(&(index + 1)),
-                    })
-                })
-                .collect()
+            tree.leaves_with(from, to, entries)
         })
     }
 
