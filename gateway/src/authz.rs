@@ -315,7 +315,7 @@ where
                 Box::pin(async move {
                     tracing::warn!(rpc = %path, caller = %refusal.actor, code = refusal.code, "call denied");
                     let key = (refusal.actor.clone(), path.clone(), refusal.code);
-                    if refusals.first(&key) {
+                    if refusals.first(&key).await {
                         let entry = Denied {
                             rpc: &path,
                             code: refusal.code,

@@ -453,18 +453,26 @@ pub async fn serve(
         });
         let peer = refused.peer.map(|p| p.ip().to_string()).unwrap_or_default();
         let key = (peer, Some(refused.reason));
-        if !refused_handshakes.first(&key) {
+        if !refused_handshakes.first_here(&key) {
             return;
         }
-        let entry = ConnectionRefused {
-            peer: &key.0,
-            code: refused.reason.code(),
-            reason: refused.reason.description(),
-            repeated: 0,
-            within_secs: 0,
-        }
-        .entry(audit::ANONYMOUS);
-        audit::record_detached(&*store, vec![entry], "cannot record a refused connection");
+        // Only a window's first refusal on this replica gets here (a flood
+        // is counted above, without a task each).
+        let (repeats, store) = (refused_handshakes.clone(), store.clone());
+        tokio::spawn(async move {
+            if !repeats.first_everywhere(&key).await {
+                return;
+            }
+            let entry = ConnectionRefused {
+                peer: &key.0,
+                code: refused.reason.code(),
+                reason: refused.reason.description(),
+                repeated: 0,
+                within_secs: 0,
+            }
+            .entry(audit::ANONYMOUS);
+            audit::record_detached(&*store, vec![entry], "cannot record a refused connection");
+        });
     });
 
     let ingest = ingest::IngestRoutes::new(gateway.clone());

@@ -264,6 +264,13 @@ impl http_body::Body for PermitBody {
 /// A refused call, as its refusals are counted: caller, call, code.
 pub type RefusedCall = (String, String, &'static str);
 
+impl crate::audit::repeats::Source for RefusedCall {
+    fn describe(&self) -> String {
+        let (identity, rpc, code) = self;
+        format!("call {identity} {rpc} {code}")
+    }
+}
+
 /// The tally of refused calls (this layer's and the role matrix's), whose
 /// summaries are `denied` entries with `repeated` set.
 pub fn refused_calls(store: Arc<dyn Store>, window: Duration) -> Arc<Repeats<RefusedCall>> {
@@ -477,7 +484,10 @@ pub async fn record_refusal(
     reason: &str,
     refused_text: Option<audit::TextDigest>,
 ) -> Result<(), tonic::Status> {
-    if !refusals.first(&(identity.to_string(), rpc.to_string(), code)) {
+    if !refusals
+        .first(&(identity.to_string(), rpc.to_string(), code))
+        .await
+    {
         return Ok(());
     }
     let entry = Denied {

@@ -629,6 +629,17 @@ impl<T: tonic::transport::server::Connected> tonic::transport::server::Connected
     }
 }
 
+/// Refused handshakes are counted per peer address and reason.
+impl crate::audit::repeats::Source for (String, Option<RefusalReason>) {
+    fn describe(&self) -> String {
+        let (peer, reason) = self;
+        format!(
+            "handshake {peer} {}",
+            reason.map_or("several", |r| r.code())
+        )
+    }
+}
+
 /// Why a TLS handshake was refused: a closed set with stable codes, so that
 /// refusals fold by kind (the error text carries the time of day) and nothing
 /// a peer sent reaches the audit log.

@@ -183,3 +183,65 @@ async fn two_replicas_serve_one_store() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Refusal windows live in the database: a caller refused again and again
+/// through two replicas within one window is recorded once as it happens,
+/// not once per replica; every other refusal is counted into a summary
+/// (each replica summarises what it counted), so the log accounts for all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_window_is_shared_by_the_replicas() {
+    const REFUSALS: u64 = 10;
+    let pki = audit_support::pki();
+    let state = ServerState::new();
+    // A window longer than the test: the summaries come when the replicas stop.
+    let limits = gateway::limits::LimitsConfig {
+        refusal_window_secs: 120,
+        ..Default::default()
+    };
+    let a = TestServer::start_with_limits(&pki, &state, limits.clone()).await;
+    let b = TestServer::start_with_limits(&pki, &state, limits.clone()).await;
+    let tls = pki.client("union/assistance");
+    let mut clients = [
+        gateway::proto::audit_client::AuditClient::new(a.connect(&tls).await.unwrap()),
+        gateway::proto::audit_client::AuditClient::new(b.connect(&tls).await.unwrap()),
+    ];
+    // A union consumer may not read the audit log: refused each time,
+    // through one replica, then the other, and so on.
+    for i in 0..2 * REFUSALS {
+        let err = clients[(i % 2) as usize]
+            .query(gateway::proto::AuditQuery::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    }
+    drop(clients);
+    a.stop().await;
+    b.stop().await;
+
+    let reader = TestServer::start(&pki, &state).await;
+    let denied: Vec<serde_json::Value> = gateway_tests::audit_entries(&reader, &pki, "denied")
+        .await
+        .into_iter()
+        .filter(|e| e.actor == "union/assistance")
+        .map(|e| serde_json::from_str(&e.details_json).unwrap())
+        .collect();
+    let firsts = denied
+        .iter()
+        .filter(|d| d["repeated"].as_u64().unwrap_or(0) == 0)
+        .count();
+    assert_eq!(
+        firsts, 1,
+        "one first refusal per window across the replicas: {denied:?}"
+    );
+    let accounted: u64 = denied
+        .iter()
+        .map(|d| d["repeated"].as_u64().filter(|n| *n > 0).unwrap_or(1))
+        .sum();
+    assert_eq!(
+        accounted,
+        2 * REFUSALS,
+        "every refusal is accounted for: {denied:?}"
+    );
+    assert!(denied.len() <= 3, "{denied:?}");
+    reader.stop().await;
+}

@@ -11,9 +11,17 @@
 //! the window closes one entry records how many there were (`repeated`,
 //! `within_secs`). At most [`MAX_SOURCES`] sources are tracked at once;
 //! refusals from further sources are counted together under an overflow key.
+//!
+//! Replicas of one store: which refusal opens a source's window is the
+//! store's decision ([`Store::open_refusal_window`]), so a source refused
+//! through every replica is recorded once per window, not once per replica.
+//! A replica whose first refusal of a window finds it already open elsewhere
+//! counts it with its repeats; each replica records the summary of the
+//! repeats it counted when its window closes (counts, not extra firsts).
 
 use super::AuditEntry;
 use crate::store::Store;
+use ring::digest;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, Weak};
@@ -44,7 +52,19 @@ struct Window {
     repeated: u64,
 }
 
-impl<K: Clone + Eq + Hash + Send + Sync + 'static> Repeats<K> {
+/// A source of refusals, as every replica names it: what the store keys its
+/// window by (a digest of these words, so no address or name is stored).
+pub trait Source: Clone + Eq + Hash + Send + Sync + 'static {
+    fn describe(&self) -> String;
+}
+
+impl Source for String {
+    fn describe(&self) -> String {
+        self.clone()
+    }
+}
+
+impl<K: Source> Repeats<K> {
     /// `overflow_key` names, in summaries, the sources beyond the tracked ones.
     pub fn new(
         store: Arc<dyn Store>,
@@ -84,8 +104,16 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Repeats<K> {
     }
 
     /// Notes one refusal from `key`: true if it is to be recorded now, the
-    /// first of its window; false if it was counted for the window's summary.
-    pub fn first(&self, key: &K) -> bool {
+    /// first of its window on every replica; false if it was counted for the
+    /// window's summary.
+    pub async fn first(&self, key: &K) -> bool {
+        self.first_here(key) && self.first_everywhere(key).await
+    }
+
+    /// The part of [`Repeats::first`] that waits for nothing: false if the
+    /// refusal was counted; true if it opened this replica's window, to be
+    /// confirmed by [`Repeats::first_everywhere`].
+    pub fn first_here(&self, key: &K) -> bool {
         let now = Instant::now();
         let mut closed = Vec::new();
         let first = {
@@ -124,6 +152,36 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Repeats<K> {
         };
         self.append(closed);
         first
+    }
+
+    /// Whether a refusal that opened this replica's window (`first_here`)
+    /// also opens the store's, where replicas share one: if another replica
+    /// opened it first, this one is counted as a repeat instead. A store
+    /// that cannot answer does not hide a refusal: it is recorded.
+    pub async fn first_everywhere(&self, key: &K) -> bool {
+        if !self.store.shared() {
+            return true;
+        }
+        let source = digest::digest(&digest::SHA256, key.describe().as_bytes());
+        let window_ms = i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX);
+        match self
+            .store
+            .open_refusal_window(source.as_ref(), window_ms)
+            .await
+        {
+            Ok(false) => {
+                let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(w) = s.open.get_mut(key) {
+                    w.repeated += 1;
+                }
+                false
+            }
+            Ok(true) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "refusal window not shared; recording the refusal");
+                true
+            }
+        }
     }
 
     /// Queues the summaries of every open window now (the server is
@@ -169,10 +227,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Repeats<K> {
     }
 }
 
-async fn summarise_closed<K: Clone + Eq + Hash + Send + Sync + 'static>(
-    repeats: Weak<Repeats<K>>,
-    tick: Duration,
-) {
+async fn summarise_closed<K: Source>(repeats: Weak<Repeats<K>>, tick: Duration) {
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -258,14 +313,14 @@ mod tests {
         let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
         let t = tally(store.clone(), Duration::from_millis(200), 2);
         let a = "10.0.0.1".to_string();
-        assert!(t.first(&a));
+        assert!(t.first_here(&a));
         for _ in 0..99 {
-            assert!(!t.first(&a));
+            assert!(!t.first_here(&a));
         }
         // Two sources are tracked; a third is counted under the overflow key.
-        assert!(t.first(&"10.0.0.2".to_string()));
-        assert!(!t.first(&"10.0.0.3".to_string()));
-        assert!(!t.first(&"10.0.0.4".to_string()));
+        assert!(t.first_here(&"10.0.0.2".to_string()));
+        assert!(!t.first_here(&"10.0.0.3".to_string()));
+        assert!(!t.first_here(&"10.0.0.4".to_string()));
         assert!(summaries(&store).is_empty());
         // Past the window: the summaries are due, and the next refusal of a
         // source opens a new window (recorded again).
@@ -273,8 +328,8 @@ mod tests {
         let mut due = t.take_closed(Some(Instant::now()));
         due.sort();
         assert_eq!(due, [("(other peers)".to_string(), 2), (a.clone(), 99)]);
-        assert!(t.first(&a));
-        assert!(!t.first(&a));
+        assert!(t.first_here(&a));
+        assert!(!t.first_here(&a));
         t.append(due);
         assert_eq!(summaries(&store), [2, 99]);
         // Stopping records what the open windows counted.

@@ -205,6 +205,11 @@ pub struct StoredRecord {
 /// next caller.
 pub type Rows = Arc<[StoredRecord]>;
 
+/// A read in progress, for async callers ([`Store::records_for_person_async`]):
+/// it owns what it needs, so it may be awaited after the call returns.
+pub type StoreRead<T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send + 'static>>;
+
 /// A stored record moved under the active index key (`gateway keys reindex`):
 /// its new keyed hashes and its ciphertext sealed again for them.
 #[derive(Debug, Clone)]
@@ -353,10 +358,15 @@ fn abandoned() -> StoreError {
 /// Implements [`Store`] for a backend's handle `$handle` by calling the
 /// same-named methods of its `inner` field (the state its threads share, on
 /// which each backend's files define the methods), so that each backend
-/// does not spell out the forwarding again. `shared` is [`Store::shared`].
+/// does not spell out the forwarding again. `shared` is [`Store::shared`];
+/// a block after it holds the handle's own versions of provided methods.
 macro_rules! store_via_inner {
     ($handle:ty, shared: $shared:expr) => {
+        $crate::store::store_via_inner!($handle, shared: $shared, {});
+    };
+    ($handle:ty, shared: $shared:expr, { $($own:item)* }) => {
         impl $crate::store::Store for $handle {
+            $($own)*
             fn shared(&self) -> bool {
                 $shared
             }
@@ -551,7 +561,8 @@ pub struct QueueDepths {
     pub index_backlog: u64,
 }
 
-/// The storage interface. Methods block; async callers use `spawn_blocking`.
+/// The storage interface. Methods block; async callers use `spawn_blocking`,
+/// or the `_async` reads on the look-up path.
 pub trait Store: Send + Sync + 'static {
     /// Whether other processes (gateway replicas) commit to the same store:
     /// then a commit made elsewhere is known only by watching
@@ -579,6 +590,34 @@ pub trait Store: Send + Sync + 'static {
         credit_code: &str,
         kinds: &[RecordKind],
     ) -> Result<Rows, StoreError>;
+    /// [`Store::records_for_person`] for an async caller (a look-up). A
+    /// store whose reads cross a network overrides it, so that the caller's
+    /// thread serves others while the database answers; the default reads
+    /// at once, on the calling thread, and returns the answer ready.
+    fn records_for_person_async(&self, person_index: &[u8]) -> StoreRead<Rows> {
+        Box::pin(std::future::ready(self.records_for_person(person_index)))
+    }
+    /// [`Store::records_for_enterprise`] for an async caller, as
+    /// [`Store::records_for_person_async`].
+    fn records_for_enterprise_async(
+        &self,
+        credit_code: &str,
+        kinds: &[RecordKind],
+    ) -> StoreRead<Rows> {
+        Box::pin(std::future::ready(
+            self.records_for_enterprise(credit_code, kinds),
+        ))
+    }
+    /// Opens the refusal window of `source` (a digest of who was refused,
+    /// and for what: [`crate::audit::repeats`]) for `window_ms`, unless one
+    /// is open: true if this call opened it, so that its refusal is the
+    /// window's first and is recorded. Replicas of one store decide it here
+    /// together; a store used by one process leaves it to that process's own
+    /// window (the default: always true).
+    fn open_refusal_window(&self, source: &[u8], window_ms: i64) -> StoreRead<bool> {
+        let _ = (source, window_ms);
+        Box::pin(std::future::ready(Ok(true)))
+    }
     /// The version of a record that was current at `seq` (the latest at or
     /// before it, the current row included), if the record existed then:
     /// what a consumer whose cursor is `seq` may hold of it.

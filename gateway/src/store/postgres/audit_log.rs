@@ -4,7 +4,7 @@
 //! by subject or as exported leaves.
 
 use super::Inner;
-use super::audit_tree::tree;
+use super::audit_tree::{EDGE, tree, tree_at};
 use super::db::{Db, Isolation, get, pos, text};
 use crate::audit::AuditEntry;
 use crate::store::{AuditFilter, AuditLeaf, StoreError, StoredAuditEntry};
@@ -22,17 +22,9 @@ pub(super) fn insert_audit<C: GenericClient>(
     frontier: &mut Option<tlog::Frontier>,
     entries: &[AuditEntry],
 ) -> Result<u64, StoreError> {
-    let row = db.query_one("SELECT size FROM audit_head WHERE id = 0 FOR UPDATE", &[])?;
-    let size = get::<i64>(&row, 0)? as u64;
     if entries.is_empty() {
-        return Ok(size + 1);
-    }
-    let tree = tree(db)?;
-    if tree.size() != size {
-        return Err(StoreError::corrupt(format!(
-            "the audit log holds {size} entries but its tree {} leaves",
-            tree.size()
-        )));
+        let row = db.query_one("SELECT size FROM audit_head WHERE id = 0 FOR UPDATE", &[])?;
+        return Ok(get::<i64>(&row, 0)? as u64 + 1);
     }
     // Each subject's latest entry, as every replica's appends left it.
     let mut tokens: Vec<&str> = entries
@@ -45,14 +37,37 @@ pub(super) fn insert_audit<C: GenericClient>(
     }
     tokens.sort_unstable();
     tokens.dedup();
+    // The lock, then (in the same round trip, each statement seeing what
+    // committed before the lock was granted) the tree's edge and the
+    // subjects' latest entries.
+    let mut read = db
+        .pipeline(&[
+            ("SELECT size FROM audit_head WHERE id = 0 FOR UPDATE", &[]),
+            (EDGE, &[]),
+            (
+                "SELECT subject, seq FROM audit_subject_heads WHERE subject = ANY($1)",
+                &[&tokens],
+            ),
+        ])?
+        .into_iter();
+    let (Some(head), Some(edge), Some(subject_heads)) = (read.next(), read.next(), read.next())
+    else {
+        return Err(StoreError::corrupt("audit_head holds no row"));
+    };
+    let (Some(head), Some(edge)) = (head.first(), edge.first()) else {
+        return Err(StoreError::corrupt("audit_head holds no row"));
+    };
+    let size = get::<i64>(head, 0)? as u64;
+    let tree = tree_at(db, edge)?;
+    if tree.size() != size {
+        return Err(StoreError::corrupt(format!(
+            "the audit log holds {size} entries but its tree {} leaves",
+            tree.size()
+        )));
+    }
     let mut heads: HashMap<String, i64> = HashMap::with_capacity(tokens.len());
-    if !tokens.is_empty() {
-        for r in db.query(
-            "SELECT subject, seq FROM audit_subject_heads WHERE subject = ANY($1)",
-            &[&tokens],
-        )? {
-            heads.insert(get(&r, 0)?, get(&r, 1)?);
-        }
+    for r in &subject_heads {
+        heads.insert(get(r, 0)?, get(r, 1)?);
     }
     let n = entries.len();
     let (mut seqs, mut at, mut actors, mut actions, mut outcomes, mut kinds, mut bytes) = (
@@ -78,16 +93,16 @@ pub(super) fn insert_audit<C: GenericClient>(
                 token: token.clone(),
                 prev_seq: prev as u64,
             });
-            subject_tokens.push(token.as_str());
+            subject_tokens.push(token.clone());
             subject_seqs.push(seq as i64);
         }
         let encoded = e.encode(seq, &subjects).map_err(StoreError::backend)?;
         leaves.push(tlog::leaf_hash(&encoded));
         seqs.push(seq as i64);
         at.push(e.at_ms);
-        actors.push(text(&e.actor));
-        actions.push(text(&e.action));
-        outcomes.push(text(&e.outcome));
+        actors.push(text(&e.actor).into_owned());
+        actions.push(text(&e.action).into_owned());
+        outcomes.push(text(&e.outcome).into_owned());
         kinds.push(if e.kinds.is_empty() {
             String::new()
         } else {
@@ -95,50 +110,59 @@ pub(super) fn insert_audit<C: GenericClient>(
         });
         bytes.push(encoded);
     }
-    db.execute(
-        "INSERT INTO audit_log (seq, at_ms, actor, action, outcome, kinds, entry)
-         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[],
-                              $6::text[], $7::bytea[])",
-        &[&seqs, &at, &actors, &actions, &outcomes, &kinds, &bytes],
-    )?;
-    // The group's notes in one statement, as its entries: a statement per
-    // note would be a round trip per entry while the append lock is held.
+    // The writes go out together, with the commit's round trip (`Db::defer`):
+    // the append lock is held for two round trips, however many entries.
     let (mut note_seqs, mut commitments, mut sealed) = (Vec::new(), Vec::new(), Vec::new());
     for (seq, e) in seqs.iter().zip(entries) {
         if let Some(note) = &e.note {
             note_seqs.push(*seq);
-            commitments.push(text(&note.commitment));
-            sealed.push(note.sealed.as_slice());
+            commitments.push(text(&note.commitment).into_owned());
+            sealed.push(note.sealed.clone());
         }
     }
+    let new_size = (size + n as u64) as i64;
+    db.defer(
+        "INSERT INTO audit_log (seq, at_ms, actor, action, outcome, kinds, entry)
+         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[],
+                              $6::text[], $7::bytea[])",
+        vec![
+            Box::new(seqs),
+            Box::new(at),
+            Box::new(actors),
+            Box::new(actions),
+            Box::new(outcomes),
+            Box::new(kinds),
+            Box::new(bytes),
+        ],
+    );
     if !note_seqs.is_empty() {
-        db.execute(
+        db.defer(
             "INSERT INTO audit_notes (seq, commitment, sealed)
              SELECT * FROM unnest($1::bigint[], $2::text[], $3::bytea[])",
-            &[&note_seqs, &commitments, &sealed],
-        )?;
+            vec![Box::new(note_seqs), Box::new(commitments), Box::new(sealed)],
+        );
     }
     if !subject_tokens.is_empty() {
-        db.execute(
-            "INSERT INTO audit_subjects (subject, seq) SELECT * FROM unnest($1::text[], $2::bigint[])",
-            &[&subject_tokens, &subject_seqs],
-        )?;
-        let (head_tokens, head_seqs): (Vec<&str>, Vec<i64>) = tokens
+        let (head_tokens, head_seqs): (Vec<String>, Vec<i64>) = tokens
             .iter()
-            .map(|t| (*t, heads.get(*t).copied().unwrap_or(0)))
+            .map(|t| (t.to_string(), heads.get(*t).copied().unwrap_or(0)))
             .unzip();
-        db.execute(
+        db.defer(
+            "INSERT INTO audit_subjects (subject, seq) SELECT * FROM unnest($1::text[], $2::bigint[])",
+            vec![Box::new(subject_tokens), Box::new(subject_seqs)],
+        );
+        db.defer(
             "INSERT INTO audit_subject_heads (subject, seq)
              SELECT * FROM unnest($1::text[], $2::bigint[])
              ON CONFLICT (subject) DO UPDATE SET seq = excluded.seq",
-            &[&head_tokens, &head_seqs],
-        )?;
+            vec![Box::new(head_tokens), Box::new(head_seqs)],
+        );
     }
     *frontier = Some(tree.append(frontier.take(), &leaves)?);
-    db.execute(
+    db.defer(
         "UPDATE audit_head SET size = $1 WHERE id = 0",
-        &[&((size + n as u64) as i64)],
-    )?;
+        vec![Box::new(new_size)],
+    );
     Ok(size + 1)
 }
 

@@ -7,25 +7,66 @@ use super::db::{Db, Isolation, get};
 use crate::store::StoreError;
 use crate::store::audit_tree::{LeafVisitor, TILE, TiledTree, TreeStorage, TreeStorageMut};
 use deadpool_postgres::GenericClient;
+use std::cell::Cell;
 
 /// The tree's rows, through one transaction.
-pub(super) struct TreeRows<'d, 'c, C>(pub(super) &'d Db<'c, C>);
+pub(super) struct TreeRows<'d, 'c, C> {
+    db: &'d Db<'c, C>,
+    /// The last loose leaf and the last tile (its start and leaves), as
+    /// read with the tree's edge.
+    last_leaf: Cell<Option<Option<u64>>>,
+    last_tile: Cell<Option<Option<(u64, u64)>>>,
+}
+
+/// The tree's right edge in one statement: the last loose leaf, and the
+/// start and length of the last tile.
+pub(super) const EDGE: &str = "
+    SELECT (SELECT max(idx) FROM audit_leaves), t.idx, length(t.hashes)
+    FROM (SELECT 1) AS one
+    LEFT JOIN LATERAL (SELECT idx, hashes FROM audit_tiles ORDER BY idx DESC LIMIT 1) AS t ON true";
 
 /// The audit tree as `db` sees it.
 pub(super) fn tree<'d, 'c, C: GenericClient>(
     db: &'d Db<'c, C>,
 ) -> Result<TiledTree<TreeRows<'d, 'c, C>>, StoreError> {
-    TiledTree::open(TreeRows(db))
+    let edge = db.query_one(EDGE, &[])?;
+    tree_at(db, &edge)
+}
+
+/// The audit tree as `db` sees it, from its edge as read (an [`EDGE`] row)
+/// in the same transaction.
+pub(super) fn tree_at<'d, 'c, C: GenericClient>(
+    db: &'d Db<'c, C>,
+    edge: &tokio_postgres::Row,
+) -> Result<TiledTree<TreeRows<'d, 'c, C>>, StoreError> {
+    let last_leaf = get::<Option<i64>>(edge, 0)?.map(|i| i as u64);
+    let last_tile = match (get::<Option<i64>>(edge, 1)?, get::<Option<i32>>(edge, 2)?) {
+        (Some(start), Some(len)) => Some((start as u64, len as u64 / 32)),
+        _ => None,
+    };
+    TiledTree::open(TreeRows {
+        db,
+        last_leaf: Cell::new(Some(last_leaf)),
+        last_tile: Cell::new(Some(last_tile)),
+    })
 }
 
 impl<C: GenericClient> TreeStorage for TreeRows<'_, '_, C> {
     fn last_loose_leaf(&self) -> Result<Option<u64>, StoreError> {
-        let row = self.0.query_one("SELECT max(idx) FROM audit_leaves", &[])?;
+        if let Some(known) = self.last_leaf.get() {
+            return Ok(known);
+        }
+        let row = self
+            .db
+            .query_one("SELECT max(idx) FROM audit_leaves", &[])?;
         Ok(get::<Option<i64>>(&row, 0)?.map(|i| i as u64))
     }
 
     fn last_tile(&self) -> Result<Option<(u64, u64)>, StoreError> {
-        let row = self.0.query_opt(
+        if let Some(known) = self.last_tile.get() {
+            return Ok(known);
+        }
+        let row = self.db.query_opt(
             "SELECT idx, length(hashes) FROM audit_tiles ORDER BY idx DESC LIMIT 1",
             &[],
         )?;
@@ -34,7 +75,7 @@ impl<C: GenericClient> TreeStorage for TreeRows<'_, '_, C> {
     }
 
     fn tile(&self, start: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        let row = self.0.query_opt(
+        let row = self.db.query_opt(
             "SELECT hashes FROM audit_tiles WHERE idx = $1",
             &[&(start as i64)],
         )?;
@@ -47,7 +88,7 @@ impl<C: GenericClient> TreeStorage for TreeRows<'_, '_, C> {
         to: u64,
         each: &mut LeafVisitor<'_>,
     ) -> Result<(), StoreError> {
-        let rows = self.0.query(
+        let rows = self.db.query(
             "SELECT idx, hash FROM audit_leaves WHERE idx >= $1 AND idx < $2 ORDER BY idx",
             &[&(from as i64), &(to as i64)],
         )?;
@@ -59,7 +100,7 @@ impl<C: GenericClient> TreeStorage for TreeRows<'_, '_, C> {
     }
 
     fn node(&self, level: u8, index: u64) -> Result<Option<tlog::Hash>, StoreError> {
-        let row = self.0.query_opt(
+        let row = self.db.query_opt(
             "SELECT hash FROM audit_nodes WHERE level = $1 AND idx = $2",
             &[&i16::from(level), &(index as i64)],
         )?;
@@ -76,12 +117,12 @@ impl<C: GenericClient> TreeStorageMut for TreeRows<'_, '_, C> {
     fn put_nodes(&self, nodes: &[tlog::Node]) -> Result<(), StoreError> {
         let levels: Vec<i16> = nodes.iter().map(|n| i16::from(n.level)).collect();
         let indexes: Vec<i64> = nodes.iter().map(|n| n.index as i64).collect();
-        let hashes: Vec<&[u8]> = nodes.iter().map(|n| &n.hash[..]).collect();
-        self.0.execute(
+        let hashes: Vec<Vec<u8>> = nodes.iter().map(|n| n.hash.to_vec()).collect();
+        self.db.defer(
             "INSERT INTO audit_nodes (level, idx, hash)
              SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])",
-            &[&levels, &indexes, &hashes],
-        )?;
+            vec![Box::new(levels), Box::new(indexes), Box::new(hashes)],
+        );
         Ok(())
     }
 
@@ -89,23 +130,23 @@ impl<C: GenericClient> TreeStorageMut for TreeRows<'_, '_, C> {
         let indexes: Vec<i64> = (0..hashes.len() as u64)
             .map(|i| (first + i) as i64)
             .collect();
-        let hashes: Vec<&[u8]> = hashes.iter().map(|h| &h[..]).collect();
-        self.0.execute(
+        let hashes: Vec<Vec<u8>> = hashes.iter().map(|h| h.to_vec()).collect();
+        self.db.defer(
             "INSERT INTO audit_leaves (idx, hash) SELECT * FROM unnest($1::bigint[], $2::bytea[])",
-            &[&indexes, &hashes],
-        )?;
+            vec![Box::new(indexes), Box::new(hashes)],
+        );
         Ok(())
     }
 
     fn put_tile(&self, start: u64, hashes: &[u8]) -> Result<(), StoreError> {
-        self.0.execute(
+        self.db.defer(
             "DELETE FROM audit_leaves WHERE idx >= $1 AND idx < $2",
-            &[&(start as i64), &((start + TILE) as i64)],
-        )?;
-        self.0.execute(
+            vec![Box::new(start as i64), Box::new((start + TILE) as i64)],
+        );
+        self.db.defer(
             "INSERT INTO audit_tiles (idx, hashes) VALUES ($1, $2)",
-            &[&(start as i64), &hashes],
-        )?;
+            vec![Box::new(start as i64), Box::new(hashes.to_vec())],
+        );
         Ok(())
     }
 }

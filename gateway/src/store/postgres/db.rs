@@ -1,14 +1,16 @@
-//! The driver's async calls behind the store's blocking methods. The pool and
-//! its connections live on the store's own small runtime (so the store does
-//! not depend on, or die with, a caller's runtime); a statement's future is
-//! driven to completion on the calling thread, which only waits on channels
-//! to the connection task and so needs no runtime of its own. Every method
-//! of the store blocks its caller, as the trait says.
+//! The driver's async calls behind the store's methods. The pool's
+//! connections are opened on, and driven by, the store's own small runtime
+//! (so the store does not depend on, or die with, a caller's runtime),
+//! whoever asks for one. A blocking method drives its statements' futures
+//! to completion on the calling thread, which only waits on channels to the
+//! connection task and so needs no runtime of its own. (The look-up path's
+//! async reads have connections of their own: `readers`.)
 
 use super::Inner;
 use super::errors::corrupt_value;
 use crate::store::StoreError;
 use deadpool_postgres::{GenericClient, Object, Transaction};
+use std::cell::RefCell;
 use std::future::Future;
 use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, ToSql};
@@ -20,16 +22,85 @@ pub(super) fn wait<F: Future>(f: F) -> F::Output {
 
 /// Statements through one client or transaction, prepared once per
 /// connection (deadpool keeps each connection's prepared statements).
-pub(super) struct Db<'a, C>(pub(super) &'a C);
+///
+/// Round trips, not statements, are what a transaction waits for: writes
+/// whose outcome nothing reads may be deferred ([`Db::defer`]); they are
+/// sent together with the next statement read, or before the commit, in
+/// one round trip, in the order they were made. A transaction that fails
+/// still fails: PostgreSQL rejects everything after the first error, and
+/// the first error is the one reported.
+pub(super) struct Db<'a, C> {
+    pub(super) client: &'a C,
+    deferred: RefCell<Vec<(&'static str, Vec<Owned>)>>,
+}
+
+/// A parameter a deferred statement owns.
+pub(super) type Owned = Box<dyn ToSql + Sync + Send>;
 
 pub(super) type Params<'p> = [&'p (dyn ToSql + Sync)];
 
-impl<C: GenericClient> Db<'_, C> {
+impl<'a, C: GenericClient> Db<'a, C> {
+    pub(super) fn new(client: &'a C) -> Self {
+        Db {
+            client,
+            deferred: RefCell::default(),
+        }
+    }
+
+    /// Queues a write to go with the next statement sent.
+    pub(super) fn defer(&self, sql: &'static str, params: Vec<Owned>) {
+        self.deferred.borrow_mut().push((sql, params));
+    }
+
+    /// The deferred writes, then `reads`, in one round trip: the rows of
+    /// each read, in order.
+    pub(super) fn pipeline(
+        &self,
+        reads: &[(&str, &Params<'_>)],
+    ) -> Result<Vec<Vec<Row>>, StoreError> {
+        let deferred = std::mem::take(&mut *self.deferred.borrow_mut());
+        if deferred.is_empty() && reads.is_empty() {
+            return Ok(Vec::new());
+        }
+        wait(async {
+            // Prepared first, one by one (cached after a connection's first
+            // use): a statement still being prepared would be overtaken.
+            let mut statements = Vec::with_capacity(deferred.len() + reads.len());
+            for sql in deferred
+                .iter()
+                .map(|(sql, _)| *sql)
+                .chain(reads.iter().map(|r| r.0))
+            {
+                statements.push(self.client.prepare_cached(sql).await?);
+            }
+            let owned: Vec<Vec<&(dyn ToSql + Sync)>> = deferred
+                .iter()
+                .map(|(_, params)| params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect())
+                .collect();
+            let params = owned
+                .iter()
+                .map(Vec::as_slice)
+                .chain(reads.iter().map(|r| r.1));
+            let sent = statements
+                .iter()
+                .zip(params)
+                .map(|(stmt, params)| self.client.query(stmt, params));
+            let mut answers = in_order(sent.collect()).await.into_iter();
+            for _ in 0..deferred.len() {
+                answers.next().expect("one answer per statement")?;
+            }
+            answers.collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(StoreError::from)
+    }
+
+    /// Sends the deferred writes, if any.
+    pub(super) fn flush(&self) -> Result<(), StoreError> {
+        self.pipeline(&[]).map(|_| ())
+    }
+
     pub(super) fn query(&self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, StoreError> {
-        Ok(wait(async {
-            let stmt = self.0.prepare_cached(sql).await?;
-            self.0.query(&stmt, params).await
-        })?)
+        Ok(self.pipeline(&[(sql, params)])?.pop().unwrap_or_default())
     }
 
     pub(super) fn query_opt(
@@ -37,10 +108,13 @@ impl<C: GenericClient> Db<'_, C> {
         sql: &str,
         params: &Params<'_>,
     ) -> Result<Option<Row>, StoreError> {
-        Ok(wait(async {
-            let stmt = self.0.prepare_cached(sql).await?;
-            self.0.query_opt(&stmt, params).await
-        })?)
+        let mut rows = self.query(sql, params)?;
+        if rows.len() > 1 {
+            return Err(StoreError::corrupt(format!(
+                "more than one row where one is kept: {sql}"
+            )));
+        }
+        Ok(rows.pop())
     }
 
     pub(super) fn query_one(&self, sql: &str, params: &Params<'_>) -> Result<Row, StoreError> {
@@ -49,10 +123,81 @@ impl<C: GenericClient> Db<'_, C> {
     }
 
     pub(super) fn execute(&self, sql: &str, params: &Params<'_>) -> Result<u64, StoreError> {
+        self.flush()?;
         Ok(wait(async {
-            let stmt = self.0.prepare_cached(sql).await?;
-            self.0.execute(&stmt, params).await
+            let stmt = self.client.prepare_cached(sql).await?;
+            self.client.execute(&stmt, params).await
         })?)
+    }
+}
+
+/// Awaits every future, polling them in the order given each time: the
+/// driver sends a statement when its future is first polled, so they reach
+/// the server in this order (a join of many futures may poll out of order).
+async fn in_order<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut done: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(move |cx| {
+        let mut pending = false;
+        for (f, out) in futures.iter_mut().zip(done.iter_mut()) {
+            if out.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *out = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(done.iter_mut().filter_map(Option::take).collect())
+        }
+    })
+    .await
+}
+
+/// Opens the pool's connections on the store's runtime, whichever thread or
+/// runtime asked for one: a connection's socket and task belong to the
+/// runtime that made them, and only the store's lives as long as the pool.
+pub(super) struct OnStoreRuntime {
+    pub(super) tls: tokio_postgres_rustls::MakeRustlsConnect,
+    pub(super) runtime: tokio::runtime::Handle,
+}
+
+impl deadpool_postgres::Connect for OnStoreRuntime {
+    fn connect(
+        &self,
+        config: &tokio_postgres::Config,
+    ) -> std::pin::Pin<
+        Box<
+            dyn Future<
+                    Output = Result<
+                        (tokio_postgres::Client, tokio::task::JoinHandle<()>),
+                        tokio_postgres::Error,
+                    >,
+                > + Send
+                + '_,
+        >,
+    > {
+        let (tls, config) = (self.tls.clone(), config.clone());
+        let opening = self.runtime.spawn(async move {
+            let (client, connection) = config.connect(tls).await?;
+            let task = tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::warn!(error = %e, "a store connection ended");
+                }
+            });
+            Ok((client, task))
+        });
+        Box::pin(async move {
+            match opening.await {
+                Ok(opened) => opened,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                // The store's runtime is shutting down (the store is being
+                // dropped): the pool's create timeout answers the caller.
+                Err(_) => std::future::pending().await,
+            }
+        })
     }
 }
 
@@ -93,12 +238,11 @@ pub(super) enum Isolation {
 }
 
 impl Inner {
-    /// A pooled connection, opened on the store's runtime when none is idle.
+    /// A pooled connection for a blocking caller. The pool's timers need a
+    /// runtime's context: the store's (its worker drives them).
     pub(super) fn client(&self) -> Result<Object, StoreError> {
-        let pool = self.pool.clone();
-        wait(self.runtime.spawn(async move { pool.get().await }))
-            .map_err(|_| StoreError::unavailable("the store is closing"))?
-            .map_err(StoreError::from)
+        let _context = self.runtime.enter();
+        Ok(wait(self.pool.get())?)
     }
 
     /// Runs `f` on a pooled connection, each statement on its own.
@@ -107,7 +251,10 @@ impl Inner {
         f: impl FnOnce(&Db<'_, Object>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let client = self.client()?;
-        f(&Db(&client))
+        let db = Db::new(&client);
+        let out = f(&db)?;
+        db.flush()?;
+        Ok(out)
     }
 
     /// Runs `f` in a transaction and commits it (rolled back if `f` fails).
@@ -135,7 +282,10 @@ impl Inner {
                 }
             }
         })?;
-        let out = f(&Db(&tx))?;
+        let db = Db::new(&tx);
+        let out = f(&db)?;
+        db.flush()?;
+        drop(db);
         wait(tx.commit())?;
         Ok(out)
     }

@@ -34,20 +34,26 @@
 //! Stateless replicas. Batch receipts are read after the feed lock is taken,
 //! so the same batch id committed through two replicas at once gives one
 //! commit; the other finds the first's receipt. Re-identification windows
-//! are rows, checked and taken under a per-consumer row lock. A replica
+//! are rows, checked and taken under a per-consumer row lock; refusal
+//! windows are rows too (`refusals`). A replica
 //! learns of commits made through others by watching `feed_head`
 //! ([`crate::store::Store::shared`]).
 //!
 //! Driving the driver: the store's methods block (as the trait says); the
 //! pool and its connections run on the store's own small runtime, and each
-//! statement's future is driven on the calling thread (`db`). Connection and
-//! pool failures are `Unavailable`, serialisation failures and unique
-//! violations `Conflict` (`errors`).
+//! statement's future is driven on the calling thread (`db`). What a
+//! transaction waits for is round trips, so writes nothing reads are sent
+//! together (an audit append holds the lock for two round trips, whatever
+//! its size). The look-up path's reads are async instead and share a few
+//! pipelined connections (`readers`). Connection and pool failures are
+//! `Unavailable`, serialisation failures and unique violations `Conflict`
+//! (`errors`).
 //!
 //! The files, one concern each: `schema` (tables and migrations), `db`
-//! (connections, statements, transactions), `records` (batches, feed,
+//! (connections, statements, transactions), `readers` (the look-up path's
+//! shared connections), `records` (batches, feed,
 //! look-ups), `audit_log`, `audit_tree`, `notes`, `checkpoints`, `meta`,
-//! `errors`, and the `committer` thread.
+//! `refusals`, `errors`, and the `committer` thread.
 
 mod audit_log;
 mod audit_tree;
@@ -59,7 +65,9 @@ mod import;
 mod meta;
 mod notes;
 mod probe;
+mod readers;
 mod records;
+mod refusals;
 mod schema;
 pub mod testing;
 
@@ -95,6 +103,8 @@ pub struct PgStore {
 struct Inner {
     runtime: tokio::runtime::Handle,
     pool: Pool,
+    /// Connections shared by the look-up path's async reads.
+    readers: Arc<readers::Readers>,
     /// The audit tree's right edge after this replica's last append (used
     /// only while no other replica has appended since).
     frontier: Mutex<Option<tlog::Frontier>>,
@@ -136,13 +146,6 @@ impl PgStore {
             config.options(format!("-c lock_timeout={}", LOCK_TIMEOUT.as_millis()));
         }
         let tls = tls_connector(&config, ca_file)?;
-        let manager = Manager::from_config(
-            config,
-            tls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("pg-store")
@@ -151,6 +154,17 @@ impl PgStore {
             .map_err(|e| {
                 StoreError::unavailable(format!("cannot start the store's runtime: {e}"))
             })?;
+        let readers = Arc::new(readers::Readers::new(config.clone(), tls.clone()));
+        let manager = Manager::from_connect(
+            config,
+            db::OnStoreRuntime {
+                tls,
+                runtime: runtime.handle().clone(),
+            },
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .runtime(deadpool_postgres::Runtime::Tokio1)
@@ -162,6 +176,7 @@ impl PgStore {
         let inner = Arc::new(Inner {
             runtime: runtime.handle().clone(),
             pool,
+            readers,
             frontier: Mutex::default(),
             queue: AuditQueue::default(),
         });
@@ -277,4 +292,26 @@ impl Inner {
     }
 }
 
-crate::store::store_via_inner!(PgStore, shared: true);
+crate::store::store_via_inner!(PgStore, shared: true, {
+    fn records_for_person_async(&self, person_index: &[u8]) -> crate::store::StoreRead<crate::store::Rows> {
+        Box::pin(records::records_for_person_async(self.inner.readers.clone(), person_index.to_vec()))
+    }
+    fn open_refusal_window(&self, source: &[u8], window_ms: i64) -> crate::store::StoreRead<bool> {
+        Box::pin(refusals::open_refusal_window(
+            self.inner.readers.clone(),
+            source.to_vec(),
+            window_ms,
+        ))
+    }
+    fn records_for_enterprise_async(
+        &self,
+        credit_code: &str,
+        kinds: &[adapters::RecordKind],
+    ) -> crate::store::StoreRead<crate::store::Rows> {
+        Box::pin(records::records_for_enterprise_async(
+            self.inner.readers.clone(),
+            credit_code.to_string(),
+            kinds.to_vec(),
+        ))
+    }
+});

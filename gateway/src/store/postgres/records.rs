@@ -9,14 +9,57 @@ use super::Inner;
 use super::audit_log::insert_audit;
 use super::db::{Db, get, pos};
 use super::meta::set_meta;
+use super::readers::{Read, Readers};
 use crate::store::{
     BatchWrite, CommitOutcome, ReindexedRecord, Rows, StoreError, StoredBatch, StoredRecord,
 };
 use adapters::RecordKind;
 use deadpool_postgres::GenericClient;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 const RECORD_COLUMNS: &str = "seq, kind, key_hash, changed_at, cancelled, sealed";
+
+/// A person's current records (look-ups), by keyed index.
+pub(super) static PERSON_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {RECORD_COLUMNS} FROM records
+         WHERE person_index = $1 AND NOT cancelled
+         ORDER BY kind COLLATE \"C\", changed_at"
+    )
+});
+
+/// An enterprise's current records of some kinds (look-ups).
+pub(super) static ENTERPRISE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {RECORD_COLUMNS} FROM records
+         WHERE enterprise = $1 AND kind = ANY($2) AND NOT cancelled
+         ORDER BY kind COLLATE \"C\", changed_at"
+    )
+});
+
+/// [`Inner::records_for_person`], awaited on the caller's runtime.
+pub(super) async fn records_for_person_async(
+    readers: Arc<Readers>,
+    person_index: Vec<u8>,
+) -> Result<Rows, StoreError> {
+    Ok(records(&readers.query(Read::Person, &[&person_index]).await?)?.into())
+}
+
+/// [`Inner::records_for_enterprise`], awaited on the caller's runtime.
+pub(super) async fn records_for_enterprise_async(
+    readers: Arc<Readers>,
+    credit_code: String,
+    kinds: Vec<RecordKind>,
+) -> Result<Rows, StoreError> {
+    let kinds = kind_ids(&kinds);
+    Ok(records(
+        &readers
+            .query(Read::Enterprise, &[&credit_code, &kinds])
+            .await?,
+    )?
+    .into())
+}
 
 pub(super) fn find_batch<C: GenericClient>(
     db: &Db<'_, C>,
@@ -249,17 +292,7 @@ impl Inner {
     }
 
     pub(super) fn records_for_person(&self, person_index: &[u8]) -> Result<Rows, StoreError> {
-        self.read(|db| {
-            Ok(records(&db.query(
-                &format!(
-                    "SELECT {RECORD_COLUMNS} FROM records
-                     WHERE person_index = $1 AND NOT cancelled
-                     ORDER BY kind COLLATE \"C\", changed_at"
-                ),
-                &[&person_index],
-            )?)?
-            .into())
-        })
+        self.read(|db| Ok(records(&db.query(&PERSON_SQL, &[&person_index])?)?.into()))
     }
 
     pub(super) fn records_for_enterprise(
@@ -268,15 +301,7 @@ impl Inner {
         kinds: &[RecordKind],
     ) -> Result<Rows, StoreError> {
         self.read(|db| {
-            Ok(records(&db.query(
-                &format!(
-                    "SELECT {RECORD_COLUMNS} FROM records
-                     WHERE enterprise = $1 AND kind = ANY($2) AND NOT cancelled
-                     ORDER BY kind COLLATE \"C\", changed_at"
-                ),
-                &[&credit_code, &kind_ids(kinds)],
-            )?)?
-            .into())
+            Ok(records(&db.query(&ENTERPRISE_SQL, &[&credit_code, &kind_ids(kinds)])?)?.into())
         })
     }
 

@@ -141,7 +141,20 @@ CREATE TABLE audit_checkpoints (
 
 /// The migrations since version 1, in order, each its SQL. A change to the
 /// layout is a new entry at the end, never an edit of an applied one.
-pub(super) const MIGRATIONS: [Migration<&str>; 0] = [];
+pub(super) const MIGRATIONS: [Migration<&str>; 1] = [Migration {
+    version: 2,
+    what: "refusal windows shared by the replicas",
+    // One row per source of refusals (a digest), the time its window
+    // opened by the database's clock; rows of closed windows are pruned as
+    // new ones open (`refusals`).
+    step: r#"
+        CREATE TABLE refusal_windows (
+            source     BYTEA PRIMARY KEY,
+            opened_ms  BIGINT NOT NULL
+        );
+        CREATE INDEX refusal_windows_by_opened ON refusal_windows (opened_ms);
+    "#,
+}];
 
 /// The advisory lock key replicas take while migrating (any constant that
 /// nothing else in the database uses).
@@ -162,7 +175,7 @@ pub(super) fn migrate(db: &Db<'_, Transaction<'_>>) -> Result<(), StoreError> {
     let todo = match get::<Option<i32>>(&row, 0)? {
         None => {
             // A new database: the first layout, then every migration.
-            wait(db.0.batch_execute(V1))?;
+            wait(db.client.batch_execute(V1))?;
             record(db, schema_version::FIRST)?;
             &MIGRATIONS[..]
         }
@@ -175,7 +188,7 @@ pub(super) fn migrate(db: &Db<'_, Transaction<'_>>) -> Result<(), StoreError> {
             what = m.what,
             "migrating the store's schema"
         );
-        wait(db.0.batch_execute(m.step))?;
+        wait(db.client.batch_execute(m.step))?;
         record(db, m.version)?;
     }
     Ok(())
