@@ -9,7 +9,7 @@
 use super::Inner;
 use super::errors::corrupt_value;
 use crate::store::StoreError;
-use deadpool_postgres::{GenericClient, Object, Transaction};
+use deadpool_postgres::{GenericClient, Object};
 use std::cell::RefCell;
 use std::future::Future;
 use tokio_postgres::Row;
@@ -30,7 +30,7 @@ pub(super) fn wait<F: Future>(f: F) -> F::Output {
 /// still fails: PostgreSQL rejects everything after the first error, and
 /// the first error is the one reported.
 pub(super) struct Db<'a, C> {
-    pub(super) client: &'a C,
+    client: &'a C,
     deferred: RefCell<Vec<(&'static str, Vec<Owned>)>>,
 }
 
@@ -94,6 +94,13 @@ impl<'a, C: GenericClient> Db<'a, C> {
         .map_err(StoreError::from)
     }
 
+    /// Runs `sql` (several statements, no parameters) after the deferred
+    /// writes: schema changes.
+    pub(super) fn batch(&self, sql: &str) -> Result<(), StoreError> {
+        self.flush()?;
+        Ok(wait(self.client.batch_execute(sql))?)
+    }
+
     /// Sends the deferred writes, if any.
     pub(super) fn flush(&self) -> Result<(), StoreError> {
         self.pipeline(&[]).map(|_| ())
@@ -134,7 +141,7 @@ impl<'a, C: GenericClient> Db<'a, C> {
 /// Awaits every future, polling them in the order given each time: the
 /// driver sends a statement when its future is first polled, so they reach
 /// the server in this order (a join of many futures may poll out of order).
-async fn in_order<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+pub(super) async fn in_order<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
     let mut futures: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
     let mut done: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
     std::future::poll_fn(move |cx| {
@@ -245,6 +252,19 @@ impl Inner {
         Ok(wait(self.pool.get())?)
     }
 
+    /// Another pooled connection for a caller that can do without it:
+    /// `None` unless one is free at once (a caller holding one never waits
+    /// for a second, so callers cannot hold the pool between them).
+    pub(super) fn spare_client(&self) -> Option<Object> {
+        let _context = self.runtime.enter();
+        let timeouts = deadpool_postgres::Timeouts {
+            wait: Some(std::time::Duration::ZERO),
+            create: Some(super::CONNECT_TIMEOUT),
+            recycle: Some(super::CONNECT_TIMEOUT),
+        };
+        wait(self.pool.timeout_get(&timeouts)).ok()
+    }
+
     /// Runs `f` on a pooled connection, each statement on its own.
     pub(super) fn read<T>(
         &self,
@@ -258,35 +278,65 @@ impl Inner {
     }
 
     /// Runs `f` in a transaction and commits it (rolled back if `f` fails).
+    /// The transaction's `BEGIN` goes with its first statement and its
+    /// `COMMIT` with its last writes: no round trip of their own.
     pub(super) fn transaction<T>(
         &self,
         isolation: Isolation,
-        f: impl FnOnce(&Db<'_, Transaction<'_>>) -> Result<T, StoreError>,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut client = self.client()?;
-        let tx = wait(async {
-            let builder = client.build_transaction();
+        let mut open = OpenTransaction(Some(self.client()?));
+        let client = open.0.as_ref().expect("held until the end");
+        let db = Db::new(client);
+        db.defer(
             match isolation {
-                Isolation::Write => {
-                    builder
-                        .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
-                        .start()
-                        .await
-                }
-                Isolation::Snapshot => {
-                    builder
-                        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-                        .read_only(true)
-                        .start()
-                        .await
-                }
-            }
-        })?;
-        let db = Db::new(&tx);
-        let out = f(&db)?;
-        db.flush()?;
+                Isolation::Write => "BEGIN ISOLATION LEVEL READ COMMITTED",
+                Isolation::Snapshot => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+            },
+            Vec::new(),
+        );
+        let committed = f(&db).and_then(|out| {
+            db.defer("COMMIT", Vec::new());
+            db.flush().map(|()| out)
+        });
         drop(db);
-        wait(tx.commit())?;
-        Ok(out)
+        match committed {
+            Ok(out) => {
+                open.0.take();
+                Ok(out)
+            }
+            Err(e) => {
+                open.roll_back();
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A transaction's statements: through its pooled connection.
+pub(super) type Tx<'a> = Db<'a, Object>;
+
+/// A pooled connection inside a transaction this store began. Unless the
+/// transaction ends (committed, or rolled back here), the connection is
+/// closed instead of going back to the pool: the next caller must not find
+/// itself inside someone else's transaction (a panic in between, a failed
+/// rollback).
+struct OpenTransaction(Option<Object>);
+
+impl OpenTransaction {
+    fn roll_back(&mut self) {
+        if let Some(client) = self.0.take()
+            && wait(client.batch_execute("ROLLBACK")).is_err()
+        {
+            drop(Object::take(client));
+        }
+    }
+}
+
+impl Drop for OpenTransaction {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            drop(Object::take(client));
+        }
     }
 }

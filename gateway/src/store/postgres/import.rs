@@ -14,10 +14,9 @@
 //! same order, so proofs against checkpoints signed before the move verify.
 
 use super::PgStore;
-use super::db::{Db, Isolation, get, text};
+use super::db::{Isolation, Tx, get, text};
 use crate::store::StoreError;
 use crate::store::dump::{DumpChunk, DumpHeads, DumpSink, DumpSummary};
-use deadpool_postgres::Transaction;
 
 /// Tables that must all be empty for a copy to start.
 const STORE_TABLES: [&str; 8] = [
@@ -68,7 +67,7 @@ impl PgStore {
 }
 
 fn write_chunk(
-    db: &Db<'_, Transaction<'_>>,
+    db: &Tx<'_>,
     chunk: &DumpChunk,
     summary: &mut DumpSummary,
 ) -> Result<(), StoreError> {
@@ -241,11 +240,7 @@ fn write_chunk(
 
 /// Sets the head rows and each subject's latest entry from the copied rows,
 /// then checks the copied tree against the source's heads and checkpoints.
-fn finish(
-    db: &Db<'_, Transaction<'_>>,
-    heads: &DumpHeads,
-    summary: &mut DumpSummary,
-) -> Result<(), StoreError> {
+fn finish(db: &Tx<'_>, heads: &DumpHeads, summary: &mut DumpSummary) -> Result<(), StoreError> {
     db.execute(
         "UPDATE feed_head SET seq = $1 WHERE id = 0",
         &[&(heads.feed as i64)],

@@ -77,8 +77,8 @@ mod tests;
 
 use super::StoreError;
 use super::group_commit::AuditQueue;
-use db::{Db, Isolation};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Transaction};
+use db::Isolation;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -279,7 +279,7 @@ impl Inner {
     /// commits it, and keeps the edge `f` left only once committed.
     fn write<T>(
         &self,
-        f: impl FnOnce(&Db<'_, Transaction<'_>>, &mut Option<tlog::Frontier>) -> Result<T, StoreError>,
+        f: impl FnOnce(&db::Tx<'_>, &mut Option<tlog::Frontier>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut frontier = self
             .frontier

@@ -7,7 +7,7 @@
 
 use super::Inner;
 use super::audit_log::insert_audit;
-use super::db::{Db, get, pos};
+use super::db::{Db, get, in_order, pos, wait};
 use super::meta::set_meta;
 use super::readers::{Read, Readers};
 use crate::store::{
@@ -19,6 +19,19 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 const RECORD_COLUMNS: &str = "seq, kind, key_hash, changed_at, cancelled, sealed";
+
+/// Parts a page of the feed is read in at once ([`Inner::read_feed`]).
+const FEED_PARTS: usize = 4;
+
+/// Feed rows in a stretch of positions, the next `$4` at most, with the
+/// sealed record only for the kinds asked for (`$3`). The kinds are not a
+/// condition of the query: as one, the planner may intersect the positions'
+/// index with the whole primary key (whose first column is the kind),
+/// which for a stretch costs a walk of every key; here it walks the
+/// positions only, and rows of other kinds cost their few small columns.
+const FEED_STRETCH: &str = "SELECT seq, kind, key_hash, changed_at, cancelled,
+            CASE WHEN kind = ANY($3) THEN sealed END
+     FROM records WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $4";
 
 /// A person's current records (look-ups), by keyed index.
 pub(super) static PERSON_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
@@ -208,14 +221,18 @@ impl Inner {
                     ],
                 )?;
             }
-            // Each record's latest version of this batch becomes its row.
-            let latest: Vec<(&crate::store::RecordWrite, i64)> = held
+            // Each record's latest version of this batch becomes its row,
+            // written in feed order: new rows then lie in the table in the
+            // order a pull reads them (a page of the feed is a few table
+            // pages, not a table page per row).
+            let mut latest: Vec<(&crate::store::RecordWrite, i64)> = held
                 .values()
                 .filter_map(|(h, _)| match h {
                     Held::Batch { index, seq } => Some((&recs[*index], *seq)),
                     Held::Stored => None,
                 })
                 .collect();
+            latest.sort_unstable_by_key(|(_, seq)| *seq);
             if !latest.is_empty() {
                 db.execute(
                     "INSERT INTO records (kind, key_hash, seq, person_index, changed_at, cancelled,
@@ -270,25 +287,86 @@ impl Inner {
         })
     }
 
+    /// A page of the feed, read in [`FEED_PARTS`] parts at once, each on
+    /// a connection (a server process) of its own where the pool has them
+    /// free: the page's first
+    /// `FEED_PARTS - 1` stretches of positions, and after them the next rows
+    /// whatever their positions. A page read whole is one server process
+    /// walking thousands of rows while the others idle; a feed position
+    /// holds at most one record, so a stretch never holds more than its
+    /// share. Sparse stretches (other kinds, superseded rows) make a short
+    /// round, and the next round goes on from the last row read.
+    ///
+    /// The parts read at slightly different moments, so they are bounded by
+    /// the feed head read first: every position up to it has committed
+    /// (positions become visible in order), so every part sees all of its
+    /// stretch, and a commit that lands meanwhile is left for the next page
+    /// whole. Without the bound, a later part could see rows an earlier part
+    /// missed, and the cursor would skip those.
     pub(super) fn read_feed(
         &self,
         kinds: &[RecordKind],
         after: u64,
         limit: usize,
     ) -> Result<Vec<StoredRecord>, StoreError> {
-        self.read(|db| {
-            records(&db.query(
-                &format!(
-                    "SELECT {RECORD_COLUMNS} FROM records
-                     WHERE seq > $1 AND kind = ANY($2) ORDER BY seq LIMIT $3"
-                ),
-                &[
-                    &pos(after),
-                    &kind_ids(kinds),
-                    &(limit.min(i64::MAX as usize) as i64),
-                ],
-            )?)
-        })
+        let kinds = kind_ids(kinds);
+        let share = (limit / FEED_PARTS).max(1) as i64;
+        let mut page: Vec<StoredRecord> = Vec::with_capacity(limit.min(1 << 16));
+        let head = pos(self.feed_head()?);
+        let mut from = pos(after);
+        while page.len() < limit && from < head {
+            // One connection, and as many more as are free (parts beyond
+            // them share one: still one round trip, one process for both).
+            let mut clients = vec![self.client()?];
+            clients.extend((1..FEED_PARTS).map_while(|_| self.spare_client()));
+            let bounds: Vec<(i64, i64)> = (0..FEED_PARTS as i64)
+                .map(|i| {
+                    let start = from.saturating_add(i * share).min(head);
+                    (start, start.saturating_add(share).min(head))
+                })
+                .collect();
+            let parts = wait(in_order(
+                bounds
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (start, end))| {
+                        let client = &clients[i % clients.len()];
+                        // The last part reads on to the head.
+                        let end = if i + 1 == FEED_PARTS { &head } else { end };
+                        let kinds = &kinds;
+                        async move {
+                            let stmt = client.prepare_cached(FEED_STRETCH).await?;
+                            let rows = client.query(&stmt, &[start, end, kinds, &share]).await?;
+                            Ok::<_, StoreError>(rows)
+                        }
+                    })
+                    .collect(),
+            ));
+            drop(clients);
+            let mut tail_full = false;
+            let mut read_to = from;
+            for (i, part) in parts.into_iter().enumerate() {
+                let rows = part?;
+                if i + 1 == FEED_PARTS {
+                    tail_full = rows.len() as i64 >= share;
+                }
+                for r in &rows {
+                    if page.len() == limit {
+                        break;
+                    }
+                    read_to = get(r, 0)?;
+                    if get::<Option<&[u8]>>(r, 5)?.is_some() {
+                        page.push(row_to_record(r)?);
+                    }
+                }
+            }
+            // The tail read fewer rows than it could: the feed ends there.
+            if !tail_full {
+                break;
+            }
+            from = read_to;
+        }
+        Ok(page)
     }
 
     pub(super) fn records_for_person(&self, person_index: &[u8]) -> Result<Rows, StoreError> {

@@ -16,11 +16,11 @@ pub(super) const OPEN: &str = "
     WITH clock AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS ms),
     pruned AS (
         DELETE FROM refusal_windows
-        WHERE opened_ms <= (SELECT ms FROM clock) - 2 * $2 AND source <> $1
+        WHERE opened_ms <= (SELECT ms FROM clock) - 2 * $2::bigint AND source <> $1
     )
     INSERT INTO refusal_windows (source, opened_ms) SELECT $1, ms FROM clock
     ON CONFLICT (source) DO UPDATE SET opened_ms = excluded.opened_ms
-        WHERE refusal_windows.opened_ms <= excluded.opened_ms - $2
+        WHERE refusal_windows.opened_ms <= excluded.opened_ms - $2::bigint
     RETURNING 1";
 
 pub(super) async fn open_refusal_window(

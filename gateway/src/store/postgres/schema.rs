@@ -7,10 +7,9 @@
 //! schema is newer than it knows. The tables mirror the SQLite store's
 //! (`store::sqlite::schema`); what differs is said here.
 
-use super::db::{Db, get, wait};
+use super::db::{Tx, get};
 use crate::store::StoreError;
 use crate::store::schema_version::{self, Migration};
-use deadpool_postgres::{GenericClient, Transaction};
 
 /// Version 1: the whole layout.
 ///
@@ -162,7 +161,7 @@ const MIGRATION_LOCK: i64 = 0x6761_7465_7761_7931;
 
 /// Brings the schema up to the latest version, inside the caller's
 /// transaction; refuses a database migrated by a newer gateway.
-pub(super) fn migrate(db: &Db<'_, Transaction<'_>>) -> Result<(), StoreError> {
+pub(super) fn migrate(db: &Tx<'_>) -> Result<(), StoreError> {
     db.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
     db.execute(
         "CREATE TABLE IF NOT EXISTS schema_version (
@@ -175,7 +174,7 @@ pub(super) fn migrate(db: &Db<'_, Transaction<'_>>) -> Result<(), StoreError> {
     let todo = match get::<Option<i32>>(&row, 0)? {
         None => {
             // A new database: the first layout, then every migration.
-            wait(db.client.batch_execute(V1))?;
+            db.batch(V1)?;
             record(db, schema_version::FIRST)?;
             &MIGRATIONS[..]
         }
@@ -188,13 +187,13 @@ pub(super) fn migrate(db: &Db<'_, Transaction<'_>>) -> Result<(), StoreError> {
             what = m.what,
             "migrating the store's schema"
         );
-        wait(db.client.batch_execute(m.step))?;
+        db.batch(m.step)?;
         record(db, m.version)?;
     }
     Ok(())
 }
 
-fn record(db: &Db<'_, Transaction<'_>>, version: u32) -> Result<(), StoreError> {
+fn record(db: &Tx<'_>, version: u32) -> Result<(), StoreError> {
     db.execute(
         "INSERT INTO schema_version (version, applied_ms) VALUES ($1, $2)",
         &[&(version as i32), &crate::audit::now_ms()],
