@@ -159,9 +159,6 @@ impl<K: Source> Repeats<K> {
     /// opened it first, this one is counted as a repeat instead. A store
     /// that cannot answer does not hide a refusal: it is recorded.
     pub async fn first_everywhere(&self, key: &K) -> bool {
-        if !self.store.shared() {
-            return true;
-        }
         let source = digest::digest(&digest::SHA256, key.describe().as_bytes());
         let window_ms = i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX);
         match self

@@ -7,15 +7,14 @@ use super::db::{Db, Isolation, get};
 use crate::store::StoreError;
 use crate::store::audit_tree::{LeafVisitor, TILE, TiledTree, TreeStorage, TreeStorageMut};
 use deadpool_postgres::GenericClient;
-use std::cell::Cell;
 
 /// The tree's rows, through one transaction.
 pub(super) struct TreeRows<'d, 'c, C> {
     db: &'d Db<'c, C>,
     /// The last loose leaf and the last tile (its start and leaves), as
     /// read with the tree's edge.
-    last_leaf: Cell<Option<Option<u64>>>,
-    last_tile: Cell<Option<Option<(u64, u64)>>>,
+    last_leaf: Option<u64>,
+    last_tile: Option<(u64, u64)>,
 }
 
 /// The tree's right edge in one statement: the last loose leaf, and the
@@ -46,32 +45,18 @@ pub(super) fn tree_at<'d, 'c, C: GenericClient>(
     };
     TiledTree::open(TreeRows {
         db,
-        last_leaf: Cell::new(Some(last_leaf)),
-        last_tile: Cell::new(Some(last_tile)),
+        last_leaf,
+        last_tile,
     })
 }
 
 impl<C: GenericClient> TreeStorage for TreeRows<'_, '_, C> {
     fn last_loose_leaf(&self) -> Result<Option<u64>, StoreError> {
-        if let Some(known) = self.last_leaf.get() {
-            return Ok(known);
-        }
-        let row = self
-            .db
-            .query_one("SELECT max(idx) FROM audit_leaves", &[])?;
-        Ok(get::<Option<i64>>(&row, 0)?.map(|i| i as u64))
+        Ok(self.last_leaf)
     }
 
     fn last_tile(&self) -> Result<Option<(u64, u64)>, StoreError> {
-        if let Some(known) = self.last_tile.get() {
-            return Ok(known);
-        }
-        let row = self.db.query_opt(
-            "SELECT idx, length(hashes) FROM audit_tiles ORDER BY idx DESC LIMIT 1",
-            &[],
-        )?;
-        row.map(|r| Ok((get::<i64>(&r, 0)? as u64, get::<i32>(&r, 1)? as u64 / 32)))
-            .transpose()
+        Ok(self.last_tile)
     }
 
     fn tile(&self, start: u64) -> Result<Option<Vec<u8>>, StoreError> {

@@ -9,7 +9,6 @@
 //! database restarted, or that runtime ended) is opened again by the next
 //! read that picks it.
 
-use super::errors::corrupt_value;
 use crate::store::StoreError;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -99,9 +98,6 @@ impl Readers {
         let mut statements = Vec::with_capacity(READS.len());
         for read in READS {
             statements.push(client.prepare(read.sql()).await?);
-        }
-        if statements.len() != READS.len() {
-            return Err(corrupt_value("prepared reads", statements.len()));
         }
         let reader = Arc::new(Reader { client, statements });
         *slot = Some(reader.clone());
