@@ -1,7 +1,8 @@
 //! Audit entries as rows: appending them in the one global order (under the
 //! `audit_head` lock, with their subjects' back-pointers, notes and tree
 //! nodes, inside the caller's transaction) and reading them back by filter,
-//! by subject or as exported leaves.
+//! by subject (once the subject index, written after the commit by
+//! `indexer`, has caught up) or as exported leaves.
 
 use super::Inner;
 use super::audit_tree::{EDGE, tree, tree_at};
@@ -37,16 +38,36 @@ pub(super) fn insert_audit<C: GenericClient>(
     }
     tokens.sort_unstable();
     tokens.dedup();
+    // Each subject's new head: the last of these entries naming it, as an
+    // offset from the log's size (known only once the lock is granted).
+    let mut last_naming: HashMap<&str, i64> = HashMap::with_capacity(tokens.len());
+    for (i, e) in entries.iter().enumerate() {
+        for t in &e.subjects {
+            last_naming.insert(t.as_str(), i as i64 + 1);
+        }
+    }
+    let offsets: Vec<i64> = tokens.iter().map(|t| last_naming[t]).collect();
     // The lock, then (in the same round trip, each statement seeing what
-    // committed before the lock was granted) the tree's edge and the
-    // subjects' latest entries.
+    // committed before the lock was granted) the tree's edge, and the
+    // subjects' latest entries read and moved on in one statement (its
+    // parts share one snapshot: `old` is the heads before the move).
     let mut read = db
         .pipeline(&[
             ("SELECT size FROM audit_head WHERE id = 0 FOR UPDATE", &[]),
             (EDGE, &[]),
             (
-                "SELECT subject, seq FROM audit_subject_heads WHERE subject = ANY($1)",
-                &[&tokens],
+                "WITH named AS (
+                     SELECT * FROM unnest($1::text[], $2::bigint[]) AS n(subject, last_offset)
+                 ), old AS (
+                     SELECT h.subject, h.seq FROM audit_subject_heads h JOIN named USING (subject)
+                 ), moved AS (
+                     INSERT INTO audit_subject_heads (subject, seq)
+                     SELECT subject, (SELECT size FROM audit_head WHERE id = 0) + last_offset
+                     FROM named
+                     ON CONFLICT (subject) DO UPDATE SET seq = excluded.seq
+                 )
+                 SELECT subject, seq FROM old",
+                &[&tokens, &offsets],
             ),
         ])?
         .into_iter();
@@ -79,7 +100,6 @@ pub(super) fn insert_audit<C: GenericClient>(
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    let (mut subject_tokens, mut subject_seqs) = (Vec::new(), Vec::new());
     let mut leaves = Vec::with_capacity(n);
     for (i, e) in entries.iter().enumerate() {
         let seq = size + 1 + i as u64;
@@ -93,8 +113,6 @@ pub(super) fn insert_audit<C: GenericClient>(
                 token: token.clone(),
                 prev_seq: prev as u64,
             });
-            subject_tokens.push(token.clone());
-            subject_seqs.push(seq as i64);
         }
         let encoded = e.encode(seq, &subjects).map_err(StoreError::backend)?;
         leaves.push(tlog::leaf_hash(&encoded));
@@ -142,22 +160,6 @@ pub(super) fn insert_audit<C: GenericClient>(
             vec![Box::new(note_seqs), Box::new(commitments), Box::new(sealed)],
         );
     }
-    if !subject_tokens.is_empty() {
-        let (head_tokens, head_seqs): (Vec<String>, Vec<i64>) = tokens
-            .iter()
-            .map(|t| (t.to_string(), heads.get(*t).copied().unwrap_or(0)))
-            .unzip();
-        db.defer(
-            "INSERT INTO audit_subjects (subject, seq) SELECT * FROM unnest($1::text[], $2::bigint[])",
-            vec![Box::new(subject_tokens), Box::new(subject_seqs)],
-        );
-        db.defer(
-            "INSERT INTO audit_subject_heads (subject, seq)
-             SELECT * FROM unnest($1::text[], $2::bigint[])
-             ON CONFLICT (subject) DO UPDATE SET seq = excluded.seq",
-            vec![Box::new(head_tokens), Box::new(head_seqs)],
-        );
-    }
     *frontier = Some(tree.append(frontier.take(), &leaves)?);
     db.defer(
         "UPDATE audit_head SET size = $1 WHERE id = 0",
@@ -175,13 +177,19 @@ fn row_to_audit(r: &tokio_postgres::Row) -> Result<StoredAuditEntry, StoreError>
 
 impl Inner {
     pub(super) fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
-        self.write(|db, frontier| insert_audit(db, frontier, entries).map(|_| ()))
+        self.write(|db, frontier| insert_audit(db, frontier, entries).map(|_| ()))?;
+        let named = entries.iter().map(|e| e.subjects.len() as u64);
+        self.index.appended(named.sum());
+        Ok(())
     }
 
     pub(super) fn query_audit(&self, f: &AuditFilter) -> Result<Vec<StoredAuditEntry>, StoreError> {
         let mapped = |v: &Option<String>| v.as_deref().map(|v| text(v).into_owned());
         let (actor, action, outcome) = (mapped(&f.actor), mapped(&f.action), mapped(&f.outcome));
         let (kind, subject) = (mapped(&f.kind), mapped(&f.subject));
+        if subject.is_some() {
+            self.catch_up_index()?;
+        }
         self.read(|db| {
             let rows = db.query(
                 "SELECT seq, entry FROM audit_log
@@ -235,6 +243,7 @@ impl Inner {
         &self,
         subject: &str,
     ) -> Result<Vec<StoredAuditEntry>, StoreError> {
+        self.catch_up_index()?;
         self.read(|db| {
             let rows = db.query(
                 "SELECT s.seq, a.entry FROM audit_subjects s JOIN audit_log a ON a.seq = s.seq

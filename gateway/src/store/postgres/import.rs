@@ -249,10 +249,15 @@ fn finish(db: &Tx<'_>, heads: &DumpHeads, summary: &mut DumpSummary) -> Result<(
         "UPDATE audit_head SET size = $1 WHERE id = 0",
         &[&(heads.audit_size as i64)],
     )?;
+    // The copied index is complete: every copied entry's subjects are in it.
     db.execute(
         "INSERT INTO audit_subject_heads (subject, seq)
          SELECT subject, max(seq) FROM audit_subjects GROUP BY subject",
         &[],
+    )?;
+    db.execute(
+        "UPDATE audit_subject_index SET indexed_through = $1 WHERE id = 0",
+        &[&(heads.audit_size as i64)],
     )?;
     db.execute(
         "INSERT INTO reidentification_consumers (consumer)

@@ -53,7 +53,7 @@
 //! (connections, statements, transactions), `readers` (the look-up path's
 //! shared connections), `records` (batches, feed,
 //! look-ups), `audit_log`, `audit_tree`, `notes`, `checkpoints`, `meta`,
-//! `refusals`, `errors`, and the `committer` thread.
+//! `refusals`, `errors`, and the `committer` and `indexer` threads.
 
 mod audit_log;
 mod audit_tree;
@@ -62,6 +62,7 @@ mod committer;
 mod db;
 mod errors;
 mod import;
+mod indexer;
 mod meta;
 mod notes;
 mod probe;
@@ -96,6 +97,8 @@ const LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct PgStore {
     inner: Arc<Inner>,
     committer: Option<std::thread::JoinHandle<()>>,
+    /// Indexes audit subjects after their commit (`indexer`).
+    indexer: Option<std::thread::JoinHandle<()>>,
     /// Drives the pool's connections; shut down (without blocking) last.
     runtime: Option<tokio::runtime::Runtime>,
 }
@@ -110,18 +113,20 @@ struct Inner {
     frontier: Mutex<Option<tlog::Frontier>>,
     /// Audit appends waiting for the committer thread.
     queue: AuditQueue,
+    /// Wakes (and stops) the indexer thread.
+    index: indexer::IndexSignal,
 }
 
 impl Inner {
     /// This replica's queues: its audit appends waiting for the committer,
     /// and the calls waiting for a pooled connection (a database that cannot
-    /// keep up shows as a growing wait). The subject index is a table of the
-    /// same transaction here: no backlog.
+    /// keep up shows as a growing wait), and the subject rows it appended
+    /// that the index has not reached yet.
     fn queue_depths(&self) -> crate::store::QueueDepths {
         crate::store::QueueDepths {
             audit_entries: self.queue.depth(),
             writes_waiting: self.pool.status().waiting as u64,
-            index_backlog: 0,
+            index_backlog: self.index.backlog(),
         }
     }
 }
@@ -179,19 +184,24 @@ impl PgStore {
             readers,
             frontier: Mutex::default(),
             queue: AuditQueue::default(),
+            index: indexer::IndexSignal::default(),
         });
         let mut store = PgStore {
             inner: inner.clone(),
             committer: None,
+            indexer: None,
             runtime: Some(runtime),
         };
         inner.transaction(Isolation::Write, schema::migrate)?;
-        store.committer = Some(
+        let thread = |name: &str, run: fn(&Inner)| {
+            let inner = inner.clone();
             std::thread::Builder::new()
-                .name("audit-committer".into())
-                .spawn(move || inner.run_committer())
-                .map_err(|e| StoreError::unavailable(format!("cannot start a thread: {e}")))?,
-        );
+                .name(name.into())
+                .spawn(move || run(&inner))
+                .map_err(|e| StoreError::unavailable(format!("cannot start a thread: {e}")))
+        };
+        store.committer = Some(thread("audit-committer", Inner::run_committer)?);
+        store.indexer = Some(thread("audit-indexer", Inner::run_indexer)?);
         Ok(store)
     }
 
@@ -263,7 +273,11 @@ fn tls_connector(
 impl Drop for PgStore {
     fn drop(&mut self) {
         self.inner.queue.close();
-        if let Some(t) = self.committer.take() {
+        self.inner.index.stop();
+        for t in [self.committer.take(), self.indexer.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = t.join();
         }
         self.inner.pool.close();

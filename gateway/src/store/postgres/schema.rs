@@ -16,10 +16,11 @@ use crate::store::schema_version::{self, Migration};
 /// Beside the SQLite tables: `feed_head` and `audit_head`, one row each, are
 /// the positions handed out so far. Every writer locks them (`FOR UPDATE`)
 /// for the length of its transaction, which is what puts commits in one
-/// order across replicas (see the module's opening comment). Which entries
-/// name which subject (`audit_subjects`) and each subject's latest entry
-/// (`audit_subject_heads`) are written with the entries, as a replica cannot
-/// keep them in memory when others append too. Text compared or ordered as
+/// order across replicas (see the module's opening comment). Each subject's
+/// latest entry (`audit_subject_heads`) is written with the entries, as a
+/// replica cannot keep it in memory when others append too; which entries
+/// name which subject (`audit_subjects`) was too, until version 3 moved it
+/// after the commit (`indexer`). Text compared or ordered as
 /// SQLite does (byte order) is read with `COLLATE "C"`.
 const V1: &str = r#"
 CREATE TABLE meta (
@@ -140,20 +141,39 @@ CREATE TABLE audit_checkpoints (
 
 /// The migrations since version 1, in order, each its SQL. A change to the
 /// layout is a new entry at the end, never an edit of an applied one.
-pub(super) const MIGRATIONS: [Migration<&str>; 1] = [Migration {
-    version: 2,
-    what: "refusal windows shared by the replicas",
-    // One row per source of refusals (a digest), the time its window
-    // opened by the database's clock; rows of closed windows are pruned as
-    // new ones open (`refusals`).
-    step: r#"
+pub(super) const MIGRATIONS: [Migration<&str>; 2] = [
+    Migration {
+        version: 2,
+        what: "refusal windows shared by the replicas",
+        // One row per source of refusals (a digest), the time its window
+        // opened by the database's clock; rows of closed windows are pruned as
+        // new ones open (`refusals`).
+        step: r#"
         CREATE TABLE refusal_windows (
             source     BYTEA PRIMARY KEY,
             opened_ms  BIGINT NOT NULL
         );
         CREATE INDEX refusal_windows_by_opened ON refusal_windows (opened_ms);
     "#,
-}];
+    },
+    Migration {
+        version: 3,
+        what: "the subject index written after the commit",
+        // How far the indexer has reached (`indexer`): everything appended
+        // so far was indexed inside its append. Subject heads are rewritten
+        // by every append naming the subject: room on their pages lets
+        // those updates skip the index (HOT).
+        step: r#"
+        CREATE TABLE audit_subject_index (
+            id               SMALLINT PRIMARY KEY CHECK (id = 0),
+            indexed_through  BIGINT NOT NULL
+        );
+        INSERT INTO audit_subject_index (id, indexed_through)
+            SELECT 0, size FROM audit_head WHERE id = 0;
+        ALTER TABLE audit_subject_heads SET (fillfactor = 70);
+    "#,
+    },
+];
 
 /// The advisory lock key replicas take while migrating (any constant that
 /// nothing else in the database uses).

@@ -435,6 +435,63 @@ fn appends_through_two_replicas_form_one_verifiable_log() {
     assert_eq!(filtered, named);
 }
 
+/// The subject index is written after the commit: a query by subject
+/// through another replica, while appends go on, holds every entry naming
+/// the subject that committed before the query began; and with no query at
+/// all, an idle indexer brings the index to the end of the log by itself.
+#[test]
+fn subject_queries_see_every_entry_committed_before_them() {
+    let db = TestDatabase::create();
+    let stores = [open(&db), open(&db)];
+    let subject = |i: u64| format!("{:032x}", i % 7);
+    let appending = std::sync::atomic::AtomicBool::new(true);
+    std::thread::scope(|s| {
+        let (writer, appending) = (&stores[0], &appending);
+        s.spawn(move || {
+            for i in 0..60u64 {
+                let page: Vec<AuditEntry> =
+                    (0..20).map(|j| entry(i * 20 + j, Some(subject(j)))).collect();
+                writer.append_audit(&page).unwrap();
+            }
+            appending.store(false, Ordering::SeqCst);
+        });
+        let mut queries = 0;
+        while appending.load(Ordering::SeqCst) || queries < 3 {
+            let size = stores[1].audit_size().unwrap();
+            let seqs: Vec<u64> = stores[1]
+                .audit_subject_entries(&subject(3))
+                .unwrap()
+                .iter()
+                .map(|e| e.seq)
+                .collect();
+            // Entry seq names subject 3 where its place in its page does.
+            let expected: Vec<u64> = (1..=size).filter(|q| (q - 1) % 20 % 7 == 3).collect();
+            assert!(seqs.len() >= expected.len(), "a query missed committed entries");
+            assert_eq!(&seqs[..expected.len()], &expected[..]);
+            queries += 1;
+        }
+    });
+    let size = stores[0].audit_size().unwrap();
+    assert_eq!(size, 1200);
+    // Nothing queries now: the indexers finish on their own.
+    let indexed = || {
+        let rows = db.query_text(
+            "SELECT (SELECT indexed_through FROM audit_subject_index),
+                    (SELECT count(*) FROM audit_subjects)",
+        );
+        (rows[0][0].clone(), rows[0][1].clone())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while indexed() != (Some("1200".into()), Some("1200".into())) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the index stopped at {:?}",
+            indexed()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// A checkpoint is stored only for the tree the database holds, and only
 /// while that tree still extends the last stored checkpoint.
 #[test]
