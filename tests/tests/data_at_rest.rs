@@ -54,6 +54,18 @@ async fn no_raw_identity_number_or_name_is_stored_in_clear() {
         needles.push(encoding_rs::GBK.encode(v).0.into_owned());
     }
     if let Some(db) = state.database() {
+        // The subject index is written after the commit: wait for it, so
+        // its rows are searched too.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while db.query_text(
+            "SELECT (SELECT size FROM audit_head) = (SELECT indexed_through FROM audit_subject_index)",
+        )[0][0]
+            .as_deref()
+            != Some("t")
+        {
+            assert!(std::time::Instant::now() < deadline, "the subject index stays behind");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         // Every row of every table as text: text columns as they are,
         // binary ones as `\x` and lowercase hex.
         let tables =

@@ -43,6 +43,7 @@ pub mod postgres;
 pub mod schema_version;
 pub mod select;
 pub mod sqlite;
+mod subject_heads;
 
 pub use select::{StoreConfig, open};
 

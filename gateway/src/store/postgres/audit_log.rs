@@ -7,6 +7,7 @@
 use super::Inner;
 use super::audit_tree::{EDGE, tree, tree_at};
 use super::db::{Db, Isolation, get, pos, text};
+use super::heads::Staged;
 use crate::audit::AuditEntry;
 use crate::store::{AuditFilter, AuditLeaf, StoreError, StoredAuditEntry};
 use deadpool_postgres::GenericClient;
@@ -15,64 +16,37 @@ use std::collections::HashMap;
 /// Appends entries as the next leaves of the one log, inside the caller's
 /// transaction, and returns the seq of the first. Locks `audit_head` until
 /// the transaction ends: appends through every replica take their turn
-/// there, so each extends the tree the previous one committed. `frontier`
-/// is this replica's kept edge of the tree (used if it is still the
-/// tree's), replaced by the new one.
+/// there, so each extends the tree the previous one committed and takes its
+/// back-pointers from every entry before it (`heads`). `staged` holds this
+/// replica's kept edge of the tree (used if it is still the tree's) and its
+/// heads; what the append moves is kept once the transaction commits.
 pub(super) fn insert_audit<C: GenericClient>(
     db: &Db<'_, C>,
-    frontier: &mut Option<tlog::Frontier>,
+    staged: &mut Staged<'_>,
     entries: &[AuditEntry],
 ) -> Result<u64, StoreError> {
     if entries.is_empty() {
         let row = db.query_one("SELECT size FROM audit_head WHERE id = 0 FOR UPDATE", &[])?;
         return Ok(get::<i64>(&row, 0)? as u64 + 1);
     }
-    // Each subject's latest entry, as every replica's appends left it.
-    let mut tokens: Vec<&str> = entries
+    // (Subject tokens are pseudonyms: hex, never NUL. The subject index
+    // keeps them as text, so one with NUL is refused here, not there.)
+    if entries
         .iter()
-        .flat_map(|e| e.subjects.iter().map(String::as_str))
-        .collect();
-    // (Subject tokens are pseudonyms: hex, never NUL; checked, not mapped.)
-    if tokens.iter().any(|t| t.contains('\0')) {
+        .flat_map(|e| &e.subjects)
+        .any(|t| t.contains('\0'))
+    {
         return Err(StoreError::backend("an audit subject token holds NUL"));
     }
-    tokens.sort_unstable();
-    tokens.dedup();
-    // Each subject's new head: the last of these entries naming it, as an
-    // offset from the log's size (known only once the lock is granted).
-    let mut last_naming: HashMap<&str, i64> = HashMap::with_capacity(tokens.len());
-    for (i, e) in entries.iter().enumerate() {
-        for t in &e.subjects {
-            last_naming.insert(t.as_str(), i as i64 + 1);
-        }
-    }
-    let offsets: Vec<i64> = tokens.iter().map(|t| last_naming[t]).collect();
-    // The lock, then (in the same round trip, each statement seeing what
-    // committed before the lock was granted) the tree's edge, and the
-    // subjects' latest entries read and moved on in one statement (its
-    // parts share one snapshot: `old` is the heads before the move).
+    // The lock, then (in the same round trip, seeing what committed before
+    // the lock was granted) the tree's edge.
     let mut read = db
         .pipeline(&[
             ("SELECT size FROM audit_head WHERE id = 0 FOR UPDATE", &[]),
             (EDGE, &[]),
-            (
-                "WITH named AS (
-                     SELECT * FROM unnest($1::text[], $2::bigint[]) AS n(subject, last_offset)
-                 ), old AS (
-                     SELECT h.subject, h.seq FROM audit_subject_heads h JOIN named USING (subject)
-                 ), moved AS (
-                     INSERT INTO audit_subject_heads (subject, seq)
-                     SELECT subject, (SELECT size FROM audit_head WHERE id = 0) + last_offset
-                     FROM named
-                     ON CONFLICT (subject) DO UPDATE SET seq = excluded.seq
-                 )
-                 SELECT subject, seq FROM old",
-                &[&tokens, &offsets],
-            ),
         ])?
         .into_iter();
-    let (Some(head), Some(edge), Some(subject_heads)) = (read.next(), read.next(), read.next())
-    else {
+    let (Some(head), Some(edge)) = (read.next(), read.next()) else {
         return Err(StoreError::corrupt("audit_head holds no row"));
     };
     let (Some(head), Some(edge)) = (head.first(), edge.first()) else {
@@ -86,10 +60,7 @@ pub(super) fn insert_audit<C: GenericClient>(
             tree.size()
         )));
     }
-    let mut heads: HashMap<String, i64> = HashMap::with_capacity(tokens.len());
-    for r in &subject_heads {
-        heads.insert(get(r, 0)?, get(r, 1)?);
-    }
+    let named = staged.back_pointers(db, size, entries)?;
     let n = entries.len();
     let (mut seqs, mut at, mut actors, mut actions, mut outcomes, mut kinds, mut bytes) = (
         Vec::with_capacity(n),
@@ -101,19 +72,8 @@ pub(super) fn insert_audit<C: GenericClient>(
         Vec::with_capacity(n),
     );
     let mut leaves = Vec::with_capacity(n);
-    for (i, e) in entries.iter().enumerate() {
+    for ((i, e), subjects) in entries.iter().enumerate().zip(named) {
         let seq = size + 1 + i as u64;
-        let mut named: Vec<&String> = e.subjects.iter().collect();
-        named.sort_unstable();
-        named.dedup();
-        let mut subjects = Vec::with_capacity(named.len());
-        for token in named {
-            let prev = heads.insert(token.clone(), seq as i64).unwrap_or(0);
-            subjects.push(crate::audit::SubjectRef {
-                token: token.clone(),
-                prev_seq: prev as u64,
-            });
-        }
         let encoded = e.encode(seq, &subjects).map_err(StoreError::backend)?;
         leaves.push(tlog::leaf_hash(&encoded));
         seqs.push(seq as i64);
@@ -160,7 +120,7 @@ pub(super) fn insert_audit<C: GenericClient>(
             vec![Box::new(note_seqs), Box::new(commitments), Box::new(sealed)],
         );
     }
-    *frontier = Some(tree.append(frontier.take(), &leaves)?);
+    staged.frontier = Some(tree.append(staged.frontier.take(), &leaves)?);
     db.defer(
         "UPDATE audit_head SET size = $1 WHERE id = 0",
         vec![Box::new(new_size)],
@@ -177,7 +137,7 @@ fn row_to_audit(r: &tokio_postgres::Row) -> Result<StoredAuditEntry, StoreError>
 
 impl Inner {
     pub(super) fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
-        self.write(|db, frontier| insert_audit(db, frontier, entries).map(|_| ()))?;
+        self.write(|db, staged| insert_audit(db, staged, entries).map(|_| ()))?;
         let named = entries.iter().map(|e| e.subjects.len() as u64);
         self.index.appended(named.sum());
         Ok(())

@@ -19,7 +19,7 @@ impl Inner {
     pub(super) fn run_committer(&self) {
         while let Some(group) = self.queue.next_group(None) {
             let outcome =
-                self.write(|db, frontier| insert_audit(db, frontier, &group.entries).map(|_| ()));
+                self.write(|db, staged| insert_audit(db, staged, &group.entries).map(|_| ()));
             if outcome.is_ok() {
                 let named = group.entries.iter().map(|e| e.subjects.len() as u64);
                 self.index.appended(named.sum());

@@ -4,7 +4,9 @@
 //! under the append lock made every page (and every other replica's appends,
 //! waiting for the lock) pay thousands of random B-tree writes before a
 //! record could be sent. The back-pointers a new entry needs do not come
-//! from here but from `audit_subject_heads`, still written with the entry.
+//! from here: each replica holds them in memory (`heads`). The index keeps
+//! each subject's latest indexed entry (`audit_subject_heads`) beside it,
+//! which is where a replica starts from.
 //!
 //! How far the index reaches is one row, `audit_subject_index`: an indexer
 //! takes it `FOR UPDATE`, indexes the entries after it in one transaction and
@@ -146,7 +148,13 @@ impl Inner {
         while self.index.wait_for_pause() {
             // An unreachable database is reported by the callers and the
             // health check; the indexer only tries again later.
-            if !self.index_behind().unwrap_or(false) {
+            let Ok((size, indexed)) = self.index_position() else {
+                continue;
+            };
+            if let Err(e) = self.follow_heads(size) {
+                tracing::warn!(error = %e, "following the audit log failed; retrying");
+            }
+            if indexed >= size {
                 continue;
             }
             loop {
@@ -172,35 +180,31 @@ impl Inner {
         }
     }
 
-    /// Whether committed entries are not indexed yet.
-    fn index_behind(&self) -> Result<bool, StoreError> {
+    /// The log's size and how far the index reaches.
+    fn index_position(&self) -> Result<(u64, u64), StoreError> {
         self.read(|db| {
             let row = db.query_one(
-                "SELECT (SELECT size FROM audit_head WHERE id = 0)
-                      > (SELECT indexed_through FROM audit_subject_index WHERE id = 0)",
+                "SELECT (SELECT size FROM audit_head WHERE id = 0),
+                        (SELECT indexed_through FROM audit_subject_index WHERE id = 0)",
                 &[],
             )?;
-            Ok(get::<Option<bool>>(&row, 0)?.unwrap_or(false))
+            Ok((
+                get::<i64>(&row, 0)?.max(0) as u64,
+                get::<i64>(&row, 1)?.max(0) as u64,
+            ))
         })
     }
 
     /// Brings the index up to the end of the log as it is now: waits for
     /// another replica's turn rather than skipping it.
     pub(super) fn catch_up_index(&self) -> Result<(), StoreError> {
-        let (size, through) = self.read(|db| {
-            let row = db.query_one(
-                "SELECT (SELECT size FROM audit_head WHERE id = 0),
-                        (SELECT indexed_through FROM audit_subject_index WHERE id = 0)",
-                &[],
-            )?;
-            Ok((get::<i64>(&row, 0)?, get::<i64>(&row, 1)?))
-        })?;
+        let (size, through) = self.index_position()?;
         if through >= size {
             return Ok(());
         }
         loop {
             match self.index_chunk(true)? {
-                Turn::Indexed(through) if through < size => continue,
+                Turn::Indexed(through) if (through as u64) < size => continue,
                 Turn::Indexed(_) | Turn::Done => return Ok(()),
                 Turn::Busy => {
                     return Err(StoreError::corrupt("audit_subject_index holds no row"));
@@ -255,13 +259,31 @@ impl Inner {
             if pairs.iter().any(|(t, _)| t.contains('\0')) {
                 return Err(StoreError::corrupt("an audit subject token holds NUL"));
             }
+            // Each subject's latest entry among these, for the heads a
+            // replica loads at start-up (sorted by token, then seq: the last
+            // of each run is its latest).
+            let mut latest: Vec<(String, i64)> = Vec::new();
+            for (token, seq) in &pairs {
+                match latest.last_mut() {
+                    Some(last) if &last.0 == token => last.1 = *seq,
+                    _ => latest.push((token.clone(), *seq)),
+                }
+            }
             let (tokens, seqs): (Vec<String>, Vec<i64>) = pairs.into_iter().unzip();
+            let (head_tokens, head_seqs): (Vec<String>, Vec<i64>) = latest.into_iter().unzip();
             // (A gateway of the previous schema still indexes inside its
             // appends: rows it wrote are left as they are.)
             db.defer(
                 "INSERT INTO audit_subjects (subject, seq)
                  SELECT * FROM unnest($1::text[], $2::bigint[]) ON CONFLICT DO NOTHING",
                 vec![Box::new(tokens), Box::new(seqs)],
+            );
+            db.defer(
+                "INSERT INTO audit_subject_heads (subject, seq)
+                 SELECT * FROM unnest($1::text[], $2::bigint[])
+                 ON CONFLICT (subject) DO UPDATE
+                 SET seq = GREATEST(audit_subject_heads.seq, excluded.seq)",
+                vec![Box::new(head_tokens), Box::new(head_seqs)],
             );
             db.defer(
                 "UPDATE audit_subject_index SET indexed_through = $1 WHERE id = 0",

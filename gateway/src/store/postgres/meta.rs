@@ -82,9 +82,9 @@ impl Inner {
         meta: &[(&str, &str)],
         entries: &[AuditEntry],
     ) -> Result<(), StoreError> {
-        self.write(|db, frontier| {
+        self.write(|db, staged| {
             set_meta(db, meta)?;
-            insert_audit(db, frontier, entries).map(|_| ())
+            insert_audit(db, staged, entries).map(|_| ())
         })
     }
 }

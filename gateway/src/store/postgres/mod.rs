@@ -19,10 +19,12 @@
 //!
 //! One audit log. The row `audit_head` (the log's size) is locked the same
 //! way by every append, so entries from every replica take one global
-//! order; inside that turn the append reads the subjects' latest entries
-//! (their back-pointers) and extends the Merkle tree with the shared code
-//! (`store::audit_tree`) over this database's rows, and commits entries,
-//! back-pointers and nodes together. Each replica group-commits its own
+//! order; inside that turn the append first reads back the entries other
+//! replicas appended since its last turn, so the subjects' latest entries
+//! it holds in memory (`heads`) are exact, then extends the Merkle tree with
+//! the shared code (`store::audit_tree`) over this database's rows, and
+//! commits entries (with their back-pointers) and nodes together. Which
+//! entries name which subject is indexed after the commit (`indexer`). Each replica group-commits its own
 //! queued appends (`committer`): one transaction, one turn at the lock, per
 //! group. A batch commit takes `feed_head` then `audit_head`, never the
 //! other way, so the two locks cannot deadlock. Checkpoints may be signed by
@@ -52,7 +54,7 @@
 //! The files, one concern each: `schema` (tables and migrations), `db`
 //! (connections, statements, transactions), `readers` (the look-up path's
 //! shared connections), `records` (batches, feed,
-//! look-ups), `audit_log`, `audit_tree`, `notes`, `checkpoints`, `meta`,
+//! look-ups), `audit_log`, `heads`, `audit_tree`, `notes`, `checkpoints`, `meta`,
 //! `refusals`, `errors`, and the `committer` and `indexer` threads.
 
 mod audit_log;
@@ -61,6 +63,7 @@ mod checkpoints;
 mod committer;
 mod db;
 mod errors;
+mod heads;
 mod import;
 mod indexer;
 mod meta;
@@ -111,6 +114,8 @@ struct Inner {
     /// The audit tree's right edge after this replica's last append (used
     /// only while no other replica has appended since).
     frontier: Mutex<Option<tlog::Frontier>>,
+    /// Each subject's latest entry, as far as this replica has read the log.
+    heads: Mutex<heads::KnownHeads>,
     /// Audit appends waiting for the committer thread.
     queue: AuditQueue,
     /// Wakes (and stops) the indexer thread.
@@ -183,6 +188,7 @@ impl PgStore {
             pool,
             readers,
             frontier: Mutex::default(),
+            heads: Mutex::default(),
             queue: AuditQueue::default(),
             index: indexer::IndexSignal::default(),
         });
@@ -193,6 +199,7 @@ impl PgStore {
             runtime: Some(runtime),
         };
         inner.transaction(Isolation::Write, schema::migrate)?;
+        inner.load_heads()?;
         let thread = |name: &str, run: fn(&Inner)| {
             let inner = inner.clone();
             std::thread::Builder::new()
@@ -285,24 +292,6 @@ impl Drop for PgStore {
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_background();
         }
-    }
-}
-
-impl Inner {
-    /// Runs `f` in a write transaction with this replica's kept tree edge,
-    /// commits it, and keeps the edge `f` left only once committed.
-    fn write<T>(
-        &self,
-        f: impl FnOnce(&db::Tx<'_>, &mut Option<tlog::Frontier>) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let mut frontier = self
-            .frontier
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        let out = self.transaction(Isolation::Write, |db| f(db, &mut frontier))?;
-        *self.frontier.lock().unwrap_or_else(|p| p.into_inner()) = frontier;
-        Ok(out)
     }
 }
 

@@ -38,7 +38,7 @@ impl Inner {
         seq: u64,
         erasure: AuditEntry,
     ) -> Result<NoteErasure, StoreError> {
-        let outcome = self.write(|db, frontier| {
+        let outcome = self.write(|db, staged| {
             // The note's row, locked: an erasure through another replica
             // waits and then finds it erased.
             let held = db.query_opt(
@@ -54,7 +54,7 @@ impl Inner {
                 }
                 Some(None) => {}
             }
-            let erasure_seq = insert_audit(db, frontier, std::slice::from_ref(&erasure))?;
+            let erasure_seq = insert_audit(db, staged, std::slice::from_ref(&erasure))?;
             db.execute(
                 "UPDATE audit_notes SET sealed = NULL, erased_ms = $2, erased_seq = $3 WHERE seq = $1",
                 &[&(seq as i64), &erasure.at_ms, &(erasure_seq as i64)],

@@ -137,7 +137,7 @@ impl Inner {
     }
 
     pub(super) fn commit_batch(&self, batch: BatchWrite<'_>) -> Result<CommitOutcome, StoreError> {
-        self.write(|db, frontier| {
+        self.write(|db, staged| {
             // Positions are handed out under this lock, held until commit:
             // the batch that takes it next sees this one committed.
             let row = db.query_one("SELECT seq FROM feed_head WHERE id = 0 FOR UPDATE", &[])?;
@@ -278,7 +278,7 @@ impl Inner {
                     &crate::audit::now_ms(),
                 ],
             )?;
-            insert_audit(db, frontier, &[(batch.audit)(&receipt)])?;
+            insert_audit(db, staged, &[(batch.audit)(&receipt)])?;
             db.execute("UPDATE feed_head SET seq = $1 WHERE id = 0", &[&seq])?;
             Ok(CommitOutcome::Committed {
                 receipt,

@@ -16,11 +16,11 @@ use crate::store::schema_version::{self, Migration};
 /// Beside the SQLite tables: `feed_head` and `audit_head`, one row each, are
 /// the positions handed out so far. Every writer locks them (`FOR UPDATE`)
 /// for the length of its transaction, which is what puts commits in one
-/// order across replicas (see the module's opening comment). Each subject's
-/// latest entry (`audit_subject_heads`) is written with the entries, as a
-/// replica cannot keep it in memory when others append too; which entries
-/// name which subject (`audit_subjects`) was too, until version 3 moved it
-/// after the commit (`indexer`). Text compared or ordered as
+/// order across replicas (see the module's opening comment). Which entries
+/// name which subject (`audit_subjects`) and each subject's latest entry
+/// (`audit_subject_heads`) were written with the entries until version 3
+/// moved both after the commit (`indexer`; replicas hold the heads in
+/// memory, `heads`). Text compared or ordered as
 /// SQLite does (byte order) is read with `COLLATE "C"`.
 const V1: &str = r#"
 CREATE TABLE meta (
@@ -160,9 +160,9 @@ pub(super) const MIGRATIONS: [Migration<&str>; 2] = [
         version: 3,
         what: "the subject index written after the commit",
         // How far the indexer has reached (`indexer`): everything appended
-        // so far was indexed inside its append. Subject heads are rewritten
-        // by every append naming the subject: room on their pages lets
-        // those updates skip the index (HOT).
+        // so far was indexed inside its append. Subject heads are now the
+        // latest indexed entry per subject, moved by each indexing turn:
+        // room on their pages lets those updates skip the index (HOT).
         step: r#"
         CREATE TABLE audit_subject_index (
             id               SMALLINT PRIMARY KEY CHECK (id = 0),

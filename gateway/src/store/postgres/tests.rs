@@ -449,8 +449,9 @@ fn subject_queries_see_every_entry_committed_before_them() {
         let (writer, appending) = (&stores[0], &appending);
         s.spawn(move || {
             for i in 0..60u64 {
-                let page: Vec<AuditEntry> =
-                    (0..20).map(|j| entry(i * 20 + j, Some(subject(j)))).collect();
+                let page: Vec<AuditEntry> = (0..20)
+                    .map(|j| entry(i * 20 + j, Some(subject(j))))
+                    .collect();
                 writer.append_audit(&page).unwrap();
             }
             appending.store(false, Ordering::SeqCst);
@@ -466,7 +467,10 @@ fn subject_queries_see_every_entry_committed_before_them() {
                 .collect();
             // Entry seq names subject 3 where its place in its page does.
             let expected: Vec<u64> = (1..=size).filter(|q| (q - 1) % 20 % 7 == 3).collect();
-            assert!(seqs.len() >= expected.len(), "a query missed committed entries");
+            assert!(
+                seqs.len() >= expected.len(),
+                "a query missed committed entries"
+            );
             assert_eq!(&seqs[..expected.len()], &expected[..]);
             queries += 1;
         }
@@ -489,6 +493,47 @@ fn subject_queries_see_every_entry_committed_before_them() {
             indexed()
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Back-pointers come from each replica's memory: a replica idle while
+/// another appended, and one opened afterwards (from the index plus the
+/// entries it has not reached), both chain their entries to the latest
+/// entry naming each subject, wherever it was appended.
+#[test]
+fn back_pointers_follow_appends_made_elsewhere() {
+    let db = TestDatabase::create();
+    let (a, idle) = (open(&db), open(&db));
+    let subject = |i: u64| format!("{:032x}", i % 3);
+    let page = |from: u64| -> Vec<AuditEntry> {
+        (from..from + 10)
+            .map(|i| entry(i, Some(subject(i))))
+            .collect()
+    };
+    for from in [0, 10, 20] {
+        a.append_audit(&page(from)).unwrap();
+    }
+    // Indexed up to here; the next pages are not, unless the indexer is
+    // quick.
+    a.audit_subject_entries(&subject(0)).unwrap();
+    a.append_audit(&page(30)).unwrap();
+    idle.append_audit(&page(40)).unwrap();
+    let late = open(&db);
+    late.append_audit(&page(50)).unwrap();
+    a.append_audit(&page(60)).unwrap();
+    let n = a.audit_size().unwrap();
+    assert_eq!(n, 70);
+    let mut last_of = std::collections::HashMap::new();
+    for l in late.audit_leaves(0, n, usize::MAX).unwrap() {
+        let e = CanonicalEntry::decode(l.entry.as_ref().unwrap()).unwrap();
+        for s in e.subjects {
+            assert_eq!(
+                s.prev_seq,
+                last_of.insert(s.token, e.seq).unwrap_or(0),
+                "entry {}",
+                e.seq
+            );
+        }
     }
 }
 

@@ -4,9 +4,9 @@
 
 use super::Inner;
 use super::audit_tree::tree;
-use super::subjects::SubjectKey;
 use super::writer::Staged;
 use crate::audit::AuditEntry;
+use crate::store::subject_heads::SubjectKey;
 use crate::store::{AuditFilter, AuditLeaf, StoreError, StoredAuditEntry};
 use rusqlite::{Connection, Transaction, params};
 

@@ -4,8 +4,8 @@
 //! end of the log.
 
 use super::Inner;
-use super::subjects::SubjectKey;
 use crate::store::StoreError;
+use crate::store::subject_heads::SubjectKey;
 use rusqlite::params;
 use std::sync::atomic::Ordering;
 

@@ -39,20 +39,19 @@ mod readers;
 mod records;
 mod schema;
 mod sealed_rows;
-mod subjects;
 #[cfg(test)]
 mod tests;
 mod writer;
 
 use super::group_commit::AuditQueue;
 use super::{QueueDepths, StoreError};
+use crate::store::subject_heads::SubjectHeads;
 use readers::ReaderPool;
 use rusqlite::{Connection, params};
 use sealed_rows::SealedRows;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use subjects::SubjectHeads;
 use writer::Writer;
 
 /// Bytes of sealed look-up rows kept between look-ups ([`SealedRows`]), for

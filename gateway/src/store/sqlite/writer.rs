@@ -3,8 +3,8 @@
 //! and the audit tree's frontier staged until the transaction has committed.
 
 use super::Inner;
-use super::subjects::{BuildTokenHasher, SubjectHeads, SubjectKey};
 use crate::store::StoreError;
+use crate::store::subject_heads::{BuildTokenHasher, SubjectHeads, SubjectKey};
 use rusqlite::{Connection, Transaction};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;

@@ -1,6 +1,9 @@
 //! Subject back-pointers: each audit entry naming a person records the seq of
-//! the previous entry naming them. The latest entry per subject is held in
-//! memory ([`SubjectHeads`]), so that an append costs no index look-up.
+//! the previous entry naming them. Both backends hold the latest entry per
+//! subject in memory ([`SubjectHeads`]), so that an append costs no index
+//! look-up: a page of a bulk pull names thousands of persons, and their
+//! look-ups and updates in a B-tree, inside the append, were most of what a
+//! page cost.
 
 use std::collections::HashMap;
 
@@ -8,20 +11,20 @@ use std::collections::HashMap;
 /// entry naming it records. Auditor pseudonyms (32 lowercase hex characters)
 /// are held as 128-bit integers; any other token as text.
 #[derive(Default)]
-pub(super) struct SubjectHeads {
-    pub(super) hex: HashMap<u128, u64, BuildTokenHasher>,
-    pub(super) other: HashMap<String, u64>,
+pub(in crate::store) struct SubjectHeads {
+    pub(in crate::store) hex: HashMap<u128, u64, BuildTokenHasher>,
+    pub(in crate::store) other: HashMap<String, u64>,
 }
 
 /// A subject token as [`SubjectHeads`] keys it.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub(super) enum SubjectKey {
+pub(in crate::store) enum SubjectKey {
     Hex(u128),
     Text(String),
 }
 
 impl SubjectKey {
-    pub(super) fn of(token: &str) -> SubjectKey {
+    pub(in crate::store) fn of(token: &str) -> SubjectKey {
         let lower_hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
         if token.len() == 32
             && token.bytes().all(lower_hex)
@@ -36,10 +39,10 @@ impl SubjectKey {
 /// Pseudonyms are HMAC outputs, uniformly distributed already: their low 64
 /// bits are a good hash, and far cheaper than SipHash.
 #[derive(Default, Clone, Copy)]
-pub(super) struct BuildTokenHasher;
+pub(in crate::store) struct BuildTokenHasher;
 
 #[derive(Default)]
-pub(super) struct TokenHasher(u64);
+pub(in crate::store) struct TokenHasher(u64);
 
 impl std::hash::BuildHasher for BuildTokenHasher {
     type Hasher = TokenHasher;
@@ -64,7 +67,7 @@ impl std::hash::Hasher for TokenHasher {
 }
 
 impl SubjectHeads {
-    pub(super) fn get(&self, key: &SubjectKey) -> u64 {
+    pub(in crate::store) fn get(&self, key: &SubjectKey) -> u64 {
         match key {
             SubjectKey::Hex(k) => self.hex.get(k).copied(),
             SubjectKey::Text(t) => self.other.get(t).copied(),
@@ -72,7 +75,7 @@ impl SubjectHeads {
         .unwrap_or(0)
     }
 
-    pub(super) fn set(&mut self, key: SubjectKey, seq: u64) {
+    pub(in crate::store) fn set(&mut self, key: SubjectKey, seq: u64) {
         match key {
             SubjectKey::Hex(k) => self.hex.insert(k, seq),
             SubjectKey::Text(t) => self.other.insert(t, seq),
