@@ -14,6 +14,7 @@ mod audit_checkpoint_signature;
 mod audit_cli;
 mod audit_delivery_commitment;
 mod audit_entries_without_personal_data;
+mod audit_export_large_entries;
 mod audit_free_text;
 mod audit_proofs;
 mod audit_reads_audited;

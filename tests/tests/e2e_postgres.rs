@@ -31,6 +31,8 @@ mod audit_cli;
 
 mod audit_delivery_commitment;
 
+mod audit_export_large_entries;
+
 mod audit_entries_without_personal_data;
 
 mod audit_free_text;

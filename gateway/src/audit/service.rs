@@ -25,8 +25,13 @@ use std::sync::Arc;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-/// Leaves per export message.
-const EXPORT_CHUNK: usize = 2048;
+/// Leaves an export reads from the store at a time. An entry of a bulk
+/// pull's page names thousands of persons, so a read is bounded in leaves
+/// and each message in bytes ([`MESSAGE_BYTES`]).
+const EXPORT_CHUNK: usize = 256;
+/// The size an export message or a query's page stops growing at (either
+/// holds at least one entry): well below the decoding limit of gRPC clients.
+const MESSAGE_BYTES: usize = 3 << 20;
 
 pub struct AuditService {
     gateway: Arc<Gateway>,
@@ -294,7 +299,21 @@ impl proto::audit_server::Audit for AuditService {
             limit,
         };
         let store = self.gateway.store.clone();
-        let rows = blocking(move || store.query_audit(&filter).map_err(store_status)).await?;
+        let mut rows = blocking(move || store.query_audit(&filter).map_err(store_status)).await?;
+        // A page ends early rather than grow past what a client decodes
+        // (an entry of a bulk pull's page names thousands of persons).
+        let mut entries = Vec::with_capacity(rows.len());
+        let mut bytes = 0;
+        for row in &rows {
+            let message = entry_message(row);
+            bytes += prost::Message::encoded_len(&message);
+            if !entries.is_empty() && bytes > MESSAGE_BYTES {
+                break;
+            }
+            entries.push(message);
+        }
+        let cut = entries.len() < rows.len();
+        rows.truncate(entries.len());
         // A read of one person's entries is audited, chained to them, and
         // durable before the answer leaves (one entry per call: each page of
         // a paged read is a read). A query naming no one is not.
@@ -314,13 +333,13 @@ impl proto::audit_server::Audit for AuditService {
             about_a_person = subject.is_some(),
             "audit query"
         );
-        let next = if rows.len() as u32 == limit {
+        let next = if cut || rows.len() as u32 == limit {
             rows.last().map(|r| r.seq).unwrap_or(0)
         } else {
             0
         };
         Ok(Response::new(proto::AuditPage {
-            entries: rows.iter().map(entry_message).collect(),
+            entries,
             next_after_seq: next,
         }))
     }
@@ -640,21 +659,36 @@ impl proto::audit_server::Audit for AuditService {
                 if let Some(last) = page.last() {
                     next = last.seq;
                 }
-                let leaves = page
-                    .into_iter()
-                    .map(|l| proto::ExportedLeaf {
-                        seq: l.seq,
-                        leaf_hash: l.leaf_hash.to_vec(),
-                        missing: l.entry.is_none(),
-                        canonical: l.entry.unwrap_or_default(),
-                    })
-                    .collect();
-                let chunk = proto::ExportChunk {
-                    checkpoint: checkpoint.take(),
-                    leaves,
-                };
-                if tx.send(Ok(chunk)).await.is_err() || done {
-                    return;
+                let mut leaves = page.into_iter().map(|l| proto::ExportedLeaf {
+                    seq: l.seq,
+                    leaf_hash: l.leaf_hash.to_vec(),
+                    missing: l.entry.is_none(),
+                    canonical: l.entry.unwrap_or_default(),
+                });
+                let mut next_leaf = leaves.next();
+                loop {
+                    let mut chunk = proto::ExportChunk {
+                        checkpoint: checkpoint.take(),
+                        leaves: Vec::new(),
+                    };
+                    let mut bytes = 0;
+                    while let Some(leaf) = next_leaf.take() {
+                        let size = leaf.canonical.len() + 64;
+                        if !chunk.leaves.is_empty() && bytes + size > MESSAGE_BYTES {
+                            next_leaf = Some(leaf);
+                            break;
+                        }
+                        bytes += size;
+                        chunk.leaves.push(leaf);
+                        next_leaf = leaves.next();
+                    }
+                    let last = next_leaf.is_none();
+                    if tx.send(Ok(chunk)).await.is_err() || (done && last) {
+                        return;
+                    }
+                    if last {
+                        break;
+                    }
                 }
             }
         });
