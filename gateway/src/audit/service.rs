@@ -32,6 +32,8 @@ const EXPORT_CHUNK: usize = 256;
 /// The size an export message or a query's page stops growing at (either
 /// holds at least one entry): well below the decoding limit of gRPC clients.
 const MESSAGE_BYTES: usize = 3 << 20;
+/// Entries a query reads from the store at a time.
+const QUERY_READ: usize = 64;
 
 pub struct AuditService {
     gateway: Arc<Gateway>,
@@ -298,22 +300,35 @@ impl proto::audit_server::Audit for AuditService {
             after_seq: q.after_seq,
             limit,
         };
+        // A page ends early rather than grow past what a client decodes (an
+        // entry of a bulk pull's page names thousands of persons), and is
+        // read from the store a few entries at a time, so a page of large
+        // entries is never held whole.
         let store = self.gateway.store.clone();
-        let mut rows = blocking(move || store.query_audit(&filter).map_err(store_status)).await?;
-        // A page ends early rather than grow past what a client decodes
-        // (an entry of a bulk pull's page names thousands of persons).
-        let mut entries = Vec::with_capacity(rows.len());
-        let mut bytes = 0;
-        for row in &rows {
-            let message = entry_message(row);
-            bytes += prost::Message::encoded_len(&message);
-            if !entries.is_empty() && bytes > MESSAGE_BYTES {
-                break;
+        let (rows, entries, cut) = blocking(move || {
+            let (mut rows, mut entries, mut bytes) = (Vec::new(), Vec::new(), 0);
+            let mut filter = filter;
+            loop {
+                let want = limit as usize - rows.len();
+                filter.limit = want.min(QUERY_READ) as u32;
+                let read = store.query_audit(&filter).map_err(store_status)?;
+                let complete = read.len() < filter.limit as usize;
+                for row in read {
+                    let message = entry_message(&row);
+                    bytes += prost::Message::encoded_len(&message);
+                    if !entries.is_empty() && bytes > MESSAGE_BYTES {
+                        return Ok((rows, entries, true));
+                    }
+                    filter.after_seq = row.seq;
+                    entries.push(message);
+                    rows.push(row);
+                }
+                if complete || rows.len() == limit as usize {
+                    return Ok((rows, entries, false));
+                }
             }
-            entries.push(message);
-        }
-        let cut = entries.len() < rows.len();
-        rows.truncate(entries.len());
+        })
+        .await?;
         // A read of one person's entries is audited, chained to them, and
         // durable before the answer leaves (one entry per call: each page of
         // a paged read is a read). A query naming no one is not.
