@@ -126,8 +126,13 @@ impl Store for HeldAudit {
     fn audit_leaves(&self, from: u64, to: u64, limit: usize) -> Result<Vec<AuditLeaf>, StoreError> {
         self.inner.audit_leaves(from, to, limit)
     }
-    fn audit_subject_entries(&self, subject: &str) -> Result<Vec<StoredAuditEntry>, StoreError> {
-        self.inner.audit_subject_entries(subject)
+    fn audit_subject_entries(
+        &self,
+        subject: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredAuditEntry>, StoreError> {
+        self.inner.audit_subject_entries(subject, after_seq, limit)
     }
     fn audit_note(&self, seq: u64) -> Result<Option<StoredNote>, StoreError> {
         self.inner.audit_note(seq)

@@ -157,3 +157,44 @@ async fn the_subject_report_lists_exactly_that_persons_deliveries_and_lookups() 
     );
     server.stop().await;
 }
+
+/// A person named by more entries than the report reads at a time: every
+/// one is listed once, in order, with the chain complete.
+#[tokio::test]
+async fn a_long_history_is_reported_whole() {
+    let pki = pki();
+    let state = ServerState::new();
+    let server = TestServer::start(&pki, &state).await;
+    push_hrss_sample(&server, &pki).await;
+    let ch = server
+        .connect(&pki.client("union/assistance"))
+        .await
+        .unwrap();
+    let mut union = UnionExchangeClient::new(ch);
+    let lookups = 80;
+    for i in 0..lookups {
+        union
+            .lookup(LookupRequest {
+                id_number: PERSON.into(),
+                case_number: format!("KN-{i}"),
+                purpose: "hardship_application".into(),
+            })
+            .await
+            .unwrap();
+    }
+    let report = auditor(&server, &pki)
+        .await
+        .subject_report(SubjectReportRequest {
+            id_number: PERSON.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(report.chain_complete, "{:?}", report.problems);
+    assert_eq!(report.entries_checked, lookups);
+    let cases: Vec<String> = report.items.iter().map(|i| i.case_number.clone()).collect();
+    let expected: Vec<String> = (0..lookups).map(|i| format!("KN-{i}")).collect();
+    assert_eq!(cases, expected);
+    assert!(report.items.windows(2).all(|w| w[1].prev_seq == w[0].seq));
+    server.stop().await;
+}

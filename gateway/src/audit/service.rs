@@ -34,6 +34,8 @@ const EXPORT_CHUNK: usize = 256;
 const MESSAGE_BYTES: usize = 3 << 20;
 /// Entries a query reads from the store at a time.
 const QUERY_READ: usize = 64;
+/// Entries a subject report reads from the store at a time.
+const REPORT_READ: usize = 64;
 
 pub struct AuditService {
     gateway: Arc<Gateway>,
@@ -368,60 +370,83 @@ impl proto::audit_server::Audit for AuditService {
         let store = self.gateway.store.clone();
         let t = token.clone();
         let tables = self.policy_tables.clone();
-        let (stored, exports, tables) = blocking(move || {
-            let stored = store.audit_subject_entries(&t).map_err(store_status)?;
-            let exports = match stored.first() {
-                Some(first) => exports_since(store.as_ref(), first.seq).map_err(store_status)?,
-                None => Vec::new(),
+        // The person's entries are read and checked a page at a time: an
+        // entry of a bulk pull's page is large, and a person is named by
+        // every full pull.
+        let (items, problems, checked) = blocking(move || {
+            // The log as the report begins: the policy tables cover it, and
+            // the person's entries are read up to it.
+            let size = store.audit_size().map_err(store_status)?;
+            let tables = {
+                let mut tables = tables.lock().unwrap_or_else(|p| p.into_inner());
+                tables.catch_up(store.as_ref()).map_err(store_status)?;
+                tables.by_version.clone()
             };
-            let mut tables = tables.lock().unwrap_or_else(|p| p.into_inner());
-            tables.catch_up(store.as_ref()).map_err(store_status)?;
-            Ok((stored, exports, tables.by_version.clone()))
+            let token = t;
+            let (mut items, mut problems) = (Vec::new(), Vec::new());
+            let (mut expected_prev, mut after, mut checked) = (0u64, 0u64, 0u64);
+            let mut first = None;
+            loop {
+                let page = store
+                    .audit_subject_entries(&token, after, REPORT_READ)
+                    .map_err(store_status)?;
+                let mut complete = page.len() < REPORT_READ;
+                for s in &page {
+                    if s.seq > size {
+                        complete = true;
+                        break;
+                    }
+                    after = s.seq;
+                    checked += 1;
+                    first.get_or_insert(s.seq);
+                    let e = match s.decode() {
+                        Ok(e) => e,
+                        Err(err) => {
+                            problems.push(format!("entry {} cannot be decoded: {err}", s.seq));
+                            continue;
+                        }
+                    };
+                    let Some(me) = e.subjects.iter().find(|r| r.token == token) else {
+                        problems.push(format!("entry {} does not name the person", e.seq));
+                        continue;
+                    };
+                    if me.prev_seq != expected_prev {
+                        problems.push(format!(
+                            "entry {} points back to {} but the previous entry found is {}: an entry is missing or altered",
+                            e.seq, me.prev_seq, expected_prev
+                        ));
+                    }
+                    expected_prev = e.seq;
+                    if let Some(item) = report_item(&e, me.prev_seq, &tables, &mut problems) {
+                        items.push(item);
+                    }
+                }
+                if complete {
+                    break;
+                }
+            }
+            // Exports name no one but held the person's entries: listed,
+            // outside the chain, when their checkpoint reached the person's
+            // first entry.
+            if let Some(first) = first {
+                for s in &exports_since(store.as_ref(), first).map_err(store_status)? {
+                    match s.decode() {
+                        // Without a size (not written by this gateway) it is
+                        // listed: an export is over-reported rather than hidden.
+                        Ok(e) if tree_size(&e).is_none_or(|size| size >= first) => {
+                            items.push(access_item(&e, 0));
+                        }
+                        Ok(_) => {}
+                        Err(err) => {
+                            problems.push(format!("entry {} cannot be decoded: {err}", s.seq))
+                        }
+                    }
+                }
+                items.sort_by_key(|i| i.seq);
+            }
+            Ok((items, problems, checked))
         })
         .await?;
-
-        let mut items = Vec::new();
-        let mut problems = Vec::new();
-        let mut expected_prev = 0u64;
-        for s in &stored {
-            let e = match s.decode() {
-                Ok(e) => e,
-                Err(err) => {
-                    problems.push(format!("entry {} cannot be decoded: {err}", s.seq));
-                    continue;
-                }
-            };
-            let Some(me) = e.subjects.iter().find(|r| r.token == token) else {
-                problems.push(format!("entry {} does not name the person", e.seq));
-                continue;
-            };
-            if me.prev_seq != expected_prev {
-                problems.push(format!(
-                    "entry {} points back to {} but the previous entry found is {}: an entry is missing or altered",
-                    e.seq, me.prev_seq, expected_prev
-                ));
-            }
-            expected_prev = e.seq;
-            if let Some(item) = report_item(&e, me.prev_seq, &tables, &mut problems) {
-                items.push(item);
-            }
-        }
-        // Exports name no one but held the person's entries: listed, outside
-        // the chain, when their checkpoint reached the person's first entry.
-        if let Some(first) = stored.first() {
-            for s in &exports {
-                match s.decode() {
-                    // Without a size (not written by this gateway) it is
-                    // listed: an export is over-reported rather than hidden.
-                    Ok(e) if tree_size(&e).is_none_or(|size| size >= first.seq) => {
-                        items.push(access_item(&e, 0));
-                    }
-                    Ok(_) => {}
-                    Err(err) => problems.push(format!("entry {} cannot be decoded: {err}", s.seq)),
-                }
-            }
-            items.sort_by_key(|i| i.seq);
-        }
         // The access itself is audited, chained to the person's entries, and
         // durable before the answer leaves.
         let entry = SubjectReported {
@@ -438,7 +463,7 @@ impl proto::audit_server::Audit for AuditService {
             items,
             chain_complete: problems.is_empty(),
             problems,
-            entries_checked: stored.len() as u64,
+            entries_checked: checked,
             checkpoint: Some(self.checkpoint_message(&checkpoint)),
         }))
     }

@@ -472,8 +472,10 @@ macro_rules! store_via_inner {
             fn audit_subject_entries(
                 &self,
                 subject: &str,
+                after_seq: u64,
+                limit: usize,
             ) -> Result<Vec<$crate::store::StoredAuditEntry>, $crate::store::StoreError> {
-                self.inner.audit_subject_entries(subject)
+                self.inner.audit_subject_entries(subject, after_seq, limit)
             }
             fn audit_note(
                 &self,
@@ -661,8 +663,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<tlog::Hash>, StoreError>;
     /// Leaves `[from, to)` (leaf indexes), at most `limit`, in order.
     fn audit_leaves(&self, from: u64, to: u64, limit: usize) -> Result<Vec<AuditLeaf>, StoreError>;
-    /// Every entry naming this subject token, in seq order.
-    fn audit_subject_entries(&self, subject: &str) -> Result<Vec<StoredAuditEntry>, StoreError>;
+    /// Entries naming this subject token after `after_seq`, in seq order, at
+    /// most `limit` (a person's history is read a page at a time: an entry
+    /// of a bulk pull's page is large).
+    fn audit_subject_entries(
+        &self,
+        subject: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredAuditEntry>, StoreError>;
     /// The note kept beside entry `seq`, if it has one (erased or not).
     fn audit_note(&self, seq: u64) -> Result<Option<StoredNote>, StoreError>;
     /// Erases the note beside entry `seq` (its sealed text is overwritten,

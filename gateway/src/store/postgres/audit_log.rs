@@ -202,13 +202,16 @@ impl Inner {
     pub(super) fn audit_subject_entries(
         &self,
         subject: &str,
+        after_seq: u64,
+        limit: usize,
     ) -> Result<Vec<StoredAuditEntry>, StoreError> {
         self.catch_up_index()?;
+        let limit = limit.min(i64::MAX as usize) as i64;
         self.read(|db| {
             let rows = db.query(
                 "SELECT s.seq, a.entry FROM audit_subjects s JOIN audit_log a ON a.seq = s.seq
-                 WHERE s.subject = $1 ORDER BY s.seq",
-                &[&text(subject)],
+                 WHERE s.subject = $1 AND s.seq > $2 ORDER BY s.seq LIMIT $3",
+                &[&text(subject), &pos(after_seq), &limit],
             )?;
             rows.iter().map(row_to_audit).collect()
         })

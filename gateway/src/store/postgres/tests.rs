@@ -420,7 +420,9 @@ fn appends_through_two_replicas_form_one_verifiable_log() {
         }
     }
     let subject = format!("{:032x}", 1);
-    let named = stores[0].audit_subject_entries(&subject).unwrap();
+    let named = stores[0]
+        .audit_subject_entries(&subject, 0, usize::MAX)
+        .unwrap();
     assert_eq!(
         named.iter().map(|e| e.seq).collect::<Vec<_>>(),
         naming[&subject]
@@ -460,7 +462,7 @@ fn subject_queries_see_every_entry_committed_before_them() {
         while appending.load(Ordering::SeqCst) || queries < 3 {
             let size = stores[1].audit_size().unwrap();
             let seqs: Vec<u64> = stores[1]
-                .audit_subject_entries(&subject(3))
+                .audit_subject_entries(&subject(3), 0, usize::MAX)
                 .unwrap()
                 .iter()
                 .map(|e| e.seq)
@@ -515,7 +517,7 @@ fn back_pointers_follow_appends_made_elsewhere() {
     }
     // Indexed up to here; the next pages are not, unless the indexer is
     // quick.
-    a.audit_subject_entries(&subject(0)).unwrap();
+    a.audit_subject_entries(&subject(0), 0, usize::MAX).unwrap();
     a.append_audit(&page(30)).unwrap();
     idle.append_audit(&page(40)).unwrap();
     let late = open(&db);
@@ -916,8 +918,8 @@ fn a_copied_embedded_store_answers_as_its_source() {
         src.audit_leaves(0, size, 10_000).unwrap()
     );
     assert_eq!(
-        dst.audit_subject_entries("s3").unwrap(),
-        src.audit_subject_entries("s3").unwrap()
+        dst.audit_subject_entries("s3", 0, usize::MAX).unwrap(),
+        src.audit_subject_entries("s3", 0, usize::MAX).unwrap()
     );
     for seq in [noted - 1, noted] {
         assert_eq!(dst.audit_note(seq).unwrap(), src.audit_note(seq).unwrap());

@@ -145,13 +145,19 @@ impl Inner {
     pub(super) fn audit_subject_entries(
         &self,
         subject: &str,
+        after_seq: u64,
+        limit: usize,
     ) -> Result<Vec<StoredAuditEntry>, StoreError> {
+        let (after, limit) = (
+            after_seq.min(i64::MAX as u64) as i64,
+            limit.min(i64::MAX as usize) as i64,
+        );
         self.read_with_index(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT s.seq, a.entry FROM idx.audit_subjects s JOIN audit_log a ON a.seq = s.seq
-                 WHERE s.subject = ?1 ORDER BY s.seq",
+                 WHERE s.subject = ?1 AND s.seq > ?2 ORDER BY s.seq LIMIT ?3",
             )?;
-            let rows = stmt.query_map(params![subject], row_to_audit)?;
+            let rows = stmt.query_map(params![subject, after, limit], row_to_audit)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }

@@ -371,7 +371,7 @@ mod audit_tree_tests {
         assert_eq!(expected.len(), 6);
         for (token, seqs) in &expected {
             let found: Vec<u64> = store
-                .audit_subject_entries(token)
+                .audit_subject_entries(token, 0, usize::MAX)
                 .unwrap()
                 .iter()
                 .map(|e| e.seq)
