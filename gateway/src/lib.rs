@@ -217,6 +217,10 @@ impl Gateway {
         use anyhow::Context as _;
         let keys = Keys::load(&config.keys_file, config.dev_mode)?;
         let store = store::open(&config.store, &config.data_dir)?;
+        // (A shared database has no data directory's lock to say so.)
+        store
+            .claim_serving()
+            .context("the store is not free to serve from")?;
         let vkey = audit::log::vkey(&config.trust_domain, keys.audit_log_seed())?;
         // Officers pin this public key; it sits beside the data it vouches for.
         let vkey_path = config.data_dir.join("audit-log.vkey");

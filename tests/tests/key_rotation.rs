@@ -255,10 +255,16 @@ fn binary() -> &'static Path {
 
 /// `gateway keys …` on the state's store and key file, as an operator runs it.
 fn keys_command(state: &ServerState, args: &[&str]) -> std::process::Output {
+    keys_command_in(state, &state.data_dir(), args)
+}
+
+/// The same with another data directory: on a shared database, an operator
+/// on another machine.
+fn keys_command_in(state: &ServerState, data_dir: &Path, args: &[&str]) -> std::process::Output {
     Command::new(binary())
         .arg("keys")
         .args(args)
-        .env("GATEWAY_DATA_DIR", state.data_dir())
+        .env("GATEWAY_DATA_DIR", data_dir)
         .envs(state.store_env())
         .env("GATEWAY_KEYS_FILE", state.keys_file())
         .env("GATEWAY_POLICIES_DIR", gateway_tests::shipped_policies())
@@ -353,6 +359,18 @@ async fn keys_reindex_runs_on_a_stopped_gateways_store_only() {
         "{}",
         String::from_utf8_lossy(&busy.stderr)
     );
+    if state.database().is_some() {
+        // From another machine (another data directory), only the shared
+        // database can say a replica serves from it.
+        let elsewhere = tempfile::tempdir().unwrap();
+        let busy = keys_command_in(&state, elsewhere.path(), &["reindex"]);
+        assert!(!busy.status.success());
+        assert!(
+            String::from_utf8_lossy(&busy.stderr).contains("replicas are serving"),
+            "{}",
+            String::from_utf8_lossy(&busy.stderr)
+        );
+    }
     server.kill_9();
 
     let done = keys_command(&state, &["reindex"]);

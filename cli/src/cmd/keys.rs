@@ -84,6 +84,10 @@ pub fn run(command: KeysCommand) -> anyhow::Result<()> {
     let _lock = lock_data_dir(&config.data_dir)?;
     let keys = gateway::keys::Keys::load(&config.keys_file, false)?;
     let store = gateway::store::open(&config.store, &config.data_dir)?;
+    // Replicas on other machines share only the database.
+    store
+        .claim_maintenance()
+        .context("the store is not free for maintenance")?;
     let mut out = std::io::stdout().lock();
     match command {
         KeysCommand::Reindex(_) => match gateway::rotation::reindex(&*store, &keys)? {

@@ -573,6 +573,18 @@ pub trait Store: Send + Sync + 'static {
     fn shared(&self) -> bool {
         false
     }
+    /// Claims the store for serving while it is open: refused while a
+    /// maintenance command ([`Store::claim_maintenance`]) holds it. Stores of
+    /// one process leave this to the data directory's lock.
+    fn claim_serving(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Claims the store for maintenance that no serving gateway may see half
+    /// done (`gateway keys`), while it is open: refused while any gateway
+    /// serves from it.
+    fn claim_maintenance(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     fn find_batch(&self, agency: &str, batch_id: &str) -> Result<Option<StoredBatch>, StoreError>;
     /// Atomically and durably applies a batch, unless its id was committed
     /// before (checked inside the same transaction, so concurrent re-sends of

@@ -60,6 +60,7 @@
 mod audit_log;
 mod audit_tree;
 mod checkpoints;
+mod claims;
 mod committer;
 mod db;
 mod errors;
@@ -104,6 +105,11 @@ pub struct PgStore {
     indexer: Option<std::thread::JoinHandle<()>>,
     /// Drives the pool's connections; shut down (without blocking) last.
     runtime: Option<tokio::runtime::Runtime>,
+    /// How a claim's connection of its own is opened (`claims`).
+    claim_settings: (
+        tokio_postgres::Config,
+        tokio_postgres_rustls::MakeRustlsConnect,
+    ),
 }
 
 struct Inner {
@@ -165,6 +171,7 @@ impl PgStore {
                 StoreError::unavailable(format!("cannot start the store's runtime: {e}"))
             })?;
         let readers = Arc::new(readers::Readers::new(config.clone(), tls.clone()));
+        let claim_settings = (config.clone(), tls.clone());
         let manager = Manager::from_connect(
             config,
             db::OnStoreRuntime {
@@ -197,6 +204,7 @@ impl PgStore {
             committer: None,
             indexer: None,
             runtime: Some(runtime),
+            claim_settings,
         };
         inner.transaction(Isolation::Write, schema::migrate)?;
         inner.load_heads()?;
@@ -296,6 +304,12 @@ impl Drop for PgStore {
 }
 
 crate::store::store_via_inner!(PgStore, shared: true, {
+    fn claim_serving(&self) -> Result<(), StoreError> {
+        PgStore::claim_serving(self)
+    }
+    fn claim_maintenance(&self) -> Result<(), StoreError> {
+        PgStore::claim_maintenance(self)
+    }
     fn records_for_person_async(&self, person_index: &[u8]) -> crate::store::StoreRead<crate::store::Rows> {
         Box::pin(records::records_for_person_async(self.inner.readers.clone(), person_index.to_vec()))
     }

@@ -980,3 +980,38 @@ fn a_copied_embedded_store_answers_as_its_source() {
     );
     assert_eq!(dst.audit_size().unwrap(), held);
 }
+
+/// Serving and maintenance exclude each other across processes through the
+/// database: replicas serve together, `gateway keys` waits for all of them
+/// to stop, and no replica starts while it works.
+#[test]
+fn serving_and_maintenance_claims_exclude_each_other() {
+    let db = TestDatabase::create();
+    let (a, b) = (open(&db), open(&db));
+    a.claim_serving().unwrap();
+    b.claim_serving().unwrap();
+    let keys = open(&db);
+    let refused = keys.claim_maintenance().unwrap_err();
+    assert!(
+        matches!(refused, StoreError::Unavailable { .. }),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("serving"), "{refused}");
+    drop((a, b));
+    // A dropped store's connection closes; the server lets go of its claim
+    // as it notices.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while keys.claim_maintenance().is_err() {
+        assert!(std::time::Instant::now() < deadline, "the claims stayed");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let late = open(&db);
+    let refused = late.claim_serving().unwrap_err();
+    assert!(refused.to_string().contains("gateway keys"), "{refused}");
+    drop(keys);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while late.claim_serving().is_err() {
+        assert!(std::time::Instant::now() < deadline, "the claim stayed");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
