@@ -66,6 +66,34 @@ impl std::hash::Hasher for TokenHasher {
     }
 }
 
+/// Heads moved by a transaction not yet committed, over the kept ones.
+pub(in crate::store) type HeadUpdates = HashMap<SubjectKey, u64, BuildTokenHasher>;
+
+/// The subjects an entry at `seq` names, each once and in token order, with
+/// their back-pointers (each one's latest entry: in `updates`, else in
+/// `base`); their heads move on to `seq` in `updates`.
+pub(in crate::store) fn chain(
+    subjects: &[String],
+    seq: u64,
+    base: &SubjectHeads,
+    updates: &mut HeadUpdates,
+) -> Vec<crate::audit::SubjectRef> {
+    let mut tokens: Vec<&String> = subjects.iter().collect();
+    tokens.sort_unstable();
+    tokens.dedup();
+    let mut refs = Vec::with_capacity(tokens.len());
+    for token in tokens {
+        let key = SubjectKey::of(token);
+        let prev_seq = updates.get(&key).copied().unwrap_or_else(|| base.get(&key));
+        updates.insert(key, seq);
+        refs.push(crate::audit::SubjectRef {
+            token: token.clone(),
+            prev_seq,
+        });
+    }
+    refs
+}
+
 impl SubjectHeads {
     pub(in crate::store) fn get(&self, key: &SubjectKey) -> u64 {
         match key {

@@ -20,7 +20,7 @@ use super::Inner;
 use super::db::{Db, Isolation, get};
 use crate::audit::{AuditEntry, SubjectRef};
 use crate::store::StoreError;
-use crate::store::subject_heads::{BuildTokenHasher, SubjectHeads, SubjectKey};
+use crate::store::subject_heads::{HeadUpdates, SubjectHeads, SubjectKey, chain};
 use deadpool_postgres::GenericClient;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -110,7 +110,7 @@ pub(super) struct Staged<'a> {
 struct Moved {
     from: u64,
     to: u64,
-    updates: HashMap<SubjectKey, u64, BuildTokenHasher>,
+    updates: HeadUpdates,
 }
 
 impl<'a> Staged<'a> {
@@ -153,24 +153,7 @@ impl<'a> Staged<'a> {
         let mut all = Vec::with_capacity(entries.len());
         for (i, e) in entries.iter().enumerate() {
             let seq = size + 1 + i as u64;
-            let mut named: Vec<&String> = e.subjects.iter().collect();
-            named.sort_unstable();
-            named.dedup();
-            let mut subjects = Vec::with_capacity(named.len());
-            for token in named {
-                let key = SubjectKey::of(token);
-                let prev = moved
-                    .updates
-                    .get(&key)
-                    .copied()
-                    .unwrap_or_else(|| base.get(&key));
-                moved.updates.insert(key, seq);
-                subjects.push(SubjectRef {
-                    token: token.clone(),
-                    prev_seq: prev,
-                });
-            }
-            all.push(subjects);
+            all.push(chain(&e.subjects, seq, base, &mut moved.updates));
         }
         moved.to = size + entries.len() as u64;
         self.moved = Some(moved);

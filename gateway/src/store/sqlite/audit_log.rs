@@ -6,7 +6,7 @@ use super::Inner;
 use super::audit_tree::tree;
 use super::writer::Staged;
 use crate::audit::AuditEntry;
-use crate::store::subject_heads::SubjectKey;
+use crate::store::subject_heads::chain;
 use crate::store::{AuditFilter, AuditLeaf, StoreError, StoredAuditEntry};
 use rusqlite::{Connection, Transaction, params};
 
@@ -30,18 +30,7 @@ pub(super) fn insert_audit(
         )?;
         for (i, e) in entries.iter().enumerate() {
             let seq = size + 1 + i as u64;
-            let mut tokens: Vec<&String> = e.subjects.iter().collect();
-            tokens.sort_unstable();
-            tokens.dedup();
-            let mut subjects = Vec::with_capacity(tokens.len());
-            for token in tokens {
-                let key = SubjectKey::of(token);
-                subjects.push(crate::audit::SubjectRef {
-                    token: token.clone(),
-                    prev_seq: heads.prev(&key),
-                });
-                heads.updates.insert(key, seq);
-            }
+            let subjects = chain(&e.subjects, seq, heads.base, &mut heads.updates);
             let bytes = e.encode(seq, &subjects).map_err(StoreError::backend)?;
             leaves.push(tlog::leaf_hash(&bytes));
             let kinds = if e.kinds.is_empty() {

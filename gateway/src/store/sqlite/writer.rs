@@ -4,7 +4,7 @@
 
 use super::Inner;
 use crate::store::StoreError;
-use crate::store::subject_heads::{BuildTokenHasher, SubjectHeads, SubjectKey};
+use crate::store::subject_heads::{HeadUpdates, SubjectHeads};
 use rusqlite::{Connection, Transaction};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -23,17 +23,8 @@ pub(super) struct Writer {
 /// tree's frontier.
 pub(super) struct Staged<'a> {
     pub(super) base: &'a SubjectHeads,
-    pub(super) updates: HashMap<SubjectKey, u64, BuildTokenHasher>,
+    pub(super) updates: HeadUpdates,
     pub(super) frontier: Option<tlog::Frontier>,
-}
-
-impl Staged<'_> {
-    pub(super) fn prev(&self, key: &SubjectKey) -> u64 {
-        self.updates
-            .get(key)
-            .copied()
-            .unwrap_or_else(|| self.base.get(key))
-    }
 }
 
 impl Inner {
