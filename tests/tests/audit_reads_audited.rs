@@ -108,13 +108,7 @@ async fn queries_and_exports_naming_a_person_appear_in_the_persons_report() {
 
     // The person's report lists the delivery, both queries and the export,
     // each with who read; the back-pointer chain is complete.
-    let report = compliance
-        .subject_report(SubjectReportRequest {
-            id_number: PERSON.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let report = report_on(&mut compliance, PERSON).await;
     assert!(report.chain_complete, "{:?}", report.problems);
     let lines: Vec<(u64, &str, &str)> = report
         .items
@@ -169,13 +163,7 @@ async fn queries_and_exports_naming_a_person_appear_in_the_persons_report() {
             .await
             .unwrap();
     }
-    let theirs = compliance
-        .subject_report(SubjectReportRequest {
-            id_number: stranger,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let theirs = report_on(&mut compliance, &stranger).await;
     assert!(theirs.chain_complete, "{:?}", theirs.problems);
     assert_eq!(
         theirs

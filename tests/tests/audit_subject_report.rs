@@ -4,9 +4,7 @@
 //! from the store breaks the chain and the report says so.
 
 use crate::audit_support::*;
-use gateway::proto::{
-    LookupRequest, SubjectReportRequest, union_exchange_client::UnionExchangeClient,
-};
+use gateway::proto::{LookupRequest, union_exchange_client::UnionExchangeClient};
 use gateway_tests::{ServerState, TestServer, valid_identity_number};
 
 #[tokio::test]
@@ -55,13 +53,7 @@ async fn the_subject_report_lists_exactly_that_persons_deliveries_and_lookups() 
     .await;
 
     let mut client = auditor(&server, &pki).await;
-    let report = client
-        .subject_report(SubjectReportRequest {
-            id_number: PERSON.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let report = report_on(&mut client, PERSON).await;
     assert!(report.chain_complete, "{:?}", report.problems);
     let keys = gateway::keys::Keys::load(&state.keys_file(), false).unwrap();
     assert_eq!(
@@ -121,13 +113,7 @@ async fn the_subject_report_lists_exactly_that_persons_deliveries_and_lookups() 
     assert!(report.checkpoint.unwrap().size >= report.items[2].seq);
 
     // The stranger's report holds only the stranger's look-up.
-    let other = client
-        .subject_report(SubjectReportRequest {
-            id_number: stranger,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let other = report_on(&mut client, &stranger).await;
     assert_eq!(other.items.len(), 1);
     assert_eq!(other.items[0].case_number, "KN-2");
 
@@ -142,13 +128,7 @@ async fn the_subject_report_lists_exactly_that_persons_deliveries_and_lookups() 
         &state,
         &format!("DELETE FROM audit_log WHERE seq = {}", report.items[1].seq),
     );
-    let broken = client
-        .subject_report(SubjectReportRequest {
-            id_number: PERSON.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let broken = report_on(&mut client, PERSON).await;
     assert!(!broken.chain_complete);
     assert!(
         broken.problems[0].contains(&report.items[1].seq.to_string()),
@@ -182,14 +162,7 @@ async fn a_long_history_is_reported_whole() {
             .await
             .unwrap();
     }
-    let report = auditor(&server, &pki)
-        .await
-        .subject_report(SubjectReportRequest {
-            id_number: PERSON.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let report = report_on(&mut auditor(&server, &pki).await, PERSON).await;
     assert!(report.chain_complete, "{:?}", report.problems);
     assert_eq!(report.entries_checked, lookups);
     let cases: Vec<String> = report.items.iter().map(|i| i.case_number.clone()).collect();

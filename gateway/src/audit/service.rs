@@ -699,36 +699,31 @@ impl proto::audit_server::Audit for AuditService {
                 if let Some(last) = page.last() {
                     next = last.seq;
                 }
-                let mut leaves = page.into_iter().map(|l| proto::ExportedLeaf {
-                    seq: l.seq,
-                    leaf_hash: l.leaf_hash.to_vec(),
-                    missing: l.entry.is_none(),
-                    canonical: l.entry.unwrap_or_default(),
-                });
-                let mut next_leaf = leaves.next();
-                loop {
-                    let mut chunk = proto::ExportChunk {
-                        checkpoint: checkpoint.take(),
-                        leaves: Vec::new(),
+                // Messages of at most MESSAGE_BYTES (or one leaf).
+                let mut chunk = proto::ExportChunk {
+                    checkpoint: checkpoint.take(),
+                    leaves: Vec::new(),
+                };
+                let mut bytes = 0;
+                for l in page {
+                    let leaf = proto::ExportedLeaf {
+                        seq: l.seq,
+                        leaf_hash: l.leaf_hash.to_vec(),
+                        missing: l.entry.is_none(),
+                        canonical: l.entry.unwrap_or_default(),
                     };
-                    let mut bytes = 0;
-                    while let Some(leaf) = next_leaf.take() {
-                        let size = leaf.canonical.len() + 64;
-                        if !chunk.leaves.is_empty() && bytes + size > MESSAGE_BYTES {
-                            next_leaf = Some(leaf);
-                            break;
+                    let size = leaf.canonical.len() + 64;
+                    if !chunk.leaves.is_empty() && bytes + size > MESSAGE_BYTES {
+                        if tx.send(Ok(std::mem::take(&mut chunk))).await.is_err() {
+                            return;
                         }
-                        bytes += size;
-                        chunk.leaves.push(leaf);
-                        next_leaf = leaves.next();
+                        bytes = 0;
                     }
-                    let last = next_leaf.is_none();
-                    if tx.send(Ok(chunk)).await.is_err() || (done && last) {
-                        return;
-                    }
-                    if last {
-                        break;
-                    }
+                    bytes += size;
+                    chunk.leaves.push(leaf);
+                }
+                if tx.send(Ok(chunk)).await.is_err() || done {
+                    return;
                 }
             }
         });

@@ -34,6 +34,20 @@ pub async fn auditor(server: &TestServer, pki: &TestPki) -> AuditClient<Channel>
     )
 }
 
+/// The subject report on the person with this identity number.
+pub async fn report_on(
+    client: &mut AuditClient<Channel>,
+    id_number: &str,
+) -> proto::SubjectReportResponse {
+    client
+        .subject_report(proto::SubjectReportRequest {
+            id_number: id_number.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// The log's entries of one action, decoded from their canonical bytes, as
 /// the auditor's query returns them.
 pub async fn entries_of(

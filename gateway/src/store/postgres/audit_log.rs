@@ -8,7 +8,7 @@ use super::Inner;
 use super::audit_tree::{EDGE, tree, tree_at};
 use super::db::{Db, Isolation, get, pos, text};
 use super::heads::Staged;
-use crate::audit::AuditEntry;
+use crate::audit::{AuditEntry, CanonicalEntry};
 use crate::store::{AuditFilter, AuditLeaf, StoreError, StoredAuditEntry};
 use deadpool_postgres::GenericClient;
 use std::collections::HashMap;
@@ -128,6 +128,35 @@ pub(super) fn insert_audit<C: GenericClient>(
     Ok(size + 1)
 }
 
+/// Up to `limit` entries after `after` and at most `upto`, decoded, in seq
+/// order: how the indexer and each replica's heads follow the log.
+pub(super) fn entries_after<C: GenericClient>(
+    db: &Db<'_, C>,
+    after: u64,
+    upto: u64,
+    limit: i64,
+) -> Result<Vec<CanonicalEntry>, StoreError> {
+    let rows = db.query(
+        "SELECT seq, entry FROM audit_log WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
+        &[&pos(after), &pos(upto), &limit],
+    )?;
+    rows.iter()
+        .map(|r| {
+            let seq = get::<i64>(r, 0)? as u64;
+            let entry = CanonicalEntry::decode(get(r, 1)?).map_err(|e| {
+                StoreError::corrupt(format!("audit entry {seq} does not decode: {e}"))
+            })?;
+            if entry.seq != seq {
+                return Err(StoreError::corrupt(format!(
+                    "the audit entry at {seq} says it is {}",
+                    entry.seq
+                )));
+            }
+            Ok(entry)
+        })
+        .collect()
+}
+
 fn row_to_audit(r: &tokio_postgres::Row) -> Result<StoredAuditEntry, StoreError> {
     Ok(StoredAuditEntry {
         seq: get::<i64>(r, 0)? as u64,
@@ -137,10 +166,7 @@ fn row_to_audit(r: &tokio_postgres::Row) -> Result<StoredAuditEntry, StoreError>
 
 impl Inner {
     pub(super) fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
-        self.write(|db, staged| insert_audit(db, staged, entries).map(|_| ()))?;
-        let named = entries.iter().map(|e| e.subjects.len() as u64);
-        self.index.appended(named.sum());
-        Ok(())
+        self.write(|db, staged| insert_audit(db, staged, entries).map(|_| ()))
     }
 
     pub(super) fn query_audit(&self, f: &AuditFilter) -> Result<Vec<StoredAuditEntry>, StoreError> {

@@ -39,25 +39,34 @@ impl PgStore {
         Ok((client, connection, row.try_get(0)?))
     }
 
+    /// Takes the claim (shared or not) on a connection of its own: `None`
+    /// while another holds it the other way.
+    fn take_claim(
+        &self,
+        shared: bool,
+    ) -> Result<Option<(tokio_postgres::Client, tokio::task::JoinHandle<()>)>, StoreError> {
+        let (config, tls) = self.claim_settings.clone();
+        let (client, connection, granted) = super::db::wait(
+            self.inner
+                .runtime
+                .spawn(Self::claim_connection(config, tls, shared)),
+        )
+        .map_err(|e| StoreError::unavailable(format!("the claim task failed: {e}")))??;
+        Ok(granted.then_some((client, connection)))
+    }
+
     /// Claims the database for serving, as long as this store lives:
     /// refused while a maintenance command holds it.
     pub(super) fn claim_serving(&self) -> Result<(), StoreError> {
-        let (config, tls) = self.claim_settings.clone();
-        let runtime = self.inner.runtime.clone();
-        let (client, connection, granted) = super::db::wait(runtime.spawn(Self::claim_connection(
-            config.clone(),
-            tls.clone(),
-            true,
-        )))
-        .map_err(|e| StoreError::unavailable(format!("the claim task failed: {e}")))??;
-        if !granted {
+        let Some((client, connection)) = self.take_claim(true)? else {
             return Err(StoreError::unavailable(
                 "a `gateway keys` command is working on this database; start the gateway when it has finished",
             ));
-        }
+        };
+        let (config, tls) = self.claim_settings.clone();
         // Held by the task below: taken again whenever its connection ends,
         // until the store's runtime stops.
-        runtime.spawn(async move {
+        self.inner.runtime.spawn(async move {
             let (mut _client, mut connection) = (client, connection);
             loop {
                 let _ = connection.await;
@@ -86,19 +95,14 @@ impl PgStore {
     /// Claims the database for maintenance, as long as this store lives:
     /// refused while any gateway serves from it.
     pub(super) fn claim_maintenance(&self) -> Result<(), StoreError> {
-        let (config, tls) = self.claim_settings.clone();
-        let runtime = self.inner.runtime.clone();
-        let (client, connection, granted) =
-            super::db::wait(runtime.spawn(Self::claim_connection(config, tls, false)))
-                .map_err(|e| StoreError::unavailable(format!("the claim task failed: {e}")))??;
-        if !granted {
+        let Some((client, connection)) = self.take_claim(false)? else {
             return Err(StoreError::unavailable(
                 "gateway replicas are serving from this database; stop every one of them first",
             ));
-        }
+        };
         // The connection (and so the claim) is kept until the store's
         // runtime stops.
-        runtime.spawn(async move {
+        self.inner.runtime.spawn(async move {
             let _client = client;
             let _ = connection.await;
         });

@@ -17,8 +17,9 @@
 //! them.
 
 use super::Inner;
+use super::audit_log::entries_after;
 use super::db::{Db, Isolation, get};
-use crate::audit::{AuditEntry, SubjectRef};
+use crate::audit::{AuditEntry, CanonicalEntry, SubjectRef};
 use crate::store::StoreError;
 use crate::store::subject_heads::{HeadUpdates, SubjectHeads, SubjectKey, chain};
 use deadpool_postgres::GenericClient;
@@ -36,39 +37,25 @@ pub(super) struct KnownHeads {
 }
 
 impl KnownHeads {
-    fn apply(&mut self, seq: u64, bytes: &[u8]) -> Result<(), StoreError> {
-        let entry = crate::audit::CanonicalEntry::decode(bytes)
-            .map_err(|e| StoreError::corrupt(format!("audit entry {seq} does not decode: {e}")))?;
-        if entry.seq != seq {
-            return Err(StoreError::corrupt(format!(
-                "the audit entry at {seq} says it is {}",
-                entry.seq
-            )));
-        }
+    /// Applies the next entry of the log.
+    fn apply(&mut self, entry: CanonicalEntry) {
         for s in entry.subjects {
-            self.heads.set(SubjectKey::of(&s.token), seq);
+            self.heads.set(SubjectKey::of(&s.token), entry.seq);
         }
-        self.through = seq;
-        Ok(())
+        self.through = entry.seq;
     }
 
     /// Applies the committed entries after `through` up to `size`.
     fn catch_up<C: GenericClient>(&mut self, db: &Db<'_, C>, size: u64) -> Result<(), StoreError> {
         while self.through < size {
-            let rows = db.query(
-                "SELECT seq, entry FROM audit_log WHERE seq > $1 AND seq <= $2
-                 ORDER BY seq LIMIT $3",
-                &[&(self.through as i64), &(size as i64), &FOLLOW_ENTRIES],
-            )?;
-            if rows.is_empty() {
+            let entries = entries_after(db, self.through, size, FOLLOW_ENTRIES)?;
+            if entries.is_empty() {
                 return Err(StoreError::corrupt(format!(
                     "the audit log holds no entry {} below its size {size}",
                     self.through + 1
                 )));
             }
-            for r in &rows {
-                self.apply(get::<i64>(r, 0)? as u64, get(r, 1)?)?;
-            }
+            entries.into_iter().for_each(|e| self.apply(e));
         }
         Ok(())
     }
@@ -106,11 +93,13 @@ pub(super) struct Staged<'a> {
     moved: Option<Moved>,
 }
 
-/// Heads an append moved: from the log of size `from` to `to`.
+/// Heads an append moved: from the log of size `from` to `to`, naming
+/// `named` subject rows (what the subject index has yet to take in).
 struct Moved {
     from: u64,
     to: u64,
     updates: HeadUpdates,
+    named: u64,
 }
 
 impl<'a> Staged<'a> {
@@ -143,6 +132,7 @@ impl<'a> Staged<'a> {
             from: size,
             to: size,
             updates: HashMap::default(),
+            named: 0,
         });
         if moved.to != size {
             return Err(StoreError::corrupt(
@@ -153,7 +143,9 @@ impl<'a> Staged<'a> {
         let mut all = Vec::with_capacity(entries.len());
         for (i, e) in entries.iter().enumerate() {
             let seq = size + 1 + i as u64;
-            all.push(chain(&e.subjects, seq, base, &mut moved.updates));
+            let refs = chain(&e.subjects, seq, base, &mut moved.updates);
+            moved.named += refs.len() as u64;
+            all.push(refs);
         }
         moved.to = size + entries.len() as u64;
         self.moved = Some(moved);
@@ -162,8 +154,10 @@ impl<'a> Staged<'a> {
 
     /// After the commit: the moved heads join the map they were computed
     /// from (unless a later append, having read them back, is ahead).
-    fn committed(self) {
-        let Some(moved) = self.moved else { return };
+    /// Returns the subject rows the commit named.
+    fn committed(self) -> u64 {
+        let Some(moved) = self.moved else { return 0 };
+        let named = moved.named;
         let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
         if known.through == moved.from {
             known.heads.hex.reserve(moved.updates.len());
@@ -172,6 +166,7 @@ impl<'a> Staged<'a> {
             }
             known.through = moved.to;
         }
+        named
     }
 }
 
@@ -194,27 +189,20 @@ impl Inner {
             if through >= size {
                 return Ok(());
             }
-            let rows = self.read(|db| {
-                db.query(
-                    "SELECT seq, entry FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
-                    &[&(through as i64), &FOLLOW_ENTRIES],
-                )
-            })?;
-            if rows.is_empty() {
+            let entries = self.read(|db| entries_after(db, through, size, FOLLOW_ENTRIES))?;
+            if entries.is_empty() {
                 return Ok(());
             }
             let mut known = self.heads.lock().unwrap_or_else(|p| p.into_inner());
-            if known.through != through {
-                continue;
-            }
-            for r in &rows {
-                known.apply(get::<i64>(r, 0)? as u64, get(r, 1)?)?;
+            if known.through == through {
+                entries.into_iter().for_each(|e| known.apply(e));
             }
         }
     }
 
     /// Runs `f` in a write transaction with this replica's kept tree edge
-    /// and heads, commits it, and keeps what `f` staged only once committed.
+    /// and heads, commits it, and keeps what `f` staged only once committed;
+    /// the indexer hears of the subjects it named.
     pub(super) fn write<T>(
         &self,
         f: impl FnOnce(&super::db::Tx<'_>, &mut Staged<'_>) -> Result<T, StoreError>,
@@ -227,7 +215,7 @@ impl Inner {
         let mut staged = Staged::new(frontier, &self.heads);
         let out = self.transaction(Isolation::Write, |db| f(db, &mut staged))?;
         *self.frontier.lock().unwrap_or_else(|p| p.into_inner()) = staged.frontier.take();
-        staged.committed();
+        self.index.appended(staged.committed());
         Ok(out)
     }
 }

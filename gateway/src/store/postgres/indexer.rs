@@ -24,6 +24,7 @@
 //! an entry committed before them.
 
 use super::Inner;
+use super::audit_log::entries_after;
 use super::db::{Isolation, get};
 use crate::store::StoreError;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -234,20 +235,14 @@ impl Inner {
             let mut pairs: Vec<(String, i64)> = Vec::new();
             let mut last = through;
             loop {
-                let rows = db.query(
-                    "SELECT seq, entry FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
-                    &[&last, &READ_ENTRIES],
-                )?;
-                for r in &rows {
-                    let seq: i64 = get(r, 0)?;
-                    let bytes: &[u8] = get(r, 1)?;
-                    let entry = crate::audit::CanonicalEntry::decode(bytes).map_err(|e| {
-                        StoreError::corrupt(format!("audit entry {seq} does not decode: {e}"))
-                    })?;
+                let entries = entries_after(db, last as u64, u64::MAX, READ_ENTRIES)?;
+                let read = entries.len() as i64;
+                for entry in entries {
+                    let seq = entry.seq as i64;
                     pairs.extend(entry.subjects.into_iter().map(|s| (s.token, seq)));
                     last = seq;
                 }
-                if (rows.len() as i64) < READ_ENTRIES || pairs.len() >= INDEX_CHUNK {
+                if read < READ_ENTRIES || pairs.len() >= INDEX_CHUNK {
                     break;
                 }
             }
